@@ -1,0 +1,30 @@
+"""pho: forward models of astronomical images with exact likelihood gradients.
+
+A scene of galaxies and stars on the sky becomes expected counts in the pixels of real
+exposures, each source a mixture of Gaussians convolved analytically with a Gaussian-mixture
+PSF. See README.md for the set-up and docs/ for the model and its conventions.
+"""
+
+from .errors import (
+    PhoBackendError,
+    PhoDataError,
+    PhoDataWarning,
+    PhoError,
+    PhoRangeError,
+    PhoValueError,
+    PhoWarning,
+)
+from .psf import PSFMixture
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PSFMixture",
+    "PhoError",
+    "PhoValueError",
+    "PhoRangeError",
+    "PhoDataError",
+    "PhoBackendError",
+    "PhoWarning",
+    "PhoDataWarning",
+]

@@ -1,0 +1,1 @@
+"""Command-line tools: ``python -m pho.tools.NAME --help``."""
