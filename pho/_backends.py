@@ -1,0 +1,191 @@
+"""Pixel backends: one interface, three implementations of the same integration rule.
+
+``get_backend(name, workers=None)`` returns an object with
+
+- ``render(gaussians (G, 6), shape (ny, nx)) -> image (ny, nx)``
+- ``gradient(gaussians (G, 6), weights (ny, nx)) -> (G, 6)``: sum over pixels of
+  ``weights * dI / d column``, columns ``A, x0, y0, Fxx, Fxy, Fyy``, ``A`` independent of F.
+
+Names: ``"reference"`` (NumPy, :mod:`pho._reference`, the specification), ``"cpu"`` (Cython +
+OpenMP, :mod:`pho._render`), ``"gpu"`` (CuPy, :mod:`pho._cuda`). The per-Gaussian integration
+order and the integer pixel boxes are computed here once, by :mod:`pho._reference`, and handed
+to every kernel, so all backends make the same decisions bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import _reference as ref
+from .errors import PhoBackendError, PhoValueError
+
+__all__ = ["BACKEND_NAMES", "get_backend", "available_backends", "resolve_workers"]
+
+#: All backend names pho knows, in order of preference for speed (fastest last).
+BACKEND_NAMES = ("reference", "cpu", "gpu")
+
+
+def resolve_workers(workers: int | None) -> int:
+    """The number of threads to use: ``workers`` if given, else ``OMP_NUM_THREADS``, else all cores.
+
+    Raises
+    ------
+    PhoValueError
+        If ``workers`` (or ``OMP_NUM_THREADS``) is not a positive integer.
+    """
+    if workers is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        if env:
+            try:
+                workers = int(env)
+            except ValueError:
+                raise PhoValueError(
+                    f"OMP_NUM_THREADS={env!r} is not a positive integer; set it to e.g. 2 or unset it"
+                ) from None
+        else:
+            try:
+                workers = len(os.sched_getaffinity(0))
+            except AttributeError:  # not on Linux
+                workers = os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise PhoValueError(f"workers={workers!r} must be a positive integer (number of threads) or None for all cores")
+    return int(workers)
+
+
+def _check_weights(weights) -> np.ndarray:
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    if w.ndim != 2:
+        raise PhoValueError(f"weights must be a 2-d image of shape (ny, nx); got shape {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise PhoValueError(
+            "weights hold NaN or infinite values; set masked pixels to 0 (their weight) rather than NaN"
+        )
+    return w
+
+
+class ReferenceBackend:
+    """The NumPy specification (slow). ``workers`` is accepted and ignored."""
+
+    name = "reference"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = 1
+
+    def render(self, gaussians, shape) -> np.ndarray:
+        """Model image ``(ny, nx)``; see :func:`pho._reference.render`."""
+        return ref.render(gaussians, shape)
+
+    def gradient(self, gaussians, weights) -> np.ndarray:
+        """``(G, 6)`` weighted derivative sums; see :func:`pho._reference.gradient`."""
+        return ref.gradient(gaussians, _check_weights(weights))
+
+
+class CpuBackend:
+    """Cython + OpenMP kernels (:mod:`pho._render`), results independent of the thread count."""
+
+    name = "cpu"
+
+    def __init__(self, workers: int | None = None):
+        try:
+            from . import _render
+        except ImportError as exc:
+            raise PhoBackendError(
+                f"the compiled extension pho._render is not built ({exc}); run "
+                f"`pip install -e . --no-build-isolation` in the pho checkout, or use backend='reference'"
+            ) from exc
+        self._k = _render
+        self.workers = resolve_workers(workers)
+        self._nodes = np.ascontiguousarray(ref._NODES)
+        self._wts = np.ascontiguousarray(ref._WEIGHTS)
+
+    def _prepare(self, gaussians, shape):
+        g = ref.check_gaussians(gaussians)
+        boxes = np.ascontiguousarray(ref.pixel_boxes(g, shape), dtype=np.int64)
+        orders = np.ascontiguousarray(ref.integration_orders(g), dtype=np.int32)
+        return g, boxes, orders
+
+    def render(self, gaussians, shape) -> np.ndarray:
+        """Model image ``(ny, nx)`` float64."""
+        shape = ref.check_shape(shape)
+        g, boxes, orders = self._prepare(gaussians, shape)
+        img = np.zeros(shape)
+        status = self._k.render_image(g, boxes, orders, self._nodes, self._wts, img, self.workers)
+        _raise_status(status, "render")
+        return img
+
+    def gradient(self, gaussians, weights) -> np.ndarray:
+        """``(G, 6)`` sums over pixels of ``weights * dI/d column``."""
+        w = _check_weights(weights)
+        g, boxes, orders = self._prepare(gaussians, w.shape)
+        out = np.zeros((len(g), 6))
+        status = self._k.gradient_sums(g, boxes, orders, self._nodes, self._wts, w, out, self.workers)
+        _raise_status(status, "gradient")
+        return out
+
+
+def _raise_status(status: int, what: str) -> None:
+    if status != 0:
+        raise PhoBackendError(
+            f"the cpu {what} kernel returned status {status} (an integration order outside 0..{ref.MAX_ORDER}); "
+            f"this is a bug in pho, please report it with the Gaussians that caused it"
+        )
+
+
+def _gpu_backend(workers):
+    from ._cuda import GpuBackend  # imported lazily: CuPy is optional
+
+    return GpuBackend(workers)
+
+
+_FACTORIES = {"reference": ReferenceBackend, "cpu": CpuBackend, "gpu": _gpu_backend}
+
+
+def get_backend(name: str = "cpu", workers: int | None = None):
+    """Return a pixel backend by name.
+
+    Parameters
+    ----------
+    name : {"reference", "cpu", "gpu"}
+        ``"reference"`` is the NumPy specification, ``"cpu"`` the Cython + OpenMP kernels,
+        ``"gpu"`` the CuPy kernels (needs CuPy and a CUDA device).
+    workers : int or None
+        Threads for ``"cpu"``; None uses ``OMP_NUM_THREADS`` if set, else all cores.
+
+    Returns
+    -------
+    backend
+        Object with ``render(gaussians, shape)`` and ``gradient(gaussians, weights)``.
+
+    Raises
+    ------
+    PhoValueError
+        Unknown name or bad ``workers``.
+    PhoBackendError
+        The backend is not available here (extension not built, no CuPy or GPU).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pho._backends import get_backend
+    >>> g = np.array([[100.0, 10.0, 10.0, 0.5, 0.0, 0.5]])
+    >>> img = get_backend("reference").render(g, (21, 21))
+    >>> round(float(img.sum()) / (100.0 * 2 * np.pi / 0.5), 4)
+    1.0
+    """
+    if name not in _FACTORIES:
+        raise PhoValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    return _FACTORIES[name](workers)
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that work on this machine (``"reference"`` always does)."""
+    names = []
+    for name in BACKEND_NAMES:
+        try:
+            get_backend(name, workers=1)
+        except (PhoBackendError, ImportError):
+            continue
+        names.append(name)
+    return names
