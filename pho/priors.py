@@ -1,0 +1,377 @@
+"""Priors on scene parameters: per-parameter distributions with data-driven default bounds.
+
+A :class:`Priors` object holds one one-dimensional distribution per scene parameter (in the
+order of ``likelihood.parameter_names``). It gives the prior transform from the unit cube that
+nested sampling needs, the log prior density and its gradient for optimizers, and the bounds.
+
+Default bounds (:func:`default_priors`), all uniform (the seed's choice):
+
+- ``ra``, ``dec``: a box of half-width ``position_box_arcsec`` around the initial position.
+- ``flux_<band>``: ``[-5 sigma_ap, 3 * max(S_ap, 0) + 10 sigma_ap]`` where ``S_ap`` is the sum of
+  the background-subtracted pixels (in flux units) in a circular aperture around the source in the
+  exposures of that band and ``sigma_ap`` its noise; widened to include the initial flux.
+- ``q``: ``[0.1, 1]``; ``pa``: a window of width pi centred on the initial angle, treated as
+  periodic by the sampler (a pi rotation is the same ellipse).
+- ``n`` and ``rh``: the Sersic table's ``n_range`` and ``rh_range_arcsec``.
+- ``g1``, ``g2`` (if the scene uses reduced shear): ``[-0.82, 0.82]`` (|g| = 0.82 is q = 0.1).
+
+Every default can be replaced per parameter (``"s1.rh"``) or for every source (``"rh"``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .errors import PhoRangeError, PhoValueError
+
+__all__ = ["Uniform", "LogUniform", "Priors", "default_priors", "parameter_kind"]
+
+#: Lower bound of the axis ratio q = b/a in the default prior.
+Q_MIN = 0.1
+#: Default half-width of the position box, in pixels of the finest exposure (if no arcsec given).
+POSITION_BOX_PIX = 3.0
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """Uniform density on ``[lo, hi]``.
+
+    Parameters
+    ----------
+    lo, hi : float
+        Bounds, in the parameter's own unit; ``lo < hi``.
+    periodic : bool
+        The parameter wraps around (a position angle); the sampler is told so.
+    """
+
+    lo: float
+    hi: float
+    periodic: bool = False
+
+    def __post_init__(self):
+        if not (np.isfinite(self.lo) and np.isfinite(self.hi) and self.lo < self.hi):
+            raise PhoValueError(f"Uniform prior needs finite lo < hi, got lo={self.lo!r}, hi={self.hi!r}")
+
+    def transform(self, u: np.ndarray) -> np.ndarray:
+        """Map unit-cube coordinates ``u`` in [0, 1] to the parameter."""
+        return self.lo + u * (self.hi - self.lo)
+
+    def ln_prob(self, x: float) -> float:
+        """Log density at ``x`` (-inf outside the bounds)."""
+        return -math.log(self.hi - self.lo) if self.lo <= x <= self.hi else -math.inf
+
+    def grad_ln_prob(self, x: float) -> float:
+        """d ln p / d x inside the bounds."""
+        return 0.0
+
+    def dtheta_du(self, x: float) -> float:
+        """d theta / d u of the transform at the parameter value ``x``."""
+        return self.hi - self.lo
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """Density proportional to 1/x on ``[lo, hi]``, ``0 < lo < hi`` (scale parameters)."""
+
+    lo: float
+    hi: float
+    periodic: bool = False
+
+    def __post_init__(self):
+        if not (np.isfinite(self.lo) and np.isfinite(self.hi) and 0 < self.lo < self.hi):
+            raise PhoValueError(f"LogUniform prior needs finite 0 < lo < hi, got lo={self.lo!r}, hi={self.hi!r}")
+
+    def transform(self, u: np.ndarray) -> np.ndarray:
+        return self.lo * np.exp(u * math.log(self.hi / self.lo))
+
+    def ln_prob(self, x: float) -> float:
+        if not self.lo <= x <= self.hi:
+            return -math.inf
+        return -math.log(x) - math.log(math.log(self.hi / self.lo))
+
+    def grad_ln_prob(self, x: float) -> float:
+        return -1.0 / x
+
+    def dtheta_du(self, x: float) -> float:
+        return x * math.log(self.hi / self.lo)
+
+
+def parameter_kind(name: str) -> str:
+    """The kind of a parameter from its name: ``"s3.flux_F200W"`` -> ``"flux"``, ``"s0.rh"`` -> ``"rh"``."""
+    kind = name.split(".", 1)[-1]
+    return "flux" if kind.startswith("flux") else kind
+
+
+def _source_index(name: str) -> int:
+    head = name.split(".", 1)[0]
+    if not (head.startswith("s") and head[1:].isdigit()):
+        raise PhoValueError(f"parameter name {name!r} does not start with a source label like 's0.'")
+    return int(head[1:])
+
+
+class Priors:
+    """One prior distribution per parameter, in the likelihood's parameter order.
+
+    Parameters
+    ----------
+    names : sequence of str, length P
+        Parameter names (``likelihood.parameter_names``).
+    distributions : mapping of str to Uniform or LogUniform
+        A distribution for every name.
+
+    Examples
+    --------
+    >>> from pho.priors import Priors, Uniform
+    >>> p = Priors(["s0.q"], {"s0.q": Uniform(0.1, 1.0)})
+    >>> p.prior_transform([0.5])
+    array([0.55])
+    """
+
+    def __init__(self, names: Sequence[str], distributions: Mapping[str, object]):
+        self.names = list(names)
+        missing = [n for n in self.names if n not in distributions]
+        if missing:
+            raise PhoValueError(f"no prior given for parameters {missing}; give one for every parameter")
+        self.distributions = [distributions[n] for n in self.names]
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters P."""
+        return len(self.names)
+
+    @property
+    def lower(self) -> np.ndarray:
+        """Lower bounds, ndarray of shape (P,)."""
+        return np.array([d.lo for d in self.distributions])
+
+    @property
+    def upper(self) -> np.ndarray:
+        """Upper bounds, ndarray of shape (P,)."""
+        return np.array([d.hi for d in self.distributions])
+
+    @property
+    def periodic(self) -> list[int]:
+        """Indices of periodic parameters (position angles)."""
+        return [i for i, d in enumerate(self.distributions) if d.periodic]
+
+    def __getitem__(self, name: str):
+        return self.distributions[self.names.index(name)]
+
+    def replace(self, overrides: Mapping[str, object]) -> "Priors":
+        """A copy with some distributions replaced.
+
+        Parameters
+        ----------
+        overrides : mapping
+            Keys are full names (``"s1.rh"``) or kinds applying to every source (``"rh"``,
+            ``"flux"``); values are distributions or ``(lo, hi)`` tuples (uniform).
+        """
+        dists = dict(zip(self.names, self.distributions))
+        for key, value in overrides.items():
+            if isinstance(value, tuple):
+                periodic = any(parameter_kind(n) == "pa" for n in self._matching(key))
+                value = Uniform(float(value[0]), float(value[1]), periodic=periodic)
+            for name in self._matching(key):
+                dists[name] = value
+        return Priors(self.names, dists)
+
+    def _matching(self, key: str) -> list[str]:
+        if key in self.names:
+            return [key]
+        hits = [n for n in self.names if parameter_kind(n) == key or n.split(".", 1)[-1] == key]
+        if not hits:
+            raise PhoValueError(
+                f"prior override {key!r} matches no parameter; use a full name like {self.names[0]!r} "
+                f"or a kind like 'rh', 'flux', 'flux_<band>'"
+            )
+        return hits
+
+    def prior_transform(self, u: np.ndarray) -> np.ndarray:
+        """Map a point of the unit cube, shape (P,), to parameters, shape (P,)."""
+        u = np.asarray(u, dtype=float)
+        return np.array([d.transform(x) for d, x in zip(self.distributions, u)])
+
+    def ln_prob(self, theta: np.ndarray) -> float:
+        """Log prior density at ``theta`` (shape (P,)); -inf outside the bounds."""
+        return float(sum(d.ln_prob(x) for d, x in zip(self.distributions, theta)))
+
+    def grad_ln_prob(self, theta: np.ndarray) -> np.ndarray:
+        """Gradient of :meth:`ln_prob` inside the bounds, shape (P,)."""
+        return np.array([d.grad_ln_prob(x) for d, x in zip(self.distributions, theta)])
+
+    def dtheta_du(self, theta: np.ndarray) -> np.ndarray:
+        """Diagonal Jacobian of the prior transform at ``theta``, shape (P,)."""
+        return np.array([d.dtheta_du(x) for d, x in zip(self.distributions, theta)])
+
+    def check_inside(self, theta: np.ndarray, what: str = "initial guess") -> None:
+        """Raise :class:`PhoRangeError` naming the first parameter of ``theta`` outside its bounds."""
+        for name, d, x in zip(self.names, self.distributions, theta):
+            if not (d.lo <= x <= d.hi):
+                raise PhoRangeError(
+                    f"{what}: {name}={x:.6g} is outside its prior [{d.lo:.6g}, {d.hi:.6g}]; "
+                    f"change the value or widen the prior (overrides={{{name!r}: (lo, hi)}})",
+                    x,
+                    d.lo,
+                    d.hi,
+                )
+
+    def __repr__(self) -> str:
+        rows = [f"  {n}: {d}" for n, d in zip(self.names, self.distributions)]
+        return "Priors(\n" + "\n".join(rows) + "\n)"
+
+
+def _pixel_scale_arcsec(exposure) -> float:
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    return float(np.sqrt(np.prod(proj_plane_pixel_scales(exposure.wcs.celestial))) * 3600.0)
+
+
+def aperture_flux(exposure, ra_deg: float, dec_deg: float, radius_arcsec: float) -> tuple[float, float]:
+    """Background-subtracted sum and its noise in a circular aperture, in flux units.
+
+    Parameters
+    ----------
+    exposure : pho.Exposure
+    ra_deg, dec_deg : float
+        Aperture centre.
+    radius_arcsec : float
+        Aperture radius.
+
+    Returns
+    -------
+    flux, sigma : float
+        Sum of ``(pixels - background) / counts_per_flux`` over unmasked pixels within the radius,
+        and its standard deviation from the inverse variance. ``(0, inf)`` if the aperture misses
+        the exposure.
+    """
+    x0, y0 = exposure.sky_to_pixel(ra_deg, dec_deg)
+    x0, y0 = float(np.squeeze(x0)), float(np.squeeze(y0))
+    radius_pix = radius_arcsec / _pixel_scale_arcsec(exposure)
+    ny, nx = exposure.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    inside = (xx - x0) ** 2 + (yy - y0) ** 2 <= radius_pix**2
+    ivar = np.asarray(exposure.ivar, dtype=float)
+    if getattr(exposure, "mask", None) is not None:
+        inside &= ~np.asarray(exposure.mask, dtype=bool)
+    inside &= ivar > 0
+    if not inside.any():
+        return 0.0, math.inf
+    cpf = float(getattr(exposure, "counts_per_flux", 1.0))
+    background = getattr(exposure, "background", 0.0)
+    background = np.broadcast_to(np.asarray(background, dtype=float), (ny, nx))
+    counts = np.asarray(exposure.pixels, dtype=float)[inside] - background[inside]
+    return float(counts.sum() / cpf), float(np.sqrt(np.sum(1.0 / ivar[inside])) / cpf)
+
+
+def default_priors(
+    likelihood,
+    *,
+    position_box_arcsec: float | None = None,
+    aperture_arcsec: float | None = None,
+    overrides: Mapping[str, object] | None = None,
+    theta: np.ndarray | None = None,
+) -> Priors:
+    """Uniform priors with bounds derived from the data and the initial scene.
+
+    Parameters
+    ----------
+    likelihood : pho.Likelihood
+        Supplies ``parameter_names``, the scene (initial guess) and the exposures.
+    position_box_arcsec : float, optional
+        Half-width of the box around each initial position. Default: 3 pixels of the coarsest
+        exposure.
+    aperture_arcsec : float, optional
+        Radius of the aperture whose sum sets the flux bounds. Default: 4 times the initial
+        ``rh`` (galaxies) plus 3 pixels, at least 5 pixels.
+    overrides : mapping, optional
+        Replacements, see :meth:`Priors.replace`.
+    theta : ndarray of shape (P,), optional
+        Initial parameters; default ``likelihood.scene.get_vector()``.
+
+    Returns
+    -------
+    Priors
+
+    Raises
+    ------
+    PhoRangeError
+        The initial guess lies outside an overridden bound.
+    """
+    names = list(likelihood.parameter_names)
+    theta = np.asarray(likelihood.scene.get_vector() if theta is None else theta, dtype=float)
+    values = dict(zip(names, theta))
+    exposures = list(likelihood.exposures)
+    scales = [_pixel_scale_arcsec(e) for e in exposures]
+    pix_arcsec = max(scales)
+    box_arcsec = POSITION_BOX_PIX * pix_arcsec if position_box_arcsec is None else float(position_box_arcsec)
+    if not box_arcsec > 0:
+        raise PhoValueError(f"position_box_arcsec must be positive, got {position_box_arcsec}")
+
+    profile = None
+    dists: dict[str, object] = {}
+    for name in names:
+        kind = parameter_kind(name)
+        src = name.split(".", 1)[0]
+        x = values[name]
+        if kind == "ra":
+            cosd = math.cos(math.radians(values[f"{src}.dec"]))
+            half = box_arcsec / 3600.0 / max(cosd, 1e-6)
+            dists[name] = Uniform(x - half, x + half)
+        elif kind == "dec":
+            half = box_arcsec / 3600.0
+            dists[name] = Uniform(x - half, x + half)
+        elif kind == "q":
+            dists[name] = Uniform(Q_MIN, 1.0)
+        elif kind == "pa":
+            dists[name] = Uniform(x - math.pi / 2, x + math.pi / 2, periodic=True)
+        elif kind in ("g1", "g2"):
+            gmax = (1 - Q_MIN) / (1 + Q_MIN)
+            dists[name] = Uniform(-gmax, gmax)
+        elif kind in ("n", "rh"):
+            if profile is None:
+                profile = _profile_of(likelihood, int(src[1:]))
+            lo, hi = profile.n_range if kind == "n" else profile.rh_range_arcsec
+            dists[name] = Uniform(float(lo), float(hi))
+        elif kind == "flux":
+            band = name.split(".", 1)[1][len("flux_"):]
+            rh = values.get(f"{src}.rh", 0.0)
+            radius = aperture_arcsec if aperture_arcsec is not None else max(4 * rh + 3 * pix_arcsec, 5 * pix_arcsec)
+            sums, variances = [], []
+            for e in exposures:
+                if str(e.band) != band:
+                    continue
+                s, sig = aperture_flux(e, values[f"{src}.ra"], values[f"{src}.dec"], radius)
+                if np.isfinite(sig):
+                    sums.append(s)
+                    variances.append(sig**2)
+            if sums:
+                w = 1.0 / np.array(variances)
+                s_ap = float(np.sum(w * np.array(sums)) / w.sum())
+                sigma = float(1.0 / np.sqrt(w.sum()))
+            else:
+                s_ap, sigma = abs(x), max(abs(x), 1.0)
+            lo = -5.0 * sigma
+            hi = 3.0 * max(s_ap, 0.0) + 10.0 * sigma
+            lo, hi = min(lo, x - 0.1 * abs(x)), max(hi, 1.5 * x)
+            dists[name] = Uniform(lo, hi)
+        else:
+            raise PhoValueError(f"no default prior for parameter {name!r} (kind {kind!r}); pass one in overrides")
+    priors = Priors(names, dists)
+    if overrides:
+        priors = priors.replace(overrides)
+    priors.check_inside(theta)
+    return priors
+
+
+def _profile_of(likelihood, index: int):
+    source = likelihood.scene.sources[index]
+    profile = getattr(source, "profile", None)
+    if profile is None:
+        from .sersic import default_profile
+
+        profile = default_profile()
+    return profile

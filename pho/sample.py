@@ -1,0 +1,301 @@
+"""Nested sampling of the scene posterior with dynesty.
+
+The prior transform maps dynesty's unit cube to the parameters through the :class:`Priors`;
+position angles are declared periodic. Static nested sampling is the default; ``dynamic=True``
+runs dynesty's dynamic sampler (more samples where the posterior mass is). dynesty >= 3 has no
+sampler that uses gradients; with an older dynesty, ``sample="hslice"`` gets the analytic
+gradient (with respect to the unit cube, through the prior transform's diagonal Jacobian).
+
+Checkpoints: with ``checkpoint_file`` the sampler's state is pickled there every
+``checkpoint_every_s`` seconds and at the end (dynesty writes a temporary file and renames it);
+``resume=True`` restores it and carries on. The likelihood object must therefore be picklable.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PhoValueError
+from .priors import Priors, default_priors
+
+__all__ = ["sample", "SampleResult", "weighted_quantiles"]
+
+log = logging.getLogger(__name__)
+
+
+def weighted_quantiles(x: np.ndarray, weights: np.ndarray, q) -> np.ndarray:
+    """Quantiles ``q`` (in [0, 1]) of samples ``x`` (N,) with weights (N,): the smallest sample
+    whose cumulative normalized weight reaches ``q`` (the inverse of the weighted empirical CDF)."""
+    x = np.asarray(x, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    order = np.argsort(x)
+    x, w = x[order], w[order]
+    cdf = np.cumsum(w)
+    cdf /= cdf[-1]
+    idx = np.searchsorted(cdf, np.asarray(q, dtype=float) * (1 - 1e-12), side="left")
+    return x[np.clip(idx, 0, len(x) - 1)]
+
+
+@dataclass
+class SampleResult:
+    """What :func:`sample` returns.
+
+    Attributes
+    ----------
+    samples : ndarray of shape (N, P)
+        All dead (and final live) points, natural units.
+    weights : ndarray of shape (N,)
+        Posterior weights, summing to one.
+    logl : ndarray of shape (N,)
+        Log-likelihood of each sample.
+    logz, logz_err : float
+        ln evidence (with the priors' normalization) and its error estimate.
+    names : list of str
+    summary : dict
+        ``name -> {"median", "p16", "p84", "mean", "std"}`` (position angles summarised in a
+        window of width pi around their circular mean).
+    settings : dict
+        The run's settings (sampler, nlive, bound, dlogz, seed, ...), written to file headers.
+    n_calls, n_iter : int
+    time_s : float
+    results : dynesty Results
+        dynesty's own object, for dynesty.plotting.
+    """
+
+    samples: np.ndarray
+    weights: np.ndarray
+    logl: np.ndarray
+    logz: float
+    logz_err: float
+    names: list
+    summary: dict
+    settings: dict = field(default_factory=dict)
+    n_calls: int = 0
+    n_iter: int = 0
+    time_s: float = 0.0
+    results: object = None
+
+    @property
+    def n_effective(self) -> float:
+        """Kish effective sample size ``1 / sum(w^2)``."""
+        return float(1.0 / np.sum(self.weights**2))
+
+    def equal_weight_samples(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Resample to equal weights (dynesty's systematic resampling), shape (N, P)."""
+        from dynesty.utils import resample_equal
+
+        return resample_equal(self.samples, self.weights, rstate=rng or np.random.default_rng())
+
+    def __str__(self) -> str:
+        lines = [
+            f"ln Z = {self.logz:.3f} +/- {self.logz_err:.3f}  ({self.n_iter} iterations, {self.n_calls} calls, "
+            f"{self.time_s:.1f} s, n_eff = {self.n_effective:.0f})"
+        ]
+        for n in self.names:
+            s = self.summary[n]
+            lines.append(f"  {n:<22s} {s['median']:>16.8g} +{s['p84'] - s['median']:.3g} -{s['median'] - s['p16']:.3g}")
+        return "\n".join(lines)
+
+
+class _LogLike:
+    """Picklable log-likelihood for dynesty (non-finite values become a very low number)."""
+
+    def __init__(self, likelihood):
+        self.likelihood = likelihood
+
+    def __call__(self, theta):
+        value = float(self.likelihood.lnlike(np.asarray(theta, dtype=float)))
+        return value if math.isfinite(value) else -1e300
+
+
+class _PriorTransform:
+    def __init__(self, priors):
+        self.priors = priors
+
+    def __call__(self, u):
+        return self.priors.prior_transform(u)
+
+
+class _UnitCubeGradient:
+    """d lnL / d u = d lnL / d theta * d theta / d u (diagonal prior transforms)."""
+
+    def __init__(self, likelihood, priors):
+        self.likelihood, self.priors = likelihood, priors
+
+    def __call__(self, u):
+        theta = self.priors.prior_transform(u)
+        return np.asarray(self.likelihood.lnlike_and_grad(theta)[1]) * self.priors.dtheta_du(theta)
+
+
+def _summarize(samples, weights, names, priors):
+    periodic = set(priors.periodic)
+    summary = {}
+    for i, name in enumerate(names):
+        x = samples[:, i]
+        if i in periodic:
+            width = priors.upper[i] - priors.lower[i]
+            ang = 2 * np.pi * x / width
+            centre = width / (2 * np.pi) * math.atan2(np.sum(weights * np.sin(ang)), np.sum(weights * np.cos(ang)))
+            x = centre + (x - centre + width / 2) % width - width / 2
+        p16, p50, p84 = weighted_quantiles(x, weights, [0.16, 0.5, 0.84])
+        mean = float(np.sum(weights * x))
+        std = float(np.sqrt(np.sum(weights * (x - mean) ** 2)))
+        summary[name] = {"median": float(p50), "p16": float(p16), "p84": float(p84), "mean": mean, "std": std}
+    return summary
+
+
+def sample(
+    likelihood,
+    priors: Priors | None = None,
+    *,
+    nlive: int = 200,
+    dynamic: bool = False,
+    sample: str = "auto",
+    bound: str = "multi",
+    dlogz: float | None = None,
+    maxiter: int | None = None,
+    maxcall: int | None = None,
+    rng: np.random.Generator | None = None,
+    checkpoint_file: str | os.PathLike | None = None,
+    checkpoint_every_s: float = 60.0,
+    resume: bool = False,
+    progress: bool = True,
+) -> SampleResult:
+    """Sample the posterior with dynesty nested sampling.
+
+    Parameters
+    ----------
+    likelihood : pho.Likelihood
+        Anything with ``lnlike(theta)``, ``lnlike_and_grad(theta)`` and ``parameter_names``.
+    priors : Priors, optional
+        Default :func:`pho.priors.default_priors` around the scene's current vector (run
+        :func:`pho.optimize` first and pass its scene for a good centre).
+    nlive : int
+        Live points (static), or initial live points (dynamic). More: more accurate evidence
+        and tails, proportionally slower. Default 200.
+    dynamic : bool
+        Use ``dynesty.DynamicNestedSampler`` (posterior-weighted batches) instead of the static one.
+    sample : str
+        dynesty's sampling method: ``"auto"``, ``"unif"``, ``"rwalk"``, ``"slice"``, ``"rslice"``
+        (and ``"hslice"`` with dynesty < 3, which receives the analytic gradient).
+    bound : str
+        dynesty's bounding: ``"multi"`` (default), ``"single"``, ``"balls"``, ``"cubes"``, ``"none"``.
+    dlogz : float, optional
+        Stopping tolerance on the remaining evidence (static); dynesty's default if None.
+    maxiter, maxcall : int, optional
+        Hard limits on iterations and likelihood calls.
+    rng : numpy.random.Generator, optional
+        Random state; default a fresh unseeded generator.
+    checkpoint_file : path, optional
+        Where to pickle the sampler's state periodically and at the end.
+    checkpoint_every_s : float
+        Seconds between checkpoints.
+    resume : bool
+        Restore the sampler from ``checkpoint_file`` (which must exist) and continue it.
+    progress : bool
+        Show dynesty's progress line (iteration, calls, ln Z, remaining dlogz) on stderr.
+
+    Returns
+    -------
+    SampleResult
+
+    Raises
+    ------
+    PhoValueError
+        Bad settings (``resume`` without an existing checkpoint, nlive too small, unknown sampler).
+
+    Examples
+    --------
+    >>> best = pho.optimize(likelihood)                          # doctest: +SKIP
+    >>> post = pho.sample(likelihood, nlive=200, rng=np.random.default_rng(1))  # doctest: +SKIP
+    >>> print(post)                                              # doctest: +SKIP
+    """
+    import dynesty
+
+    names = list(likelihood.parameter_names)
+    ndim = len(names)
+    if priors is None:
+        priors = default_priors(likelihood)
+    if list(priors.names) != names:
+        raise PhoValueError("priors.names differ from likelihood.parameter_names; build the priors from this likelihood")
+    if nlive < ndim + 2:
+        raise PhoValueError(f"nlive={nlive} is too small for {ndim} parameters; use at least {ndim + 2} (ideally 25 * ndim)")
+    rng = np.random.default_rng() if rng is None else rng
+    checkpoint_file = None if checkpoint_file is None else str(Path(checkpoint_file))
+    if resume and (checkpoint_file is None or not Path(checkpoint_file).exists()):
+        raise PhoValueError(f"resume=True but the checkpoint file {checkpoint_file!r} does not exist; run without resume")
+
+    settings = {
+        "sampler": "dynamic" if dynamic else "static",
+        "nlive": int(nlive),
+        "sample": sample,
+        "bound": bound,
+        "dlogz": dlogz,
+        "maxiter": maxiter,
+        "maxcall": maxcall,
+        "dynesty": dynesty.__version__,
+        "resumed": bool(resume),
+    }
+    run_kwargs = dict(print_progress=progress, checkpoint_every=checkpoint_every_s)
+    if checkpoint_file is not None:
+        run_kwargs["checkpoint_file"] = checkpoint_file
+    if dynamic:
+        run_kwargs.update(maxiter=maxiter, maxcall=maxcall)
+        if dlogz is not None:
+            run_kwargs["dlogz_init"] = dlogz
+    else:
+        run_kwargs.update(maxiter=maxiter, maxcall=maxcall, dlogz=dlogz)
+
+    t0 = time.perf_counter()
+    if resume:
+        cls = dynesty.DynamicNestedSampler if dynamic else dynesty.NestedSampler
+        sampler = cls.restore(checkpoint_file)
+        log.info("resumed sampler from %s at iteration %d", checkpoint_file, getattr(sampler, "it", -1))
+        sampler.run_nested(resume=True, **run_kwargs)
+    else:
+        kwargs = dict(
+            nlive=nlive,
+            bound=bound,
+            sample=sample,
+            periodic=priors.periodic or None,
+            rstate=rng,
+        )
+        if sample == "hslice":
+            if "gradient" not in inspect.signature(dynesty.NestedSampler).parameters:
+                raise PhoValueError(
+                    f"sample='hslice' needs dynesty < 3 (installed: {dynesty.__version__}); use 'rslice' or 'rwalk'"
+                )
+            kwargs.update(gradient=_UnitCubeGradient(likelihood, priors), compute_jac=False)
+        cls = dynesty.DynamicNestedSampler if dynamic else dynesty.NestedSampler
+        sampler = cls(_LogLike(likelihood), _PriorTransform(priors), ndim, **kwargs)
+        sampler.run_nested(**run_kwargs)
+    elapsed = time.perf_counter() - t0
+
+    res = sampler.results
+    samples = np.asarray(res.samples, dtype=float)
+    logwt = np.asarray(res.logwt, dtype=float)
+    weights = np.exp(logwt - logwt.max())
+    weights /= weights.sum()
+    summary = _summarize(samples, weights, names, priors)
+    return SampleResult(
+        samples=samples,
+        weights=weights,
+        logl=np.asarray(res.logl, dtype=float),
+        logz=float(res.logz[-1]),
+        logz_err=float(res.logzerr[-1]),
+        names=names,
+        summary=summary,
+        settings=settings,
+        n_calls=int(np.sum(res.ncall)),
+        n_iter=int(res.niter),
+        time_s=elapsed,
+        results=res,
+    )

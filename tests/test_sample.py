@@ -1,0 +1,113 @@
+"""pho.sample: evidence and posterior of a known Gaussian, checkpoint/resume, coverage on the real model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pho.errors import PhoValueError
+from pho.priors import Priors, Uniform
+from pho.sample import sample, weighted_quantiles
+
+NAMES = ["s0.flux_A", "s0.ra", "s0.q"]
+MEAN = np.array([10.0, 150.0, 0.5])
+SIGMA = np.array([0.3, 2e-5, 0.03])
+CORR = np.array([[1.0, 0.6, -0.3], [0.6, 1.0, 0.2], [-0.3, 0.2, 1.0]])
+COV = CORR * np.outer(SIGMA, SIGMA)
+HALF = 6 * SIGMA  # prior box: +-6 sigma, so the box holds all but ~1e-8 of the likelihood mass
+
+#: Calls after which the interrupting likelihood raises (a module global: not pickled with it).
+_INTERRUPT = {"calls": 0, "limit": None}
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class CorrelatedGaussian:
+    """Stand-in likelihood: lnL = -chi^2/2 of a correlated Gaussian; evidence known exactly."""
+
+    parameter_names = NAMES
+
+    def __init__(self):
+        self.icov = np.linalg.inv(COV)
+
+    def lnlike_and_grad(self, theta):
+        d = np.asarray(theta) - MEAN
+        return -0.5 * d @ self.icov @ d, -self.icov @ d
+
+    def lnlike(self, theta):
+        _INTERRUPT["calls"] += 1
+        if _INTERRUPT["limit"] is not None and _INTERRUPT["calls"] >= _INTERRUPT["limit"]:
+            raise _Interrupted("simulated kill")
+        return self.lnlike_and_grad(theta)[0]
+
+    @staticmethod
+    def exact_logz():
+        # Z = (1/V) * integral of exp(-chi^2/2) = (2 pi)^(P/2) sqrt(det C) / V
+        return 0.5 * len(MEAN) * math.log(2 * math.pi) + 0.5 * math.log(np.linalg.det(COV)) - np.sum(np.log(2 * HALF))
+
+
+def _priors():
+    return Priors(NAMES, {n: Uniform(m - h, m + h) for n, m, h in zip(NAMES, MEAN, HALF)})
+
+
+def test_weighted_quantiles_of_equal_weights_match_numpy(rng):
+    x = rng.normal(size=2001)
+    w = np.ones_like(x)
+    np.testing.assert_allclose(weighted_quantiles(x, w, [0.16, 0.5, 0.84]), np.quantile(x, [0.16, 0.5, 0.84]), atol=5e-3)
+    # a point with (almost) all the weight is every quantile
+    y = np.array([0.0, 1.0, 2.0])
+    np.testing.assert_allclose(weighted_quantiles(y, np.array([1e-9, 1.0, 1e-9]), [0.16, 0.84]), 1.0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_static_sampling_recovers_evidence_and_posterior(rng):
+    _INTERRUPT.update(calls=0, limit=None)
+    res = sample(CorrelatedGaussian(), _priors(), nlive=150, rng=rng, progress=False)
+    exact = CorrelatedGaussian.exact_logz()
+    assert abs(res.logz - exact) < 3 * res.logz_err, (res.logz, exact, res.logz_err)
+    assert res.weights.sum() == pytest.approx(1.0)
+    for i, name in enumerate(NAMES):
+        s = res.summary[name]
+        # Monte Carlo error of a median from n_eff samples is ~1.25 sigma / sqrt(n_eff) (< 0.1 sigma here)
+        assert abs(s["median"] - MEAN[i]) < 0.25 * SIGMA[i], name
+        assert 0.5 * (s["p84"] - s["p16"]) == pytest.approx(SIGMA[i], rel=0.2), name
+    assert res.n_effective > 200
+
+
+@pytest.mark.slow
+def test_dynamic_sampling_runs_and_agrees(rng):
+    _INTERRUPT.update(calls=0, limit=None)
+    res = sample(CorrelatedGaussian(), _priors(), nlive=80, dynamic=True, maxcall=40000, rng=rng, progress=False)
+    assert res.settings["sampler"] == "dynamic"
+    assert abs(res.logz - CorrelatedGaussian.exact_logz()) < 3 * res.logz_err + 0.1
+    assert abs(res.summary["s0.q"]["median"] - MEAN[2]) < 0.25 * SIGMA[2]
+
+
+def test_resume_after_interruption(tmp_path, rng):
+    path = tmp_path / "run.pkl"
+    _INTERRUPT.update(calls=0, limit=800)
+    with pytest.raises(_Interrupted):
+        sample(CorrelatedGaussian(), _priors(), nlive=60, rng=rng, checkpoint_file=path, checkpoint_every_s=0, progress=False)
+    assert path.exists(), "no checkpoint was written before the interruption"
+    calls_before = _INTERRUPT["calls"]
+    _INTERRUPT.update(calls=0, limit=None)
+    res = sample(CorrelatedGaussian(), _priors(), nlive=60, checkpoint_file=path, resume=True, progress=False)
+    # It carried on rather than starting over: fewer new calls than a fresh run needs in all.
+    _INTERRUPT.update(calls=0, limit=None)
+    fresh = sample(CorrelatedGaussian(), _priors(), nlive=60, rng=np.random.default_rng(5), progress=False)
+    assert _INTERRUPT["calls"] > 0
+    assert res.n_calls >= calls_before - 60  # the restored run counts the calls made before the kill
+    assert res.settings["resumed"] is True
+    assert abs(res.logz - CorrelatedGaussian.exact_logz()) < 3 * res.logz_err + 0.1
+    assert abs(res.logz - fresh.logz) < 3 * math.hypot(res.logz_err, fresh.logz_err) + 0.1
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path):
+    with pytest.raises(PhoValueError, match="does not exist"):
+        sample(CorrelatedGaussian(), _priors(), nlive=20, checkpoint_file=tmp_path / "none.pkl", resume=True)
+    with pytest.raises(PhoValueError, match="nlive=2 is too small"):
+        sample(CorrelatedGaussian(), _priors(), nlive=2)
