@@ -1,0 +1,362 @@
+"""Scene + exposure -> image Gaussians and their Jacobian to the source parameters.
+
+Every source is a mixture of circular Gaussians on the sky (a point source: one of zero width;
+a Sersic: M of fixed radii ``r_m`` with amplitudes ``a_m(n, rh)``). Sheared by (q, pa), mapped to
+pixels by the exposure's matrix ``D`` and convolved with each of the L PSF Gaussians, a source
+becomes M x L image Gaussians (columns ``A, x0, y0, Fxx, Fxy, Fyy``, docs/ARCHITECTURE.md). The
+equations, as implemented here, are in docs/model.md.
+
+The Jacobian of the six columns of each image Gaussian is returned with respect to K = 7 local
+parameters, in this order::
+
+    flux (in the exposure's band), ra, dec, shape1, shape2, n, rh
+
+where (shape1, shape2) is (q, pa) or (g1, g2) per ``scene.shape_parameters``. For a point source
+columns 3..6 are zero. ``param_index`` (G, 7) says where each local parameter sits in the scene
+vector; unused slots hold ``P`` (one past the end), so that
+``np.bincount(param_index.ravel(), weights=..., minlength=P + 1)[:P]`` scatters sums into the
+gradient.
+
+All work is vectorized over sources and components: per call, per exposure, a few dozen NumPy
+operations whatever the number of sources (loops only over source groups: point sources, and
+Sersics grouped by profile object).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .exposure import unit_vectors
+from .sources import Sersic
+
+__all__ = ["SceneModel", "ExposureModel", "ImageGaussians", "image_gaussians", "N_LOCAL", "LOCAL_PARAMETERS"]
+
+#: Local parameters of the Jacobian's last axis.
+LOCAL_PARAMETERS = ("flux", "ra", "dec", "shape1", "shape2", "n", "rh")
+N_LOCAL = len(LOCAL_PARAMETERS)
+_TWO_PI = 2.0 * math.pi
+
+
+class ImageGaussians(NamedTuple):
+    """Image Gaussians of one scene in one exposure.
+
+    Attributes
+    ----------
+    gaussians : ndarray of shape (G, 6)
+        ``A, x0, y0, Fxx, Fxy, Fyy`` (counts, pixels, pixels^-2), C-contiguous float64.
+    jacobian : ndarray of shape (G, 6, 7) or None
+        d column / d local parameter (``LOCAL_PARAMETERS``), with A's dependence on F folded in.
+    param_index : ndarray of int, shape (G, 7)
+        Index in the scene vector of each local parameter (``P`` where unused).
+    source_index : ndarray of int, shape (G,)
+        Source each Gaussian belongs to.
+    """
+
+    gaussians: np.ndarray
+    jacobian: np.ndarray | None
+    param_index: np.ndarray
+    source_index: np.ndarray
+
+
+class _Group:
+    """Static layout of one group of sources (point sources, or Sersics sharing a profile)."""
+
+    def __init__(self, kind, rows, idx, profile=None):
+        self.kind = kind
+        self.rows = np.asarray(rows, dtype=np.intp)  # positions of the group's sources in the scene
+        self.idx = idx  # (S, 6) scene indices: ra, dec, shape1, shape2, n, rh (sersic) or (S, 2)
+        self.flux_idx = None  # (S, B) scene indices of the fluxes, band order
+        self.profile = profile
+        if profile is not None:
+            r = np.asarray(profile.radii_arcsec, dtype=float)
+            self.r2 = (r * r)[:, None, None]  # (M, 1, 1) arcsec^2
+            self.n_comp = len(r)
+        else:
+            self.n_comp = 1
+
+
+class _GroupState(NamedTuple):
+    th: np.ndarray  # (S, 6) or (S, 2) parameters from the idx columns
+    flux: np.ndarray  # (S, B)
+    shape: np.ndarray | None  # (S, 3, 3): R, dR/dshape1, dR/dshape2 (xx, xy, yy)
+    amps: tuple | None  # a, da_dn, da_drh, each (S, M)
+
+
+class SceneState(NamedTuple):
+    """Exposure-independent quantities of one parameter vector (computed once per call)."""
+
+    theta: np.ndarray
+    units: np.ndarray  # (3, S_total, 3) unit vectors of all sources and their derivatives
+    groups: tuple
+
+
+def _shape_matrices(s1, s2, shape_parameters):
+    """Sky shape matrix R (covariance of a unit circular Gaussian after shearing) and its
+    derivatives to the two shape parameters; returns (S, 3, 3) = [R, dR/ds1, dR/ds2] x (xx, xy, yy).
+    """
+    out = np.empty(s1.shape + (3, 3))
+    if shape_parameters == "q_pa":
+        q, pa = s1, s2
+        c2, sn2 = np.cos(2.0 * pa), np.sin(2.0 * pa)
+        q2 = q * q
+        p, m = 0.5 * (1.0 + q2), 0.5 * (1.0 - q2)
+        out[:, 0, 0] = p - m * c2
+        out[:, 0, 1] = m * sn2
+        out[:, 0, 2] = p + m * c2
+        out[:, 1, 0] = q * (1.0 + c2)
+        out[:, 1, 1] = -q * sn2
+        out[:, 1, 2] = q * (1.0 - c2)
+        out[:, 2, 0] = 2.0 * m * sn2
+        out[:, 2, 1] = 2.0 * m * c2
+        out[:, 2, 2] = -2.0 * m * sn2
+        return out
+    g1, g2 = s1, s2
+    g = np.hypot(g1, g2)
+    safe = np.where(g > 0, g, 1.0)
+    u1 = np.where(g > 0, g1 / safe, 0.0)  # dg/dg1 (one-sided 0 at g = 0)
+    u2 = np.where(g > 0, g2 / safe, 0.0)
+    k = 1.0 / (1.0 + g) ** 2
+    P = (1.0 + g * g) * k
+    dP = 2.0 * k * (g - 1.0) / (1.0 + g)
+    dk = -2.0 * k / (1.0 + g)
+    out[:, 0, 0] = P - 2.0 * k * g1
+    out[:, 0, 1] = 2.0 * k * g2
+    out[:, 0, 2] = P + 2.0 * k * g1
+    for j, (u, one1, one2) in enumerate(((u1, 1.0, 0.0), (u2, 0.0, 1.0)), start=1):
+        dPj, dkj = dP * u, dk * u
+        out[:, j, 0] = dPj - 2.0 * dkj * g1 - 2.0 * k * one1
+        out[:, j, 1] = 2.0 * dkj * g2 + 2.0 * k * one2
+        out[:, j, 2] = dPj + 2.0 * dkj * g1 + 2.0 * k * one1
+    return out
+
+
+class SceneModel:
+    """Static layout of a scene for the model: source groups and index arrays.
+
+    Parameters
+    ----------
+    scene : pho.Scene
+    """
+
+    def __init__(self, scene):
+        self.scene = scene
+        self.n_params = scene.n_params
+        self.shape_parameters = scene.shape_parameters
+        nb = len(scene.bands)
+        point_rows, point_idx = [], []
+        sersic: dict[int, list] = {}
+        ra_idx, dec_idx = [], []
+        for i, s in enumerate(scene.sources):
+            idx = scene.source_parameter_indices(i)
+            ra_idx.append(idx[nb])
+            dec_idx.append(idx[nb + 1])
+            if isinstance(s, Sersic):
+                key = id(s.profile)
+                sersic.setdefault(key, [s.profile, [], []])
+                sersic[key][1].append(i)
+                sersic[key][2].append(idx)
+            else:
+                point_rows.append(i)
+                point_idx.append(idx)
+        self.ra_idx = np.array(ra_idx, dtype=np.intp)
+        self.dec_idx = np.array(dec_idx, dtype=np.intp)
+        self.groups = []
+        if point_rows:
+            idx = np.array(point_idx)
+            g = _Group("point", point_rows, idx[:, nb:])
+            g.flux_idx = idx[:, :nb]
+            self.groups.append(g)
+        for profile, rows, idxs in sersic.values():
+            idx = np.array(idxs)
+            g = _Group("sersic", rows, idx[:, nb:], profile)
+            g.flux_idx = idx[:, :nb]
+            self.groups.append(g)
+
+    def prepare(self, theta) -> SceneState:
+        """Exposure-independent pieces for parameters ``theta`` (assumed valid, see
+        ``Scene.check_vector``): unit vectors of positions, shape matrices, profile amplitudes."""
+        units = unit_vectors(theta[self.ra_idx], theta[self.dec_idx])
+        states = []
+        for g in self.groups:
+            th = theta[g.idx]
+            flux = theta[g.flux_idx]
+            if g.kind == "point":
+                states.append(_GroupState(th, flux, None, None))
+            else:
+                shape = _shape_matrices(th[:, 2], th[:, 3], self.shape_parameters)
+                amps = g.profile.amplitudes(th[:, 4], th[:, 5])
+                states.append(_GroupState(th, flux, shape, amps))
+        return SceneState(theta, units, tuple(states))
+
+
+class ExposureModel:
+    """The scene-to-image-Gaussians map for one exposure (static parts precomputed).
+
+    Parameters
+    ----------
+    scene_model : SceneModel
+    exposure : pho.Exposure
+
+    Raises
+    ------
+    PhoValueError
+        The exposure's band is not one of the scene's bands.
+    """
+
+    def __init__(self, scene_model: SceneModel, exposure):
+        from .errors import PhoValueError
+
+        self.scene_model = scene_model
+        self.exposure = exposure
+        scene = scene_model.scene
+        if exposure.band not in scene.bands:
+            raise PhoValueError(
+                f"{exposure.name}: band {exposure.band!r} is not one of the scene's bands {list(scene.bands)}; "
+                "give the sources a flux in that band"
+            )
+        self.band_index = scene.bands.index(exposure.band)
+        psf = exposure.psf
+        L = psf.n_gauss
+        self.n_psf = L
+        self.psf_cov = np.column_stack([psf.cxx, psf.cxy, psf.cyy])  # (L, 3)
+        self.psf_x, self.psf_y = np.asarray(psf.x, float), np.asarray(psf.y, float)
+        self.psf_amp_cpf = np.asarray(psf.amp, float) * exposure.counts_per_flux
+        D = exposure.D
+        d00, d01, d10, d11 = D[0, 0], D[0, 1], D[1, 0], D[1, 1]
+        # T = D R D^T as a linear map of (Rxx, Rxy, Ryy) -> (Txx, Txy, Tyy): T = R @ MT
+        self.MT = np.array(
+            [
+                [d00 * d00, d00 * d10, d10 * d10],
+                [2 * d00 * d01, d00 * d11 + d01 * d10, 2 * d10 * d11],
+                [d01 * d01, d01 * d11, d11 * d11],
+            ]
+        )
+        det = psf.cxx * psf.cyy - psf.cxy**2
+        self.psf_F = np.column_stack([psf.cyy, -psf.cxy, psf.cxx]) / det[:, None]
+        self.psf_norm = self.psf_amp_cpf / (_TWO_PI * np.sqrt(det))
+        P = scene_model.n_params
+        pidx, sidx = [], []
+        for g in scene_model.groups:
+            S = len(g.rows)
+            full = np.full((S, N_LOCAL), P, dtype=np.intp)
+            full[:, 0] = g.flux_idx[:, self.band_index]
+            full[:, 1 : 1 + g.idx.shape[1]] = g.idx
+            n_each = g.n_comp * L
+            pidx.append(np.repeat(full, n_each, axis=0))
+            sidx.append(np.repeat(g.rows, n_each))
+        self.param_index = np.ascontiguousarray(np.concatenate(pidx))
+        self.source_index = np.concatenate(sidx)
+        self.n_gauss = len(self.source_index)
+
+    def compute(self, state: SceneState, jacobian: bool = True):
+        """Image Gaussians (G, 6) and, if asked, their Jacobian (G, 6, 7) for a prepared state."""
+        x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units)
+        outs, jacs = [], []
+        for g, st in zip(self.scene_model.groups, state.groups):
+            rows = g.rows
+            x, y, J = x_all[rows], y_all[rows], J_all[rows]
+            flux = st.flux[:, self.band_index]
+            if g.kind == "point":
+                out, jac = self._point(flux, x, y, J, jacobian)
+            else:
+                out, jac = self._sersic(g, st, flux, x, y, J, jacobian)
+            outs.append(out)
+            jacs.append(jac)
+        if len(outs) == 1:
+            return outs[0], jacs[0]
+        return np.concatenate(outs), (np.concatenate(jacs) if jacobian else None)
+
+    def _point(self, flux, x, y, J, jacobian):
+        S, L = len(flux), self.n_psf
+        out = np.empty((S, L, 6))
+        out[:, :, 0] = flux[:, None] * self.psf_norm
+        out[:, :, 1] = x[:, None] + self.psf_x
+        out[:, :, 2] = y[:, None] + self.psf_y
+        out[:, :, 3:] = self.psf_F
+        out = out.reshape(S * L, 6)
+        if not jacobian:
+            return out, None
+        jac = np.zeros((S, L, 6, N_LOCAL))
+        jac[:, :, 0, 0] = self.psf_norm
+        jac[:, :, 1:3, 1:3] = J[:, None, :, :]
+        return out, jac.reshape(S * L, 6, N_LOCAL)
+
+    def _sersic(self, g, st, flux, x, y, J, jacobian):
+        S, M, L = len(flux), g.n_comp, self.n_psf
+        T = st.shape @ self.MT  # (S, 3, 3): D R D^T and its two shape derivatives
+        cov = g.r2 * T[:, None, 0:1, :] + self.psf_cov  # (S, M, L, 3)
+        cxx, cxy, cyy = cov[..., 0], cov[..., 1], cov[..., 2]
+        det = cxx * cyy - cxy * cxy
+        inv_det = 1.0 / det
+        fxx, fxy, fyy = cyy * inv_det, -cxy * inv_det, cxx * inv_det
+        base = self.psf_amp_cpf * np.sqrt(inv_det) / _TWO_PI  # (S, M, L) counts per flux per amplitude
+        a, da_dn, da_drh = st.amps
+        abase = a[:, :, None] * base
+        A = flux[:, None, None] * abase
+        out = np.empty((S, M, L, 6))
+        out[..., 0] = A
+        out[..., 1] = (x[:, None] + self.psf_x)[:, None, :]
+        out[..., 2] = (y[:, None] + self.psf_y)[:, None, :]
+        out[..., 3] = fxx
+        out[..., 4] = fxy
+        out[..., 5] = fyy
+        out = out.reshape(S * M * L, 6)
+        if not jacobian:
+            return out, None
+        # dC/dshape_k = r^2 dT_k, broadcast over L; last axis k = (shape1, shape2)
+        dT = np.swapaxes(T[:, 1:, :], 1, 2)[:, None, None]  # (S, 1, 1, 3, 2)
+        r2 = g.r2  # (M, 1, 1), broadcasts against (S, 1, 1, 2)
+        e, f, h = r2 * dT[..., 0, :], r2 * dT[..., 1, :], r2 * dT[..., 2, :]  # (S, M, 1, 2)
+        a_, b_, d_ = fxx[..., None], fxy[..., None], fyy[..., None]  # (S, M, L, 1)
+        ab, bb = a_ * b_, b_ * b_
+        jac = np.zeros((S, M, L, 6, N_LOCAL))
+        jac[..., 0, 0] = abase
+        jac[..., 0, 3:5] = -0.5 * A[..., None] * (a_ * e + 2.0 * b_ * f + d_ * h)
+        fb = flux[:, None, None] * base
+        jac[..., 0, 5] = fb * da_dn[:, :, None]
+        jac[..., 0, 6] = fb * da_drh[:, :, None]
+        jac[..., 1:3, 1:3] = J[:, None, None]
+        jac[..., 3, 3:5] = -(a_ * a_ * e + 2.0 * ab * f + bb * h)
+        jac[..., 4, 3:5] = -(ab * e + (a_ * d_ + bb) * f + b_ * d_ * h)
+        jac[..., 5, 3:5] = -(bb * e + 2.0 * b_ * d_ * f + d_ * d_ * h)
+        return out, jac.reshape(S * M * L, 6, N_LOCAL)
+
+
+def image_gaussians(scene, exposure, theta=None, jacobian: bool = True) -> ImageGaussians:
+    """Image Gaussians of ``scene`` in ``exposure`` and their Jacobian.
+
+    Parameters
+    ----------
+    scene : pho.Scene
+    exposure : pho.Exposure
+    theta : array_like of shape (P,), optional
+        Parameter vector (validated); default ``scene.get_vector()``.
+    jacobian : bool
+        Also compute the Jacobian.
+
+    Returns
+    -------
+    ImageGaussians
+        ``gaussians`` (G, 6), ``jacobian`` (G, 6, 7) or None, ``param_index`` (G, 7),
+        ``source_index`` (G,).
+
+    Examples
+    --------
+    >>> import numpy as np, pho
+    >>> from astropy.wcs import WCS
+    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]; w.wcs.crval = [150.0, 2.0]
+    >>> w.wcs.crpix = [32.5, 32.5]; w.wcs.cd = [[-0.03 / 3600, 0], [0, 0.03 / 3600]]
+    >>> exp = pho.Exposure(np.zeros((64, 64)), np.ones((64, 64)), w, pho.PSFMixture.gaussian(2.0), "F814W")
+    >>> scene = pho.Scene([pho.PointSource(150.0, 2.0, {"F814W": 100.0})])
+    >>> ig = pho.gaussians.image_gaussians(scene, exp)
+    >>> ig.gaussians.shape, ig.jacobian.shape
+    ((1, 6), (1, 6, 7))
+    """
+    theta = scene.get_vector() if theta is None else scene.check_vector(theta)
+    sm = SceneModel(scene)
+    em = ExposureModel(sm, exposure)
+    g, jac = em.compute(sm.prepare(theta), jacobian=jacobian)
+    return ImageGaussians(np.ascontiguousarray(g), jac, em.param_index, em.source_index)
