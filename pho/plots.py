@@ -1,0 +1,239 @@
+"""Figures: data/model/residual/chi panels, corner plot, trace plot, gradient images.
+
+matplotlib is imported only here (never by ``import pho``). Figures are built with
+``matplotlib.figure.Figure`` (no pyplot state, no GUI backend), and written atomically when a
+path is given. Every function returns the Figure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["plot_exposures", "plot_corner", "plot_trace", "plot_gradients", "save_figure"]
+
+
+def _figure(width_in: float, height_in: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width_in, height_in), layout="constrained")
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save ``fig`` to ``path`` atomically (temporary file, then ``os.replace``); returns the path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _finish(fig, path):
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_exposures(likelihood, theta: np.ndarray, path: str | os.PathLike | None = None, max_exposures: int = 8):
+    """Data, model, residual and chi = residual * sqrt(ivar) for each exposure (one row each).
+
+    Parameters
+    ----------
+    likelihood : pho.Likelihood
+    theta : ndarray of shape (P,)
+        Parameters of the model shown.
+    path : path, optional
+        Where to save (PNG, PDF, ... by suffix).
+    max_exposures : int
+        Show at most this many exposures.
+    """
+    exposures = list(likelihood.exposures)[:max_exposures]
+    models = likelihood.model_images(np.asarray(theta, dtype=float))
+    n = len(exposures)
+    fig = _figure(11.0, 2.8 * n)
+    axes = fig.subplots(n, 4, squeeze=False)
+    for row, (exposure, model) in enumerate(zip(exposures, models)):
+        data = np.asarray(exposure.pixels, dtype=float)
+        background = np.broadcast_to(np.asarray(getattr(exposure, "background", 0.0), dtype=float), data.shape)
+        model = np.asarray(model, dtype=float)
+        good = np.asarray(exposure.ivar) > 0
+        if getattr(exposure, "mask", None) is not None:
+            good &= ~np.asarray(exposure.mask, dtype=bool)
+        resid = np.where(good, data - model, np.nan)
+        chi = np.where(good, resid * np.sqrt(np.where(good, exposure.ivar, 0.0)), np.nan)
+        lo, hi = np.nanpercentile(np.where(good, data - background, np.nan), [1, 99.8])
+        rmax = np.nanpercentile(np.abs(resid), 99.5) or 1.0
+        panels = [
+            (data - background, "data", "magma", lo, hi),
+            (model - background, "model", "magma", lo, hi),
+            (resid, "data - model", "RdBu_r", -rmax, rmax),
+            (chi, "chi", "RdBu_r", -5, 5),
+        ]
+        name = getattr(exposure, "name", None) or f"exposure {row}"
+        chi2 = float(np.nansum(chi**2))
+        for col, (img, title, cmap, vmin, vmax) in enumerate(panels):
+            ax = axes[row, col]
+            im = ax.imshow(img, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            label = f"{name} ({exposure.band}): {title}" if col == 0 else title
+            if col == 3:
+                label += f"  chi2/N = {chi2 / max(int(good.sum()), 1):.2f}"
+            ax.set_title(label, fontsize=8)
+            fig.colorbar(im, ax=ax, shrink=0.8)
+    return _finish(fig, path)
+
+
+def _short(name: str) -> str:
+    return name.replace("flux_", "f_")
+
+
+def plot_corner(
+    posterior,
+    path: str | os.PathLike | None = None,
+    names: list[str] | None = None,
+    truths: dict | None = None,
+    bins: int = 30,
+):
+    """Corner plot of the weighted posterior samples: 1-d histograms on the diagonal, 2-d
+    histograms below, the 16/50/84 percentiles dashed, optional truth values in blue.
+
+    Parameters
+    ----------
+    posterior : pho.sample.SampleResult
+    path : path, optional
+    names : list of str, optional
+        Parameters to show (default all; more than ~12 makes an unreadable figure).
+    truths : dict, optional
+        ``name -> value`` to mark.
+    bins : int
+    """
+    names = list(posterior.names if names is None else names)
+    idx = [posterior.names.index(n) for n in names]
+    x = posterior.samples[:, idx]
+    w = posterior.weights
+    k = len(names)
+    fig = _figure(1.7 * k + 1, 1.7 * k + 1)
+    axes = fig.subplots(k, k, squeeze=False)
+    ranges = []
+    for j, name in enumerate(names):
+        s = posterior.summary[name]
+        width = max(s["p84"] - s["p16"], 1e-300)
+        ranges.append((s["median"] - 3 * width, s["median"] + 3 * width))
+    for r in range(k):
+        for c in range(k):
+            ax = axes[r, c]
+            if c > r:
+                ax.set_visible(False)
+                continue
+            if r == c:
+                ax.hist(x[:, c], bins=bins, range=ranges[c], weights=w, histtype="step", color="k")
+                s = posterior.summary[names[c]]
+                for v in (s["p16"], s["median"], s["p84"]):
+                    ax.axvline(v, ls="--", color="0.4", lw=0.8)
+                ax.set_yticks([])
+                ax.set_title(f"{_short(names[c])}", fontsize=7)
+            else:
+                h, xe, ye = np.histogram2d(x[:, c], x[:, r], bins=bins, range=[ranges[c], ranges[r]], weights=w)
+                ax.pcolormesh(xe, ye, h.T, cmap="Greys", shading="flat")
+                if truths and names[r] in truths:
+                    ax.axhline(truths[names[r]], color="tab:blue", lw=0.8)
+            if truths and names[c] in truths:
+                ax.axvline(truths[names[c]], color="tab:blue", lw=0.8)
+            ax.tick_params(labelsize=5)
+            if r < k - 1:
+                ax.set_xticklabels([])
+            else:
+                ax.set_xlabel(_short(names[c]), fontsize=6)
+            if c > 0 and r != c:
+                ax.set_yticklabels([])
+            elif r != c:
+                ax.set_ylabel(_short(names[r]), fontsize=6)
+    return _finish(fig, path)
+
+
+def plot_trace(posterior, path: str | os.PathLike | None = None, names: list[str] | None = None):
+    """Nested-sampling trace: each parameter (and ln L) against ln X, the log prior volume
+    enclosed at that iteration, points shaded by posterior weight.
+
+    Parameters
+    ----------
+    posterior : pho.sample.SampleResult
+    path : path, optional
+    names : list of str, optional
+    """
+    names = list(posterior.names if names is None else names)
+    res = posterior.results
+    if res is not None and hasattr(res, "logvol"):
+        lnx = np.asarray(res.logvol, dtype=float)
+    else:
+        lnx = -np.arange(len(posterior.weights), dtype=float) / max(int(posterior.settings.get("nlive", 1)), 1)
+    shade = posterior.weights / posterior.weights.max()
+    rows = len(names) + 1
+    fig = _figure(7.0, 1.3 * rows + 0.5)
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    axes[0].scatter(-lnx, posterior.logl, c=shade, cmap="viridis", s=2)
+    top = posterior.logl.max()
+    axes[0].set_ylim(top - 5 * max(len(names), 1) - 10, top + 2)
+    axes[0].set_ylabel("ln L", fontsize=7)
+    for ax, name in zip(axes[1:], names):
+        j = posterior.names.index(name)
+        ax.scatter(-lnx, posterior.samples[:, j], c=shade, cmap="viridis", s=2)
+        ax.set_ylabel(_short(name), fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes[-1].set_xlabel("-ln X (prior volume)")
+    return _finish(fig, path)
+
+
+def plot_gradients(
+    likelihood,
+    theta: np.ndarray,
+    source_index: int = 0,
+    exposure_index: int = 0,
+    path: str | os.PathLike | None = None,
+):
+    """Images of d(model)/d(parameter) for every parameter of one source in one exposure (the
+    seed's Figures 4 and 5), each scaled to its own symmetric colour range.
+
+    Parameters
+    ----------
+    likelihood : pho.Likelihood
+    theta : ndarray of shape (P,)
+    source_index, exposure_index : int
+    path : path, optional
+    """
+    theta = np.asarray(theta, dtype=float)
+    names = list(likelihood.parameter_names)
+    idx = [j for j, n in enumerate(names) if n.split(".", 1)[0] == f"s{source_index}"]
+    if not idx:
+        from .errors import PhoValueError
+
+        raise PhoValueError(f"source_index={source_index}: the scene has no source s{source_index}")
+    grads = np.asarray(likelihood.gradient_images(theta, exposure_index), dtype=float)
+    model = np.asarray(likelihood.model_images(theta)[exposure_index], dtype=float)
+    n = len(idx) + 1
+    ncol = min(n, 4)
+    nrow = (n + ncol - 1) // ncol
+    fig = _figure(3.0 * ncol, 2.8 * nrow)
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    im = axes[0].imshow(model, origin="lower", cmap="magma", interpolation="nearest")
+    axes[0].set_title(f"model, exposure {exposure_index}", fontsize=8)
+    fig.colorbar(im, ax=axes[0], shrink=0.8)
+    for ax, j in zip(axes[1:], idx):
+        g = grads[j]
+        vmax = np.max(np.abs(g)) or 1.0
+        im = ax.imshow(g, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"d model / d {names[j]}", fontsize=8)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return _finish(fig, path)
