@@ -15,11 +15,26 @@ from .errors import (
     PhoWarning,
 )
 from .psf import PSFMixture
+from . import gaussians, transforms
+from .exposure import Exposure
+from .likelihood import Likelihood, render
+from .sources import PointSource, Scene, Sersic
+from .transforms import LogisticTransform, TransformedLikelihood
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PSFMixture",
+    "PointSource",
+    "Sersic",
+    "Scene",
+    "Exposure",
+    "Likelihood",
+    "render",
+    "gaussians",
+    "transforms",
+    "LogisticTransform",
+    "TransformedLikelihood",
     "PhoError",
     "PhoValueError",
     "PhoRangeError",

@@ -7,11 +7,11 @@ import math
 import numpy as np
 
 #: Finite-difference step per parameter kind (central differences): small against each
-#: parameter's scale, large against its round-off (ra/dec are ~100 deg, so 1e-7 deg = 0.36 mas).
+#: parameter's scale, large against its round-off (ra/dec are ~100 deg, so 1e-8 deg = 0.036 mas = 1e-3 of a 0.03" pixel).
 FD_STEPS = {
     "flux": 1e-4,  # relative (times max(|flux|, 1))
-    "ra": 1e-7,  # deg
-    "dec": 1e-7,  # deg
+    "ra": 1e-8,  # deg
+    "dec": 1e-8,  # deg
     "q": 1e-5,
     "pa": 1e-5,  # rad
     "g1": 1e-5,
@@ -37,7 +37,7 @@ def central_difference(func, theta, i, step):
     return (np.asarray(func(tp)) - np.asarray(func(tm))) / (2.0 * step)
 
 
-def check_gradient(func, grad, theta, kinds, names=None, rtol=1e-5, atol=0.0, steps=None):
+def check_gradient(func, grad, theta, kinds, names=None, rtol=1e-5, atol=0.0, steps=None, f_roundoff=1e-12):
     """Compare an analytic gradient with central differences, parameter by parameter.
 
     Parameters
@@ -50,7 +50,11 @@ def check_gradient(func, grad, theta, kinds, names=None, rtol=1e-5, atol=0.0, st
     kinds : sequence of str
         Parameter kinds (for the step sizes).
     rtol, atol : float
-        Allowed |fd - analytic| <= atol + rtol * max(|analytic|) per parameter.
+        Allowed |fd - analytic| <= atol + rtol * max(|analytic|, |fd|) + noise per parameter.
+    f_roundoff : float
+        Relative round-off of ``func``'s value; the finite difference's own noise,
+        ``f_roundoff * max|func(theta)| / step``, is added to the allowance (it matters only for
+        derivatives near zero, e.g. a flux at its best-fit value).
 
     Returns
     -------
@@ -59,13 +63,14 @@ def check_gradient(func, grad, theta, kinds, names=None, rtol=1e-5, atol=0.0, st
         parameter on failure.
     """
     theta = np.asarray(theta, dtype=float)
+    f0 = float(np.max(np.abs(np.asarray(func(theta)))))
     worst = 0.0
     for i, kind in enumerate(kinds):
         step = steps[i] if steps is not None else fd_step(kind, theta[i])
         fd = central_difference(func, theta, i, step)
         an = np.asarray(grad[i])
         scale = float(np.max(np.abs(an))) if np.size(an) else 0.0
-        allow = atol + rtol * max(scale, float(np.max(np.abs(fd))))
+        allow = atol + rtol * max(scale, float(np.max(np.abs(fd)))) + f_roundoff * f0 / step
         err = float(np.max(np.abs(fd - an)))
         label = names[i] if names is not None else f"parameter {i} ({kind})"
         assert err <= allow, f"{label}: finite difference {fd!r} vs analytic {an!r} (error {err:.3g} > allowed {allow:.3g})"
