@@ -102,7 +102,7 @@ class CpuBackend:
 
     def _prepare(self, gaussians, shape):
         g = ref.check_gaussians(gaussians)
-        boxes = np.ascontiguousarray(ref.pixel_boxes(g, shape), dtype=np.int64)
+        boxes = np.ascontiguousarray(ref.pixel_boxes(g, shape), dtype=np.intp)
         orders = np.ascontiguousarray(ref.integration_orders(g), dtype=np.int32)
         return g, boxes, orders
 

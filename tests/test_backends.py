@@ -1,0 +1,183 @@
+"""Every available pixel backend against the NumPy reference (pho._reference), and thread invariance."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from pho import _backends, _reference as ref
+from pho.errors import PhoBackendError, PhoValueError
+
+
+def _gaussian(flux, x0, y0, fwhm_minor_pix, q, theta_rad):
+    s_minor = fwhm_minor_pix / ref.FWHM_PER_SIGMA
+    c, s = math.cos(theta_rad), math.sin(theta_rad)
+    rot = np.array([[c, -s], [s, c]])
+    f = np.linalg.inv(rot @ np.diag([(s_minor / q) ** 2, s_minor**2]) @ rot.T)
+    return [flux * math.sqrt(np.linalg.det(f)) / (2 * math.pi), x0, y0, f[0, 0], f[0, 1], f[1, 1]]
+
+
+def scene_gaussians(rng, shape):
+    """Gaussians of every integration order, some partly or wholly off the stamp, one at a corner."""
+    ny, nx = shape
+    rows = []
+    for fwhm, q in [(0.5, 1.0), (0.6, 0.5), (0.9, 0.3), (1.4, 0.8), (3.0, 0.4), (6.0, 1.0), (9.0, 0.6),
+                    (15.0, 0.3), (25.0, 0.9), (40.0, 0.1)]:
+        rows.append(_gaussian(rng.uniform(1, 10), rng.uniform(-3, nx + 2), rng.uniform(-3, ny + 2), fwhm, q,
+                              rng.uniform(0, math.pi)))
+    rows.append(_gaussian(5.0, 0.0, 0.0, 2.0, 0.7, 0.3))              # at the corner pixel centre
+    rows.append(_gaussian(5.0, nx - 0.5, ny - 0.5, 1.0, 1.0, 0.0))    # at the far corner's edge
+    rows.append(_gaussian(5.0, -30.0, ny / 2, 2.0, 1.0, 0.0))         # wholly outside
+    rows.append(_gaussian(5.0, nx + 4.0, ny / 2, 10.0, 0.5, 1.0))     # box partly inside
+    rows.append(_gaussian(3.0, nx / 2, ny / 2, 60.0, 0.05, 0.785))    # very elongated and wide
+    rows.append(_gaussian(5.0, nx / 2, ny / 2, 1.5, 0.03, 0.785))     # exponent > PHO_EXPARG_MAX in box corners
+    return np.array(rows)
+
+
+def backend_or_skip(name, workers=None):
+    try:
+        return _backends.get_backend(name, workers=workers)
+    except (PhoBackendError, ImportError) as exc:
+        pytest.skip(f"backend {name!r} not available here: {exc}")
+
+
+FAST = ["cpu", "gpu"]
+
+
+@pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize("shape", [(48, 64), (37, 29)])
+def test_render_matches_reference(name, shape, rng):
+    be = backend_or_skip(name)
+    g = scene_gaussians(rng, shape)
+    want = ref.render(g, shape)
+    got = be.render(g, shape)
+    assert got.shape == shape
+    assert np.count_nonzero(want) > 0.5 * want.size
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-300)
+    # per Gaussian as well, so no single Gaussian's error hides under the others
+    for k in range(len(g)):
+        np.testing.assert_allclose(be.render(g[k : k + 1], shape), ref.render(g[k : k + 1], shape), rtol=1e-10,
+                                   atol=1e-300)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_gradient_matches_reference(name, rng):
+    be = backend_or_skip(name)
+    shape = (48, 64)
+    g = scene_gaussians(rng, shape)
+    w = rng.normal(size=shape)
+    want = ref.gradient(g, w)
+    got = be.gradient(g, w)
+    # scale: the same sums with |w| and |dI| (no cancellation), so 1e-10 relative is meaningful
+    scale = np.einsum("gpij,ij->gp", np.abs(ref.render_derivatives(g, shape)), np.abs(w))
+    assert np.all(np.abs(got - want) <= 1e-10 * scale)
+    inside = scale[:, 0] > 0
+    assert np.all(np.abs(got[inside] - want[inside]) <= 1e-10 * np.abs(want[inside]) + 1e-13 * scale[inside])
+    assert np.all(got[~inside] == 0)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_recurrence_rounding_is_negligible(name):
+    """A wide Gaussian over long rows: the row recurrences stay within 1e-12 of exp-per-pixel."""
+    be = backend_or_skip(name)
+    g = np.array([_gaussian(1e4, 150.3, 20.7, 60.0, 0.9, 0.4)])
+    shape = (40, 300)
+    want = ref.render(g, shape)
+    got = be.render(g, shape)
+    inside = want > 0
+    assert inside.sum() > 0.8 * want.size
+    assert np.all(got[~inside] == 0)
+    assert np.max(np.abs(got[inside] / want[inside] - 1)) < 1e-12
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_extreme_rows_of_a_wide_gaussian(name, rng):
+    """Second-order Gaussian so elongated that box-corner exponents exceed PHO_EXPARG_MAX (exp path)."""
+    be = backend_or_skip(name)
+    shape = (400, 400)
+    g = np.array([_gaussian(5.0, 200.2, 199.7, 13.0, 0.01, 0.785)])
+    assert ref.integration_orders(g)[0] == 0
+    want, got = ref.render(g, shape), be.render(g, shape)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-300)
+    w = rng.normal(size=shape)
+    scale = np.einsum("gpij,ij->gp", np.abs(ref.render_derivatives(g, shape)), np.abs(w))
+    assert np.all(np.abs(be.gradient(g, w) - ref.gradient(g, w)) <= 1e-10 * scale)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_zero_size_and_empty(name, rng):
+    be = backend_or_skip(name)
+    g = scene_gaussians(rng, (10, 10))
+    assert be.render(g, (0, 0)).shape == (0, 0)
+    assert be.render(g, (0, 7)).shape == (0, 7)
+    assert np.all(be.gradient(g, np.zeros((0, 5))) == 0)
+    assert be.gradient(g, np.zeros((0, 5))).shape == (len(g), 6)
+    assert np.all(be.render(np.zeros((0, 6)), (5, 6)) == 0)
+    assert be.gradient(np.zeros((0, 6)), np.ones((5, 6))).shape == (0, 6)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_threads_bit_identical(name, rng):
+    if name == "gpu":
+        pytest.skip("thread count applies to the cpu backend only")
+    shape = (64, 80)
+    g = np.concatenate([scene_gaussians(rng, shape) for _ in range(4)])
+    w = rng.normal(size=shape)
+    b1 = backend_or_skip(name, workers=1)
+    b2 = backend_or_skip(name, workers=2)
+    b3 = backend_or_skip(name, workers=3)
+    img1, img2, img3 = b1.render(g, shape), b2.render(g, shape), b3.render(g, shape)
+    assert np.array_equal(img1, img2) and np.array_equal(img1, img3)
+    gr1, gr2, gr3 = b1.gradient(g, w), b2.gradient(g, w), b3.gradient(g, w)
+    assert np.array_equal(gr1, gr2) and np.array_equal(gr1, gr3)
+
+
+def test_cpu_openmp_info():
+    from pho import _render
+
+    built, nmax = _render.openmp_info()
+    assert isinstance(built, bool) and nmax >= 1
+
+
+def test_resolve_workers(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert _backends.resolve_workers(None) == 3
+    assert _backends.resolve_workers(2) == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert _backends.resolve_workers(None) == len(os.sched_getaffinity(0))
+    with pytest.raises(PhoValueError, match="positive integer"):
+        _backends.resolve_workers(0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    with pytest.raises(PhoValueError, match="OMP_NUM_THREADS"):
+        _backends.resolve_workers(None)
+
+
+def test_get_backend_errors():
+    with pytest.raises(PhoValueError, match="unknown backend 'fast'"):
+        _backends.get_backend("fast")
+    assert "reference" in _backends.available_backends()
+
+
+def test_gpu_absent_is_a_clear_error():
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("CuPy is installed; the absent-GPU message is not reachable here")
+    except ImportError:
+        pass
+    with pytest.raises(PhoBackendError, match="CuPy"):
+        _backends.get_backend("gpu")
+    assert "gpu" not in _backends.available_backends()
+
+
+@pytest.mark.parametrize("name", ["reference"] + FAST)
+def test_weights_validation(name):
+    be = backend_or_skip(name)
+    g = np.array([_gaussian(1.0, 3.0, 3.0, 2.0, 1.0, 0.0)])
+    with pytest.raises(PhoValueError, match="NaN"):
+        be.gradient(g, np.full((5, 5), np.nan))
+    with pytest.raises(PhoValueError, match="2-d"):
+        be.gradient(g, np.ones(5))
