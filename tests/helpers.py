@@ -104,3 +104,62 @@ def tan_wcs(ra_deg, dec_deg, crpix, scale_arcsec=0.03, rotation_deg=0.0, flip=Fa
         cd[:, 0] *= -1.0
     w.wcs.cd = cd
     return w
+
+
+def two_component_psf():
+    """An asymmetric two-Gaussian PSF (offsets, correlations), detector pixels."""
+    from pho import PSFMixture
+
+    return PSFMixture([0.7, 0.3], [0.1, -0.2], [0.0, 0.3], [1.5, 4.0], [0.2, -0.5], [1.2, 3.5])
+
+
+def cosmos_stamp_wcs(cosmos_image_path, x0=250, y0=250, size=40):
+    """The real rotated TAN WCS of the COSMOS cutout, sliced to a ``size`` x ``size`` stamp."""
+    import warnings
+
+    from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(fits.getheader(cosmos_image_path))
+    return wcs.slice((slice(y0, y0 + size), slice(x0, x0 + size)))
+
+
+def blended_problem(cosmos_image_path, rng, kind="gaussian", shape_parameters="q_pa", profile=None):
+    """Two blended Sersics and a point source, seen in two bands by two exposures whose WCS are
+    the real rotated COSMOS WCS (F814W, 0.03"/pix) and a rotated, flipped TAN WCS (F160W,
+    0.05"/pix). Data are the model plus noise (Gaussian) or Poisson draws.
+
+    Returns
+    -------
+    scene, exposures, theta
+        ``theta`` is the truth with the fluxes 10% high (a point with a non-zero gradient).
+    """
+    import pho
+    from pho.profiles import AnalyticStandInProfile
+
+    prof = AnalyticStandInProfile() if profile is None else profile
+    wc = cosmos_stamp_wcs(cosmos_image_path)
+    ra0, dec0 = (float(v) for v in wc.pixel_to_world_values(19.5, 19.5))
+    w2 = tan_wcs(ra0, dec0, (14.0, 16.0), scale_arcsec=0.05, rotation_deg=-23.0, flip=True)
+    a = 1.0 / 3600.0
+    sources = [
+        pho.Sersic(ra0, dec0, {"F814W": 30.0, "F160W": 50.0}, q=0.6, pa=0.4, n=2.2, rh=0.12, profile=prof),
+        pho.PointSource(ra0 + 0.10 * a, dec0 + 0.05 * a, {"F814W": 10.0, "F160W": 20.0}),
+        pho.Sersic(ra0 - 0.08 * a, dec0 - 0.10 * a, {"F814W": 20.0, "F160W": 40.0}, q=0.5, pa=-1.0, n=1.3, rh=0.08, profile=prof),
+    ]
+    scene = pho.Scene(sources, shape_parameters=shape_parameters)
+    psf2 = pho.PSFMixture.gaussian(1.8, q=0.8, theta_rad=0.4)
+    blanks = [
+        pho.Exposure(np.zeros((40, 40)), np.full((40, 40), 4.0), wc, two_component_psf(), "F814W", counts_per_flux=3.0, background=2.0),
+        pho.Exposure(np.zeros((30, 30)), np.full((30, 30), 2.0), w2, psf2, "F160W", counts_per_flux=1.5, background=3.0),
+    ]
+    models = pho.Likelihood(scene, blanks).model_images(scene.get_vector())
+    exposures = []
+    for m, b in zip(models, blanks):
+        data = rng.poisson(m).astype(float) if kind == "poisson" else m + rng.normal(size=m.shape) / np.sqrt(b.ivar)
+        exposures.append(pho.Exposure(data, b.ivar, b.wcs, b.psf, b.band, counts_per_flux=b.counts_per_flux, background=b.background))
+    theta = scene.get_vector()
+    theta[np.array(scene.parameter_kinds) == "flux"] *= 1.1
+    return scene, exposures, theta
