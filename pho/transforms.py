@@ -193,7 +193,7 @@ class LogisticTransform:
         if not np.all(inside):
             i = int(np.flatnonzero(~inside)[0])
             raise PhoRangeError(
-                f"parameter {i} = {theta[i]!r} is not strictly inside its bounds ({self.lower[i]}, {self.upper[i]}); "
+                f"parameter {i} = {float(theta[i])!r} is not strictly inside its bounds ({self.lower[i]}, {self.upper[i]}); "
                 "move the starting point inside or widen the bounds",
                 float(theta[i]), float(self.lower[i]), float(self.upper[i]),
             )
