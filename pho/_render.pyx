@@ -28,11 +28,13 @@ cdef extern from *:
 cdef extern from "pho_kernel.h":
     int PHO_SEG
     int PHO_MAX_ORDER
-    void pho_row_consts(double fxx, double *k1, double *kl2) noexcept nogil
+    int PHO_TAB
+    int pho_gauss_table(const double *gs, int order, const double *nodes, const double *wts,
+                        double *tab) noexcept nogil
     int pho_render_segment(const double *gs, int order, const double *nodes, const double *wts,
-                           double k1, double kl2, double dx0, double dy, int n, double *out) noexcept nogil
+                           const double *tab, double dx0, double dy, int n, double *out) noexcept nogil
     int pho_gradient_segment(const double *gs, int order, const double *nodes, const double *wts,
-                             double k1, double kl2, double dx0, double dy, int n, const double *w,
+                             const double *tab, double dx0, double dy, int n, const double *w,
                              double *acc) noexcept nogil
 
 
@@ -51,11 +53,12 @@ if not PHO_HAVE_OPENMP:
     )
 
 
-cdef int _consts(const double[:, ::1] g, double[:, ::1] kc) noexcept nogil:
-    """Per-Gaussian recurrence constants (serial: G pairs of exp, not worth a parallel region)."""
+cdef int _tables(const double[:, ::1] g, const int[::1] orders, const double[:, ::1] nodes,
+                 const double[:, ::1] wts, double[:, ::1] tab, int[::1] st, int nthreads) noexcept nogil:
+    """Per-Gaussian constants (pho_gauss_table), in parallel over Gaussians."""
     cdef Py_ssize_t k
-    for k in range(g.shape[0]):
-        pho_row_consts(g[k, 3], &kc[k, 0], &kc[k, 1])
+    for k in prange(g.shape[0], num_threads=nthreads, schedule="static"):
+        st[k] = pho_gauss_table(&g[k, 0], orders[k], &nodes[0, 0], &wts[0, 0], &tab[k, 0])
     return 0
 
 
@@ -78,16 +81,17 @@ def render_image(const double[:, ::1] gaussians not None, const Py_ssize_t[:, ::
     cdef Py_ssize_t i, k, js, n, jhi
     cdef int status = 0, st
     cdef double[:, ::1] kc
-    cdef int[::1] st_row
+    cdef int[::1] st_row, st_g
     import numpy as np
     if G == 0 or ny == 0 or img.shape[1] == 0:
         return 0
     if nodes.shape[1] != PHO_MAX_ORDER or wts.shape[1] != PHO_MAX_ORDER:
         return 2
-    kc = np.empty((G, 2))
+    kc = np.zeros((G, PHO_TAB))
     st_row = np.zeros(ny, dtype=np.intc)
+    st_g = np.zeros(G, dtype=np.intc)
     with nogil:
-        _consts(gaussians, kc)
+        _tables(gaussians, orders, nodes, wts, kc, st_g, nthreads)
         for i in prange(ny, num_threads=nthreads, schedule="dynamic"):
             for k in range(G):
                 if boxes[k, 2] > i or boxes[k, 3] < i or boxes[k, 0] > boxes[k, 1]:
@@ -99,11 +103,14 @@ def render_image(const double[:, ::1] gaussians not None, const Py_ssize_t[:, ::
                     if n > PHO_SEG:
                         n = PHO_SEG
                     st = pho_render_segment(&gaussians[k, 0], orders[k], &nodes[0, 0], &wts[0, 0],
-                                            kc[k, 0], kc[k, 1], <double>js - gaussians[k, 1],
+                                            &kc[k, 0], <double>js - gaussians[k, 1],
                                             <double>i - gaussians[k, 2], <int>n, &img[i, js])
                     if st != 0:
                         st_row[i] = st
                     js = js + n
+    for k in range(G):
+        if st_g[k] != 0:
+            return st_g[k]
     for i in range(ny):
         if st_row[i] != 0:
             return st_row[i]
@@ -133,10 +140,10 @@ def gradient_sums(const double[:, ::1] gaussians not None, const Py_ssize_t[:, :
         return 0
     if nodes.shape[1] != PHO_MAX_ORDER or wts.shape[1] != PHO_MAX_ORDER:
         return 2
-    kc = np.empty((G, 2))
+    kc = np.zeros((G, PHO_TAB))
     st_g = np.zeros(G, dtype=np.intc)
     with nogil:
-        _consts(gaussians, kc)
+        _tables(gaussians, orders, nodes, wts, kc, st_g, nthreads)
         for k in prange(G, num_threads=nthreads, schedule="dynamic"):
             if boxes[k, 0] > boxes[k, 1]:
                 continue
@@ -148,7 +155,7 @@ def gradient_sums(const double[:, ::1] gaussians not None, const Py_ssize_t[:, :
                     if n > PHO_SEG:
                         n = PHO_SEG
                     st = pho_gradient_segment(&gaussians[k, 0], orders[k], &nodes[0, 0], &wts[0, 0],
-                                              kc[k, 0], kc[k, 1], <double>js - gaussians[k, 1],
+                                              &kc[k, 0], <double>js - gaussians[k, 1],
                                               <double>i - gaussians[k, 2], <int>n, &weights[i, js],
                                               &out[k, 0])
                     if st != 0:

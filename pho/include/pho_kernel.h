@@ -13,12 +13,16 @@
  * Fxx t^2 + beta dy with t = x - xc, xc = x0 - Fxy dy / Fxx, beta = det F dy / Fxx, so
  * exp(-Q/2) = Er g(t), Er = exp(-beta dy / 2), g(t) = exp(-Fxx t^2 / 2). Along the row g obeys
  * g(t + 1) = g(t) r(t), r(t + 1) = r(t) exp(-Fxx): two multiplies per pixel instead of an exp. The row is
- * cut into segments of PHO_SEG pixels; each segment starts from exact exponentials (2 exp calls) and runs
+ * cut into segments of PHO_SEG pixels; each segment starts from exact exponentials (3 exp calls) and runs
  * PHO_LANES interleaved recurrences of stride PHO_LANES (g(t + L) = g(t) S, S <- S exp(-Fxx L^2)), so
  * each lane takes at most PHO_SEG / PHO_LANES = 8 steps: the accumulated relative rounding error is below
- * 1e-14 (measured in tests/test_backends.py against the exp-per-pixel reference). Rows where an end
- * of the segment has Fxx t^2 / 2 > PHO_EXPARG_MAX (extremely elongated Gaussians, far box corners), where
- * exp(-Fxx t^2/2) could underflow and stall the recurrence, are evaluated with one exp per point instead.
+ * 1e-13 (tests/test_backends.py checks 1e-12 against the exp-per-pixel reference). Segments whose
+ * exponents could underflow or overflow (Fxx t^2/2, |V|/2 or the row's minimum Q/2 above PHO_EXPARG_MAX:
+ * extremely elongated Gaussians, far box corners) are evaluated with one exp per point instead.
+ * Gauss-Legendre nodes: exp(-Q(d + u)/2) = exp(-Q(d)/2) exp(-u_c Vx) exp(-u_b Vy) K_bc with V at the pixel
+ * centre and a per-Gaussian constant K_bc (pho_gauss_table); along a row the middle two factors are
+ * geometric sequences, so an n x n rule costs 2n + 3 exp calls per row segment and O(n^2) multiplies
+ * per pixel, and its gradient sums use per-pixel moments of the node offsets.
  * Gradient sums along a row are accumulated as moments T_k = sum w e t^k (k <= 4) and combined with the
  * row's polynomial coefficients at the end of the row; t is centred on the row's own peak, so the
  * expansion does not cancel.
@@ -136,111 +140,189 @@ PHO_FN void pho_row_gauss(double fxx, double t0, int n, double k1, double kl2, d
     }
 }
 
-/* Per-Gaussian constants of the row recurrences. */
-PHO_FN void pho_row_consts(double fxx, double *k1, double *kl2)
+/* Fill out[0..n) (padded to a multiple of PHO_LANES) with the geometric sequence x0 q^k by PHO_LANES lanes. */
+PHO_FN void pho_row_geom(double x0, double q, int n, double *out)
 {
-    *k1 = exp(-fxx);
-    *kl2 = exp(-fxx * (double)(PHO_LANES * PHO_LANES));
-}
-
-/* Does a segment [t0, t0 + n - 1] (plus sub-pixel nodes within +-1/2) risk underflow of g? */
-PHO_FN int pho_row_extreme(double fxx, double t0, int n)
-{
-    double ta = fabs(t0) + 0.5, tb = fabs(t0 + (double)(n - 1)) + 0.5;
-    double tm = ta > tb ? ta : tb;
-    return 0.5 * fxx * tm * tm > PHO_EXPARG_MAX;
-}
-
-/* Render one Gaussian on one row segment: out[k] += I(pixel j0 + k) for k < n (n <= PHO_SEG).
-   dy = row y - y0 (pixel centre); dx0 = j0 - x0. Returns PHO_OK or PHO_ERR_ORDER. */
-PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, const double *wts,
-                              double k1, double kl2, double dx0, double dy, int n, double *out)
-{
-    double a = gs[0], fxx = gs[3], fxy = gs[4], fyy = gs[5];
-    double det = fxx * fyy - fxy * fxy;
-    double g[PHO_SEG];
-    int k, b, c;
-    if (order == 0) {
-        double c0 = -fxy * dy / fxx;           /* row peak offset: t = dx - c0 */
-        double beta = det * dy / fxx;
-        double t0 = dx0 - c0;
-        double er, h0, h1, h2;
-        if (pho_row_extreme(fxx, t0, n)) {
-            for (k = 0; k < n; k++) out[k] += pho_so_point(a, fxx, fxy, fyy, dx0 + k, dy, 0.0, 0);
-            return PHO_OK;
+    double lane[PHO_LANES];
+    double ql = 1.0;
+    int l, m, nb;
+    lane[0] = x0;
+    for (l = 1; l < PHO_LANES; l++) lane[l] = lane[l - 1] * q;
+    for (l = 0; l < PHO_LANES; l++) ql *= q;
+    nb = (n + PHO_LANES - 1) / PHO_LANES;
+    for (m = 0; m < nb; m++) {
+        for (l = 0; l < PHO_LANES; l++) {
+            out[m * PHO_LANES + l] = lane[l];
+            lane[l] *= ql;
         }
-        er = a * exp(-0.5 * beta * dy);
-        h0 = er * (1.0 + (beta * beta - fxx - fyy) / 24.0);
-        h1 = er * (fxy * beta / 12.0);
-        h2 = er * ((fxx * fxx + fxy * fxy) / 24.0);
-        pho_row_gauss(fxx, t0, n, k1, kl2, g);
-        for (k = 0; k < n; k++) {
-            double t = t0 + (double)k;
-            out[k] += g[k] * (h0 + t * (h1 + t * h2));
-        }
-        return PHO_OK;
     }
+}
+
+/* Per-Gaussian table, PHO_TAB doubles, filled once per Gaussian by pho_gauss_table:
+     [0] exp(-Fxx), [1] exp(-Fxx L^2)                         (row recurrence constants)
+     [PHO_TK + b * PHO_MAX_ORDER + c] = w_b w_c exp(-(Fxx u_c^2 + 2 Fxy u_c u_b + Fyy u_b^2) / 2)
+     [PHO_TX + c] = exp(-Fxx u_c), [PHO_TY + b] = exp(-Fxy u_b)  (per-pixel ratios of the node factors)
+   A Gauss-Legendre node's exponential factorizes as exp(-Q(d + u)/2) = e(d) exp(-u_c Vx) exp(-u_b Vy) K_bc,
+   with e(d), Vx, Vy at the pixel centre; along a row exp(-u_c Vx) and exp(-u_b Vy) are geometric. */
+#define PHO_TK 2
+#define PHO_TX (PHO_TK + PHO_MAX_ORDER * PHO_MAX_ORDER)
+#define PHO_TY (PHO_TX + PHO_MAX_ORDER)
+#define PHO_TAB (PHO_TY + PHO_MAX_ORDER)
+
+PHO_FN int pho_gauss_table(const double *gs, int order, const double *nodes, const double *wts, double *tab)
+{
+    double fxx = gs[3], fxy = gs[4], fyy = gs[5];
+    int b, c;
+    tab[0] = exp(-fxx);
+    tab[1] = exp(-fxx * (double)(PHO_LANES * PHO_LANES));
+    if (order == 0) return PHO_OK;
     if (order < 1 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
     {
         const double *u = nodes + order * PHO_MAX_ORDER;
-        const double *wt = wts + order * PHO_MAX_ORDER;
-        int extreme = 0;
-        for (b = 0; b < order && !extreme; b++) {
-            double dyb = dy + u[b];
-            double t0 = dx0 + fxy * dyb / fxx;
-            extreme = pho_row_extreme(fxx, t0, n);
-        }
-        if (extreme) {
-            for (k = 0; k < n; k++) out[k] += pho_gl_point(a, fxx, fxy, fyy, dx0 + k, dy, order, u, wt, 0.0, 0);
-            return PHO_OK;
-        }
+        const double *w = wts + order * PHO_MAX_ORDER;
         for (b = 0; b < order; b++) {
-            double dyb = dy + u[b];
-            double c0 = -fxy * dyb / fxx;
-            double beta = det * dyb / fxx;
-            double erb = a * wt[b] * exp(-0.5 * beta * dyb);
-            for (c = 0; c < order; c++) {
-                double f = erb * wt[c];
-                pho_row_gauss(fxx, dx0 + u[c] - c0, n, k1, kl2, g);
-                for (k = 0; k < n; k++) out[k] += f * g[k];
-            }
+            tab[PHO_TY + b] = exp(-fxy * u[b]);
+            for (c = 0; c < order; c++)
+                tab[PHO_TK + b * PHO_MAX_ORDER + c] =
+                    (w[b] * w[c]) * exp(-0.5 * (fxx * u[c] * u[c] + 2.0 * fxy * u[c] * u[b] + fyy * u[b] * u[b]));
         }
+        for (c = 0; c < order; c++) tab[PHO_TX + c] = exp(-fxx * u[c]);
+    }
+    return PHO_OK;
+}
+
+/* Does a segment risk underflow/overflow in the recurrences? t0: first pixel's offset from the row peak;
+   vx0, vy0: V at the first pixel; the ends of the segment are checked (Q is convex, V linear). */
+PHO_FN int pho_seg_extreme(double fxx, double fxy, double fyy, double dy, double t0, double vx0, double vy0, int n)
+{
+    double qrow = (fxx * fyy - fxy * fxy) * dy * dy / fxx;  /* min of Q along the row */
+    double tn = t0 + (double)(n - 1);
+    double vxn = vx0 + fxx * (double)(n - 1), vyn = vy0 + fxy * (double)(n - 1);
+    double ta = fabs(t0) + 0.5, tb = fabs(tn) + 0.5;
+    double tm = ta > tb ? ta : tb;
+    double vm = fabs(vx0);
+    if (fabs(vxn) > vm) vm = fabs(vxn);
+    if (fabs(vy0) > vm) vm = fabs(vy0);
+    if (fabs(vyn) > vm) vm = fabs(vyn);
+    return 0.5 * fxx * tm * tm > PHO_EXPARG_MAX || 0.5 * vm > PHO_EXPARG_MAX || 0.5 * qrow > PHO_EXPARG_MAX;
+}
+
+/* Fill e[0..n) with exp(-Q/2) at the pixel centres of a row segment (dx0 = j0 - x0, dy = i - y0), times a. */
+PHO_FN void pho_row_centre(const double *gs, const double *tab, double dx0, double dy, int n, double a,
+                           double *e, double *t0_out, double *c0_out, double *beta_out)
+{
+    double fxx = gs[3], fxy = gs[4], fyy = gs[5];
+    double det = fxx * fyy - fxy * fxy;
+    double c0 = -fxy * dy / fxx;
+    double beta = det * dy / fxx;
+    double t0 = dx0 - c0;
+    int k, nb;
+    double er = a * exp(-0.5 * beta * dy);
+    pho_row_gauss(fxx, t0, n, tab[0], tab[1], e);
+    nb = ((n + PHO_LANES - 1) / PHO_LANES) * PHO_LANES;
+    for (k = 0; k < nb; k++) e[k] *= er;
+    *t0_out = t0;
+    *c0_out = c0;
+    *beta_out = beta;
+}
+
+/* Render one Gaussian on one row segment: out[k] += I(pixel j0 + k), k < n <= PHO_SEG.
+   dx0 = j0 - x0, dy = i - y0 (pixel centres). tab from pho_gauss_table. */
+PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, const double *wts,
+                              const double *tab, double dx0, double dy, int n, double *out)
+{
+    double a = gs[0], fxx = gs[3], fxy = gs[4], fyy = gs[5];
+    double e[PHO_SEG];
+    double t0, c0, beta;
+    int k, b, c;
+    double vx0 = fxx * dx0 + fxy * dy, vy0 = fxy * dx0 + fyy * dy;
+    if (order < 0 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
+    if (pho_seg_extreme(fxx, fxy, fyy, dy, dx0 + fxy * dy / fxx, vx0, vy0, n)) {
+        const double *u = nodes + order * PHO_MAX_ORDER;
+        const double *wt = wts + order * PHO_MAX_ORDER;
+        for (k = 0; k < n; k++) {
+            if (order == 0) out[k] += pho_so_point(a, fxx, fxy, fyy, dx0 + k, dy, 0.0, 0);
+            else out[k] += pho_gl_point(a, fxx, fxy, fyy, dx0 + k, dy, order, u, wt, 0.0, 0);
+        }
+        return PHO_OK;
+    }
+    pho_row_centre(gs, tab, dx0, dy, n, a, e, &t0, &c0, &beta);
+    if (order == 0) {
+        double h0 = 1.0 + (beta * beta - fxx - fyy) / 24.0;
+        double h1 = fxy * beta / 12.0;
+        double h2 = (fxx * fxx + fxy * fxy) / 24.0;
+        for (k = 0; k < n; k++) {
+            double t = t0 + (double)k;
+            out[k] += e[k] * (h0 + t * (h1 + t * h2));
+        }
+        return PHO_OK;
+    }
+    {
+        const double *u = nodes + order * PHO_MAX_ORDER;
+        double xs[PHO_MAX_ORDER][PHO_SEG];
+        double ys[PHO_SEG], sb[PHO_SEG], v[PHO_SEG];
+        for (c = 0; c < order; c++) pho_row_geom(exp(-u[c] * vx0), tab[PHO_TX + c], n, xs[c]);
+        for (k = 0; k < n; k++) v[k] = 0.0;
+        for (b = 0; b < order; b++) {
+            const double *kb = tab + PHO_TK + b * PHO_MAX_ORDER;
+            pho_row_geom(exp(-u[b] * vy0), tab[PHO_TY + b], n, ys);
+            for (k = 0; k < n; k++) sb[k] = 0.0;
+            for (c = 0; c < order; c++) {
+                double kc = kb[c];
+                const double *x = xs[c];
+                for (k = 0; k < n; k++) sb[k] += kc * x[k];
+            }
+            for (k = 0; k < n; k++) v[k] += ys[k] * sb[k];
+        }
+        for (k = 0; k < n; k++) out[k] += e[k] * v[k];
     }
     return PHO_OK;
 }
 
 /* Gradient of one Gaussian on one row segment: acc[0..5] += sum_k w[k] dI(j0 + k)/d(A, x0, y0, Fxx, Fxy, Fyy).
-   w must hold at least n entries. */
+   w must hold at least n entries. Sums run in PHO_LANES lane accumulators reduced in a fixed order. */
 PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes, const double *wts,
-                                double k1, double kl2, double dx0, double dy, int n, const double *w,
+                                const double *tab, double dx0, double dy, int n, const double *w,
                                 double *acc)
 {
     double a = gs[0], fxx = gs[3], fxy = gs[4], fyy = gs[5];
-    double det = fxx * fyy - fxy * fxy;
-    double g[PHO_SEG];
-    int k, b, c;
-    if (order == 0) {
-        double c0 = -fxy * dy / fxx;
-        double beta = det * dy / fxx;
-        double t0 = dx0 - c0;
-        double er, T0 = 0.0, T1 = 0.0, T2 = 0.0, T3 = 0.0, T4 = 0.0;
-        double h0, h1, h2, p0, p1, p2, p3, p4;
-        if (pho_row_extreme(fxx, t0, n)) {
-            for (k = 0; k < n; k++) pho_so_point(a, fxx, fxy, fyy, dx0 + k, dy, w[k], acc);
-            return PHO_OK;
-        }
-        er = exp(-0.5 * beta * dy);
-        pho_row_gauss(fxx, t0, n, k1, kl2, g);
+    double e[PHO_SEG], wp[PHO_SEG];
+    double t0, c0, beta;
+    int k, b, c, l, nb;
+    double vx0 = fxx * dx0 + fxy * dy, vy0 = fxy * dx0 + fyy * dy;
+    if (order < 0 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
+    if (pho_seg_extreme(fxx, fxy, fyy, dy, dx0 + fxy * dy / fxx, vx0, vy0, n)) {
+        const double *u = nodes + order * PHO_MAX_ORDER;
+        const double *wt = wts + order * PHO_MAX_ORDER;
         for (k = 0; k < n; k++) {
-            double t = t0 + (double)k;
-            double q = w[k] * g[k];
-            T0 += q; q *= t;
-            T1 += q; q *= t;
-            T2 += q; q *= t;
-            T3 += q; q *= t;
-            T4 += q;
+            if (order == 0) pho_so_point(a, fxx, fxy, fyy, dx0 + k, dy, w[k], acc);
+            else pho_gl_point(a, fxx, fxy, fyy, dx0 + k, dy, order, u, wt, w[k], acc);
         }
-        T0 *= er; T1 *= er; T2 *= er; T3 *= er; T4 *= er;
+        return PHO_OK;
+    }
+    pho_row_centre(gs, tab, dx0, dy, n, 1.0, e, &t0, &c0, &beta);
+    nb = ((n + PHO_LANES - 1) / PHO_LANES) * PHO_LANES;
+    for (k = 0; k < n; k++) wp[k] = w[k] * e[k];
+    for (k = n; k < nb; k++) wp[k] = 0.0;
+    if (order == 0) {
+        double T[5][PHO_LANES];
+        double T0 = 0.0, T1 = 0.0, T2 = 0.0, T3 = 0.0, T4 = 0.0;
+        double h0, h1, h2, p0, p1, p2, p3, p4;
+        for (l = 0; l < PHO_LANES; l++) T[0][l] = T[1][l] = T[2][l] = T[3][l] = T[4][l] = 0.0;
+        for (k = 0; k < nb; k += PHO_LANES) {
+            for (l = 0; l < PHO_LANES; l++) {
+                double t = t0 + (double)(k + l);
+                double q = wp[k + l];
+                T[0][l] += q; q *= t;
+                T[1][l] += q; q *= t;
+                T[2][l] += q; q *= t;
+                T[3][l] += q; q *= t;
+                T[4][l] += q;
+            }
+        }
+        for (l = 0; l < PHO_LANES; l++) {
+            T0 += T[0][l]; T1 += T[1][l]; T2 += T[2][l]; T3 += T[3][l]; T4 += T[4][l];
+        }
         /* h(t) = h0 + h1 t + h2 t^2;  Vx = fxx t;  Vy = fxy t + beta;  dx = t + c0 */
         h0 = 1.0 + (beta * beta - fxx - fyy) / 24.0;
         h1 = fxy * beta / 12.0;
@@ -261,7 +343,7 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
         acc[2] += a * (p0 * T0 + p1 * T1 + p2 * T2 + p3 * T3);
         /* dFxx: A sum w e [-h dx^2 / 2 + (2 fxx t dx - 1) / 24], dx^2 = t^2 + 2 c0 t + c0^2 */
         {
-            double d0 = c0 * c0, d1 = 2.0 * c0;  /* dx^2 = d0 + d1 t + t^2 */
+            double d0 = c0 * c0, d1 = 2.0 * c0;
             p0 = -0.5 * (h0 * d0) - 1.0 / 24.0;
             p1 = -0.5 * (h0 * d1 + h1 * d0) + fxx * c0 / 12.0;
             p2 = -0.5 * (h0 + h1 * d1 + h2 * d0) + fxx / 12.0;
@@ -269,8 +351,8 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
             p4 = -0.5 * h2;
             acc[3] += a * (p0 * T0 + p1 * T1 + p2 * T2 + p3 * T3 + p4 * T4);
         }
-        /* dFxy: A sum w e [-h dx dy + (Vx dy + Vy dx) / 12], dx = t + c0 */
-        /* Vx dy + Vy dx = fxx t dy + (fxy t + beta)(t + c0) = fxy t^2 + (fxx dy + fxy c0 + beta) t + beta c0 */
+        /* dFxy: A sum w e [-h dx dy + (Vx dy + Vy dx) / 12],
+           Vx dy + Vy dx = fxy t^2 + (fxx dy + fxy c0 + beta) t + beta c0 */
         p0 = -h0 * c0 * dy + beta * c0 / 12.0;
         p1 = -(h0 + h1 * c0) * dy + (fxx * dy + fxy * c0 + beta) / 12.0;
         p2 = -(h1 + h2 * c0) * dy + fxy / 12.0;
@@ -283,47 +365,69 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
         acc[5] += a * (p0 * T0 + p1 * T1 + p2 * T2);
         return PHO_OK;
     }
-    if (order < 1 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
     {
+        /* Per pixel, moments of the node offsets weighted by the node exponentials:
+           M[0..5] = sum_bc K_bc X_c Y_b {1, u_c, u_b, u_c^2, u_c u_b, u_b^2}; then
+           sum e Vx_node = Vx M0 + fxx M1 + fxy M2, sum e dx_node^2 = dx^2 M0 + 2 dx M1 + M3, etc. */
         const double *u = nodes + order * PHO_MAX_ORDER;
-        const double *wt = wts + order * PHO_MAX_ORDER;
-        int extreme = 0;
-        for (b = 0; b < order && !extreme; b++) {
-            double dyb = dy + u[b];
-            double t0 = dx0 + fxy * dyb / fxx;
-            extreme = pho_row_extreme(fxx, t0, n);
-        }
-        if (extreme) {
-            for (k = 0; k < n; k++) pho_gl_point(a, fxx, fxy, fyy, dx0 + k, dy, order, u, wt, w[k], acc);
-            return PHO_OK;
-        }
+        double xs[PHO_MAX_ORDER][PHO_SEG];
+        double ys[PHO_SEG], s0[PHO_SEG], s1[PHO_SEG], s2[PHO_SEG];
+        double M[6][PHO_SEG];
+        double L[6][PHO_LANES];
+        for (c = 0; c < order; c++) pho_row_geom(exp(-u[c] * vx0), tab[PHO_TX + c], n, xs[c]);
+        for (l = 0; l < 6; l++)
+            for (k = 0; k < nb; k++) M[l][k] = 0.0;
         for (b = 0; b < order; b++) {
-            double dyb = dy + u[b];
-            double c0 = -fxy * dyb / fxx;
-            double beta = det * dyb / fxx;
-            double T0 = 0.0, T1 = 0.0, T2 = 0.0;
-            double erb = wt[b] * exp(-0.5 * beta * dyb);
+            const double *kb = tab + PHO_TK + b * PHO_MAX_ORDER;
+            double ub = u[b], ub2 = u[b] * u[b];
+            pho_row_geom(exp(-ub * vy0), tab[PHO_TY + b], n, ys);
+            for (k = 0; k < nb; k++) s0[k] = s1[k] = s2[k] = 0.0;
             for (c = 0; c < order; c++) {
-                double t0 = dx0 + u[c] - c0;
-                double U0 = 0.0, U1 = 0.0, U2 = 0.0;
-                pho_row_gauss(fxx, t0, n, k1, kl2, g);
-                for (k = 0; k < n; k++) {
-                    double t = t0 + (double)k;
-                    double q = w[k] * g[k];
-                    U0 += q; q *= t;
-                    U1 += q; q *= t;
-                    U2 += q;
+                double k0 = kb[c], k1c = kb[c] * u[c], k2c = kb[c] * u[c] * u[c];
+                const double *x = xs[c];
+                for (k = 0; k < nb; k++) {
+                    s0[k] += k0 * x[k];
+                    s1[k] += k1c * x[k];
+                    s2[k] += k2c * x[k];
                 }
-                T0 += wt[c] * U0; T1 += wt[c] * U1; T2 += wt[c] * U2;
             }
-            T0 *= erb; T1 *= erb; T2 *= erb;
-            /* e at node: Vx = fxx t, Vy = fxy t + beta, dx = t + c0, dy = dyb */
-            acc[0] += T0;
-            acc[1] += a * (fxx * T1);
-            acc[2] += a * (fxy * T1 + beta * T0);
-            acc[3] += -0.5 * a * (T2 + 2.0 * c0 * T1 + c0 * c0 * T0);
-            acc[4] += -a * dyb * (T1 + c0 * T0);
-            acc[5] += -0.5 * a * dyb * dyb * T0;
+            for (k = 0; k < nb; k++) {
+                double y = ys[k];
+                M[0][k] += y * s0[k];
+                M[1][k] += y * s1[k];
+                M[2][k] += (y * ub) * s0[k];
+                M[3][k] += y * s2[k];
+                M[4][k] += (y * ub) * s1[k];
+                M[5][k] += (y * ub2) * s0[k];
+            }
+        }
+        for (l = 0; l < PHO_LANES; l++) L[0][l] = L[1][l] = L[2][l] = L[3][l] = L[4][l] = L[5][l] = 0.0;
+        for (k = 0; k < nb; k += PHO_LANES) {
+            for (l = 0; l < PHO_LANES; l++) {
+                double q = wp[k + l];
+                double dx = dx0 + (double)(k + l);
+                double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
+                double m0 = M[0][k + l], m1 = M[1][k + l], m2 = M[2][k + l];
+                L[0][l] += q * m0;
+                L[1][l] += q * (vx * m0 + fxx * m1 + fxy * m2);
+                L[2][l] += q * (vy * m0 + fxy * m1 + fyy * m2);
+                L[3][l] += q * (dx * dx * m0 + 2.0 * dx * m1 + M[3][k + l]);
+                L[4][l] += q * (dx * dy * m0 + dx * m2 + dy * m1 + M[4][k + l]);
+                L[5][l] += q * (dy * dy * m0 + 2.0 * dy * m2 + M[5][k + l]);
+            }
+        }
+        {
+            double r[6] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+            for (l = 0; l < PHO_LANES; l++) {
+                r[0] += L[0][l]; r[1] += L[1][l]; r[2] += L[2][l];
+                r[3] += L[3][l]; r[4] += L[4][l]; r[5] += L[5][l];
+            }
+            acc[0] += r[0];
+            acc[1] += a * r[1];
+            acc[2] += a * r[2];
+            acc[3] += -0.5 * a * r[3];
+            acc[4] += -a * r[4];
+            acc[5] += -0.5 * a * r[5];
         }
     }
     return PHO_OK;

@@ -1,0 +1,362 @@
+"""Benchmark pho's pixel kernels and likelihood (a script that prints figures; never a test).
+
+Run from the repository root (after ``pip install -e . --no-build-isolation``)::
+
+    python tools/bench_kernel.py            # everything, a few minutes on 2 cores
+    python tools/bench_kernel.py --quick    # fewer repeats, no 512x512 stamp
+
+It prints, for stated scenes:
+
+1. the machine's arithmetic bound from ``../shared/bench/gauss_limit.c`` (compiled with gcc and run
+   pinned to one core, if gcc and the file are present);
+2. Gaussian-pixel evaluations per second for render and for render + gradient, cpu backend on 1
+   thread (pinned to one core) and on all threads, the speed-up, the NumPy reference backend's
+   rate and the ratio; per integration order as well;
+3. ``lnlike_and_grad`` times for (a) one Sersic in a 64x64 stamp, one band, 3-Gaussian PSF and
+   (b) 20 blended Sersics seen by 4 exposures of 128x128 in 2 bands, 4-Gaussian PSFs, with a
+   breakdown of where the time goes;
+4. how the time grows with the number of sources (1, 10, 100) and the stamp size (32..512).
+
+A "Gaussian-pixel evaluation" is one image Gaussian integrated over one pixel of its bounding box
+(whatever the integration order); gauss_limit counts every Gaussian on every pixel of its stamp
+(no boxes), so both counts are printed for its scene.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pho  # noqa: E402
+from pho import _reference as ref  # noqa: E402
+from pho._backends import get_backend  # noqa: E402
+
+ALL_CPUS = sorted(os.sched_getaffinity(0))
+
+
+def pin(cpus):
+    """Pin this process (the calling thread) to ``cpus``."""
+    os.sched_setaffinity(0, set(cpus))
+
+
+def timeit(fn, repeat, min_time=0.2):
+    """Median seconds per call of ``fn`` over ``repeat`` batches of at least ``min_time`` s."""
+    fn()
+    n = 1
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    n = max(1, int(min_time / one))
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        times.append((time.perf_counter() - t0) / n)
+    return float(np.median(times))
+
+
+# ------------------------------------------------------------------------------------------ bound
+def gauss_limit(path: Path):
+    """Compile and run gauss_limit.c pinned to the first core; return its printed line or a reason."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return None, "gcc not found: bound not measured"
+    if not path.exists():
+        return None, f"{path} not found: bound not measured (pass --gauss-limit PATH)"
+    tmp = tempfile.mkdtemp()
+    try:
+        exe = os.path.join(tmp, "gl")
+        cmd = [gcc, "-O3", "-march=native", "-ffast-math", "-fopenmp-simd", str(path), "-o", exe, "-lm"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            return None, f"gauss_limit did not compile: {r.stderr.strip()[:200]}"
+        run = [exe]
+        if shutil.which("taskset"):
+            run = ["taskset", "-c", str(ALL_CPUS[0])] + run
+        out = subprocess.run(run, capture_output=True, text=True).stdout.strip()
+        nums = [float(x) for x in out.replace(",", " ").split() if _isfloat(x)]
+        return nums[:3], out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _isfloat(s):
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------ kernel
+def limit_scene():
+    """gauss_limit.c's scene: 48 Gaussians, sigma 0.8 + 0.3 g pixels, correlated, near the centre of 64x64."""
+    rows = []
+    for g in range(48):
+        s = 0.8 + 0.3 * g
+        rows.append([1.0 + g, 31.5 + 0.01 * g, 31.2 - 0.01 * g, 1 / s**2, 0.1 / s**2, 0.8 / s**2])
+    return np.array(rows), (64, 64)
+
+
+def order_scene(fwhm_pix, n=20, size=96):
+    """``n`` round-ish Gaussians of one FWHM scattered over a ``size`` x ``size`` stamp."""
+    rng = np.random.default_rng(1)
+    s = fwhm_pix / ref.FWHM_PER_SIGMA
+    rows = []
+    for _ in range(n):
+        f = np.linalg.inv(np.array([[s * s, 0.2 * s * s], [0.2 * s * s, 1.2 * s * s]]))
+        rows.append([1.0, rng.uniform(10, size - 10), rng.uniform(10, size - 10), f[0, 0], f[0, 1], f[1, 1]])
+    return np.array(rows), (size, size)
+
+
+def box_pixels(g, shape):
+    b = ref.pixel_boxes(ref.check_gaussians(g), shape)
+    return int(np.sum(np.maximum(b[:, 1] - b[:, 0] + 1, 0) * np.maximum(b[:, 3] - b[:, 2] + 1, 0)))
+
+
+def kernel_rates(backend, g, shape, repeat):
+    """(render, render + gradient) Gaussian-pixel evaluations per second."""
+    w = np.random.default_rng(0).normal(size=shape)
+    npix = box_pixels(g, shape)
+    t_r = timeit(lambda: backend.render(g, shape), repeat)
+    t_g = timeit(lambda: backend.gradient(g, w), repeat)
+    return npix / t_r, npix / (t_r + t_g), t_r, t_g
+
+
+def bench_kernel(args):
+    print("\n== 2. pixel kernels ==")
+    g, shape = limit_scene()
+    npix = box_pixels(g, shape)
+    orders = ref.integration_orders(g)
+    print(f"scene K (gauss_limit's): {len(g)} Gaussians, sigma 0.8..14.9 px, on {shape[0]}x{shape[1]}; "
+          f"orders {dict(zip(*np.unique(orders, return_counts=True)))} (0 = second order, n = n x n Gauss-Legendre); "
+          f"{npix} Gaussian-pixels in boxes, {len(g) * shape[0] * shape[1]} without boxes")
+    pin(ALL_CPUS[:1])
+    c1 = get_backend("cpu", workers=1)
+    r1, rg1, tr1, tg1 = kernel_rates(c1, g, shape, args.repeat)
+    rr, rgr, _, _ = kernel_rates(get_backend("reference"), g, shape, max(1, args.repeat // 3))
+    pin(ALL_CPUS)
+    nall = len(ALL_CPUS)
+    ca = get_backend("cpu", workers=nall)
+    ra, rga, tra, tga = kernel_rates(ca, g, shape, args.repeat)
+    print(f"cpu, 1 thread (pinned): render {r1:.3g} /s ({tr1 * 1e3:.3f} ms), render+gradient {rg1:.3g} /s "
+          f"({(tr1 + tg1) * 1e3:.3f} ms); per core")
+    print(f"cpu, {nall} threads:          render {ra:.3g} /s ({tra * 1e3:.3f} ms), render+gradient {rga:.3g} /s "
+          f"({(tra + tga) * 1e3:.3f} ms); speed-up {r1 and ra / r1:.2f}x render, {rga / rg1:.2f}x render+gradient")
+    print(f"     as gauss_limit counts (every Gaussian on every pixel): 1 thread render "
+          f"{r1 * len(g) * 4096 / npix:.3g} /s, render+gradient {rg1 * len(g) * 4096 / npix:.3g} /s")
+    print(f"reference (NumPy), 1 thread: render {rr:.3g} /s, render+gradient {rgr:.3g} /s; "
+          f"cpu/reference {r1 / rr:.0f}x render, {rg1 / rgr:.0f}x render+gradient")
+    print("per integration order, cpu 1 thread (pinned), 20 Gaussians on 96x96:")
+    pin(ALL_CPUS[:1])
+    for fwhm in [0.5, 0.8, 1.5, 3.0, 6.0, 12.0]:
+        go, so = order_scene(fwhm)
+        r, rg, tr, tg = kernel_rates(c1, go, so, args.repeat)
+        o = int(ref.integration_orders(go)[0])
+        print(f"  FWHM {fwhm:4.1f} px (order {o}, {o * o if o else 1} points/pixel): render {r:.3g} /s, "
+              f"render+gradient {rg:.3g} /s  ({box_pixels(go, so)} Gaussian-pixels, {(tr + tg) * 1e3:.3f} ms)")
+    pin(ALL_CPUS)
+    return r1, rg1
+
+
+# ------------------------------------------------------------------------------------------ likelihood
+def _profile():
+    try:
+        from pho.sersic import default_profile
+
+        return default_profile(), "shipped Sersic table"
+    except Exception as exc:  # noqa: BLE001 - the table may not exist yet; the stand-in is a fair workload
+        from pho.profiles import AnalyticStandInProfile
+
+        return AnalyticStandInProfile(), f"AnalyticStandInProfile (no Sersic table: {type(exc).__name__})"
+
+
+def _wcs(ra, dec, size, scale_arcsec, rot_deg):
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra, dec]
+    w.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
+    s = scale_arcsec / 3600
+    c, sn = math.cos(math.radians(rot_deg)), math.sin(math.radians(rot_deg))
+    w.wcs.cd = [[-s * c, s * sn], [s * sn, s * c]]
+    return w
+
+
+def make_problem(n_src, size, n_exp, bands, n_psf, seed=3, rh_arcsec=(0.15, 0.45)):
+    """Sersics scattered over the central part of ``n_exp`` exposures of ``size`` x ``size`` (0.03"/pix)."""
+    rng = np.random.default_rng(seed)
+    prof, _ = _profile()
+    ra0, dec0 = 150.1, 2.2
+    half = 0.3 * size * 0.03 / 3600
+    lo_n, hi_n = prof.n_range
+    srcs = []
+    for _ in range(n_src):
+        flux = {b: float(rng.uniform(50, 200)) for b in bands}
+        n = float(np.clip(rng.uniform(1.0, 4.0), lo_n + 0.01, hi_n - 0.01))
+        rh = float(np.clip(rng.uniform(*rh_arcsec), prof.rh_range_arcsec[0] * 1.01, prof.rh_range_arcsec[1] * 0.99))
+        srcs.append(pho.Sersic(ra0 + rng.uniform(-half, half) / math.cos(math.radians(dec0)),
+                               dec0 + rng.uniform(-half, half), flux, q=float(rng.uniform(0.4, 0.9)),
+                               pa=float(rng.uniform(0, math.pi)), n=n, rh=rh, profile=prof))
+    scene = pho.Scene(srcs)
+    fwhms = [1.4, 3.0, 6.0, 12.0][:n_psf]
+    amps = np.array([0.6, 0.25, 0.1, 0.05][:n_psf])
+    amps /= amps.sum()
+    var = [(f / ref.FWHM_PER_SIGMA) ** 2 for f in fwhms]
+    psf = pho.PSFMixture(amps, [0.0] * n_psf, [0.0] * n_psf, var, [0.0] * n_psf, [v * 0.9 for v in var])
+    blanks = []
+    for k in range(n_exp):
+        band = bands[k % len(bands)]
+        blanks.append(pho.Exposure(np.zeros((size, size)), np.full((size, size), 1.0),
+                                   _wcs(ra0, dec0, size, 0.03, 17.0 * k), psf, band))
+    truth = scene.get_vector()
+    models = pho.Likelihood(scene, blanks, backend="cpu").model_images(truth)
+    exps = [pho.Exposure(m + rng.normal(size=m.shape), b.ivar, b.wcs, b.psf, b.band) for m, b in zip(models, blanks)]
+    return scene, exps, truth * (1 + 0.01 * rng.normal(size=truth.shape))
+
+
+def breakdown(like, theta, repeat):
+    """Seconds per lnlike_and_grad spent in each step (replays its loop with timers)."""
+    parts = dict.fromkeys(["check+prepare", "gaussians+jacobian", "render", "lnL+weights", "gradient kernel",
+                           "chain rule"], 0.0)
+    n = max(3, repeat)
+    for _ in range(n):
+        t0 = time.perf_counter()
+        th = like.scene.check_vector(theta)
+        state = like._scene_model.prepare(th)
+        parts["check+prepare"] += time.perf_counter() - t0
+        acc = np.zeros(like.n_params + 1)
+        for i, (em, e) in enumerate(zip(like._models, like.exposures)):
+            t0 = time.perf_counter()
+            g, jac = em.compute(state)
+            t1 = time.perf_counter()
+            m = like._backend.render(g, e.shape) + e.background
+            t2 = time.perf_counter()
+            _, w = like._dlnl_dm(i, m)
+            t3 = time.perf_counter()
+            gg = like._backend.gradient(g, w)
+            t4 = time.perf_counter()
+            local = np.matmul(gg[:, None, :], jac)
+            acc += np.bincount(em.param_index.ravel(), weights=local.ravel(), minlength=like.n_params + 1)
+            t5 = time.perf_counter()
+            parts["gaussians+jacobian"] += t1 - t0
+            parts["render"] += t2 - t1
+            parts["lnL+weights"] += t3 - t2
+            parts["gradient kernel"] += t4 - t3
+            parts["chain rule"] += t5 - t4
+    return {k: v / n for k, v in parts.items()}
+
+
+def bench_scene(label, scene, exps, theta, repeat, reference=True):
+    res = {}
+    pin(ALL_CPUS[:1])
+    l1 = pho.Likelihood(scene, exps, backend="cpu", workers=1)
+    t1 = timeit(lambda: l1.lnlike_and_grad(theta), repeat)
+    parts = breakdown(l1, theta, repeat)
+    tref = None
+    if reference:
+        lr = pho.Likelihood(scene, exps, backend="reference")
+        tref = timeit(lambda: lr.lnlike_and_grad(theta), max(1, repeat // 3), min_time=0.05)
+        v1, g1 = l1.lnlike_and_grad(theta)
+        vr, gr = lr.lnlike_and_grad(theta)
+        res["agree"] = (abs(v1 - vr) / abs(vr), float(np.max(np.abs(g1 - gr)) / np.max(np.abs(gr))))
+    pin(ALL_CPUS)
+    la = pho.Likelihood(scene, exps, backend="cpu", workers=len(ALL_CPUS))
+    ta = timeit(lambda: la.lnlike_and_grad(theta), repeat)
+    state = l1._scene_model.prepare(scene.check_vector(theta))
+    G = sum(len(em.compute(state, jacobian=False)[0]) for em in l1._models)
+    npix = sum(box_pixels(em.compute(state, jacobian=False)[0], e.shape) for em, e in zip(l1._models, exps))
+    print(f"{label}: {len(scene.sources)} sources, {len(exps)} exposures, {G} image Gaussians, {npix} Gaussian-pixels")
+    line = f"  lnlike_and_grad: cpu 1 thread (pinned) {t1 * 1e3:.3f} ms, {len(ALL_CPUS)} threads {ta * 1e3:.3f} ms"
+    if tref is not None:
+        line += f"; reference {tref * 1e3:.1f} ms (ratio {tref / t1:.0f}x); cpu vs reference: lnL rel {res['agree'][0]:.1e}, grad {res['agree'][1]:.1e}"
+    print(line)
+    tot = sum(parts.values())
+    print("  where the time goes (cpu, 1 thread): " + ", ".join(f"{k} {v * 1e3:.3f} ms ({100 * v / tot:.0f}%)"
+                                                              for k, v in parts.items()))
+    return t1, ta
+
+
+def bench_likelihood(args):
+    print("\n== 3. lnlike_and_grad ==")
+    print(f"profile: {_profile()[1]}; pixels 0.03\"; PSF FWHMs 1.4, 3, 6 (, 12) px")
+    sa = make_problem(1, 64, 1, ["F200W"], 3, rh_arcsec=(0.2, 0.2))
+    bench_scene("(a) one Sersic, 64x64, one band, 3-Gaussian PSF", *sa, args.repeat)
+    sb = make_problem(20, 128, 4, ["F150W", "F200W"], 4)
+    bench_scene("(b) 20 blended Sersics, 4 x 128x128, 2 bands, 4-Gaussian PSF", *sb, args.repeat,
+                reference=not args.quick)
+
+
+def bench_scaling(args):
+    print("\n== 4. scaling (cpu, lnlike_and_grad, 1 thread pinned / all threads) ==")
+    for n_src in [1, 10, 100]:
+        s = make_problem(n_src, 128, 1, ["F200W"], 3)
+        like1 = pho.Likelihood(s[0], s[1], backend="cpu", workers=1)
+        pin(ALL_CPUS[:1])
+        t1 = timeit(lambda: like1.lnlike_and_grad(s[2]), args.repeat)
+        pin(ALL_CPUS)
+        likea = pho.Likelihood(s[0], s[1], backend="cpu")
+        ta = timeit(lambda: likea.lnlike_and_grad(s[2]), args.repeat)
+        print(f"  sources {n_src:3d} on 128x128: {t1 * 1e3:8.3f} ms / {ta * 1e3:8.3f} ms")
+    sizes = [32, 64, 128, 256] + ([] if args.quick else [512])
+    for size in sizes:
+        s = make_problem(1, size, 1, ["F200W"], 3, rh_arcsec=(0.2, 0.2))
+        like1 = pho.Likelihood(s[0], s[1], backend="cpu", workers=1)
+        pin(ALL_CPUS[:1])
+        t1 = timeit(lambda: like1.lnlike_and_grad(s[2]), args.repeat)
+        pin(ALL_CPUS)
+        likea = pho.Likelihood(s[0], s[1], backend="cpu")
+        ta = timeit(lambda: likea.lnlike_and_grad(s[2]), args.repeat)
+        print(f"  1 source on {size:3d}x{size:<3d}: {t1 * 1e3:8.3f} ms / {ta * 1e3:8.3f} ms")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=5, help="timing batches per figure (median reported; default %(default)s)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats, skip the 512x512 stamp and scene (b)'s reference")
+    p.add_argument("--gauss-limit", type=Path, default=REPO.parent / "shared" / "bench" / "gauss_limit.c",
+                   help="path to gauss_limit.c (default %(default)s)")
+    p.add_argument("--only", choices=["bound", "kernel", "likelihood", "scaling"], action="append",
+                   help="run only these sections (repeatable)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.repeat = min(args.repeat, 3)
+    from pho import _render
+
+    omp, nmax = _render.openmp_info()
+    print(f"pho {pho.__version__}; cpu extension built with OpenMP: {omp}; cores available: {len(ALL_CPUS)}; "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    only = set(args.only or ["bound", "kernel", "likelihood", "scaling"])
+    if "bound" in only:
+        print("\n== 1. bound: gauss_limit.c (gcc -O3 -march=native -ffast-math, one pinned core) ==")
+        nums, text = gauss_limit(args.gauss_limit)
+        print(text)
+    if "kernel" in only:
+        bench_kernel(args)
+    if "likelihood" in only:
+        bench_likelihood(args)
+    if "scaling" in only:
+        bench_scaling(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
