@@ -181,3 +181,26 @@ def test_weights_validation(name):
         be.gradient(g, np.full((5, 5), np.nan))
     with pytest.raises(PhoValueError, match="2-d"):
         be.gradient(g, np.ones(5))
+
+
+@pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize("kind", ["gaussian", "poisson"])
+def test_likelihood_matches_reference(name, kind, cosmos_image_path, rng):
+    """Full likelihoods (two blended Sersics + a star, two exposures, two bands) agree with the reference."""
+    import pho
+    from helpers import blended_problem
+
+    be = backend_or_skip(name, workers=2)
+    scene, exposures, theta = blended_problem(cosmos_image_path, rng, kind=kind)
+    lr = pho.Likelihood(scene, exposures, backend="reference", kind=kind)
+    lf = pho.Likelihood(scene, exposures, backend=be, kind=kind)
+    vr, gr = lr.lnlike_and_grad(theta)
+    vf, gf = lf.lnlike_and_grad(theta)
+    assert vf == pytest.approx(vr, rel=1e-10)
+    assert np.all(np.abs(gf - gr) <= 1e-10 * np.maximum(np.abs(gr), 1e-3 * np.max(np.abs(gr))))
+    assert np.any(gr != 0)
+    assert lf.lnlike(theta) == pytest.approx(vr, rel=1e-10)
+    if name == "cpu":
+        l1 = pho.Likelihood(scene, exposures, backend="cpu", kind=kind, workers=1)
+        v1, g1 = l1.lnlike_and_grad(theta)
+        assert v1 == vf and np.array_equal(g1, gf)
