@@ -15,6 +15,7 @@ from .errors import (
     PhoWarning,
 )
 from .psf import PSFMixture
+from .psffit import fit_psf_mixture
 from . import gaussians, transforms
 from .exposure import Exposure
 from .likelihood import Likelihood, render
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PSFMixture",
+    "fit_psf_mixture",
     "PointSource",
     "Sersic",
     "Scene",

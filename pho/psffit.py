@@ -1,0 +1,888 @@
+"""Fit a Gaussian mixture to a PSF image: expectation-maximization, then a least-squares polish.
+
+The mixture describes the PSF *before* integration over the detector pixel, in detector pixels,
+relative to the PSF centre, because pho integrates every image Gaussian over the detector pixel
+when it renders. See docs/fitpsf.md for the method, the merit functions and measured figures.
+
+Coordinates: the image is ``[y, x]``, 0-based, the centre of pixel ``[0, 0]`` at ``(0, 0)``
+(image pixels, which are detector pixels divided by the oversampling factor S). The fit works in
+detector pixels relative to the found centre: ``u = (x - x_c) / S``, ``v = (y - y_c) / S``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PhoDataError, PhoDataWarning, PhoRangeError, PhoValueError, warn
+from .psf import PSFMixture
+
+__all__ = [
+    "PSFFitResult",
+    "PSFImage",
+    "fit_psf_mixture",
+    "read_psf_image",
+    "find_psf_center",
+    "plot_psf_fit",
+    "OVERSAMPLE_KEYS",
+    "EE_RADII_DET_PIX",
+]
+
+log = logging.getLogger(__name__)
+
+#: Header keywords searched, in this order, for the oversampling factor (PSF pixels per
+#: detector pixel). WebbPSF/STPSF write OVERSAMP and DET_SAMP.
+OVERSAMPLE_KEYS = ("OVERSAMP", "DET_SAMP", "OVERSAMPLE", "OVERSMPL", "OSAMP", "OVERSAMPLING", "SAMPLING")
+#: Radii (detector pixels) at which encircled energies are reported.
+EE_RADII_DET_PIX = (1.0, 2.0, 5.0)
+#: Extension names that WebbPSF/STPSF use for PSFs already integrated over the detector pixel.
+_INTEGRATED_EXTNAMES = ("DET_SAMP", "DET_DIST")
+#: Smallest Gaussian variance allowed during the fit, detector pixels squared. A PSF Gaussian
+#: narrower than 0.05 pixel (sigma) cannot be told from a delta function by any detector.
+MIN_VARIANCE_DET_PIX2 = 0.05**2
+#: Gauss-Legendre points per axis for the integral over one detector pixel.
+N_QUAD_PER_AXIS = 6
+#: Beyond this radius (detector pixels) from the centre the fit compares the image with the
+#: model in bins of one detector pixel (S x S image pixels): the model there is smooth on that
+#: scale, and the fit becomes ~S^2 times cheaper. Figures of merit always use every pixel.
+FINE_RADIUS_DET_PIX = 4.0
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and checking the image
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PSFImage:
+    """A PSF image read from a FITS file, with what the header said about it.
+
+    Attributes
+    ----------
+    data : ndarray of shape (ny, nx), float64
+        The pixel values as stored (not normalized).
+    oversample : float
+        PSF pixels per detector pixel.
+    oversample_source : str
+        Where ``oversample`` came from: ``"argument"`` or ``"header OVERSAMP"`` etc.
+    path : str
+        The file read.
+    hdu : int
+        Index of the HDU read.
+    extname : str
+        The HDU's EXTNAME ('' if none).
+    header_center_pix : tuple of float or None
+        ``(x, y)`` 0-based from CENTERX/CENTERY keywords when present (reported, never used).
+    """
+
+    data: np.ndarray
+    oversample: float
+    oversample_source: str
+    path: str
+    hdu: int
+    extname: str = ""
+    header_center_pix: tuple | None = None
+
+
+def read_psf_image(path: str | os.PathLike, hdu: int = 0, oversample: float | None = None) -> PSFImage:
+    """Read a PSF image from one HDU of a FITS file and find its oversampling factor.
+
+    Parameters
+    ----------
+    path : str or path-like
+        FITS file.
+    hdu : int
+        HDU index (0 is the primary HDU).
+    oversample : float, optional
+        PSF pixels per detector pixel. If None, read from the first of ``OVERSAMPLE_KEYS``
+        present in the HDU's header (then the primary header); if none is present a
+        ``PhoValueError`` asks for it. If given and the header disagrees, the given value is
+        used and a ``PhoDataWarning`` says so.
+
+    Returns
+    -------
+    PSFImage
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    PhoValueError
+        HDU out of range, no image in the HDU, not two-dimensional, or no oversampling known.
+    """
+    from astropy.io import fits
+
+    path = str(path)
+    with fits.open(path) as hdul:
+        if not 0 <= hdu < len(hdul):
+            raise PhoValueError(f"{path} has {len(hdul)} HDUs (0..{len(hdul) - 1}); --hdu {hdu} is out of range")
+        h = hdul[hdu]
+        if h.data is None:
+            images = [i for i, x in enumerate(hdul) if x.is_image and x.data is not None]
+            raise PhoValueError(
+                f"HDU {hdu} of {path} holds no data; HDUs with images: {images[:20]}; pick one with --hdu"
+            )
+        if not h.is_image:
+            raise PhoValueError(f"HDU {hdu} of {path} is a table, not an image; pick an image HDU with --hdu")
+        data = np.array(h.data, dtype=np.float64)
+        if data.ndim != 2:
+            raise PhoValueError(
+                f"HDU {hdu} of {path} holds a {data.ndim}-D array of shape {data.shape}; a PSF image must be "
+                "2-D. Extract one plane (e.g. with astropy) and write it to its own file"
+            )
+        header = h.header
+        primary = hdul[0].header
+        extname = str(header.get("EXTNAME", ""))
+        found = None
+        for hdr in (header, primary):
+            for key in OVERSAMPLE_KEYS:
+                if key in hdr:
+                    try:
+                        found = (float(hdr[key]), key)
+                    except (TypeError, ValueError):
+                        continue
+                    break
+            if found:
+                break
+        center = None
+        if "CENTERX" in header and "CENTERY" in header:
+            center = (float(header["CENTERX"]), float(header["CENTERY"]))
+    if oversample is None:
+        if found is None:
+            raise PhoValueError(
+                f"no oversampling keyword ({', '.join(OVERSAMPLE_KEYS)}) in HDU {hdu} of {path} or its primary "
+                "header; give the number of PSF pixels per detector pixel with --oversample S "
+                "(oversample=S), e.g. 1 for a PSF sampled at the detector's pixels"
+            )
+        oversample, source = found[0], f"header {found[1]}"
+    else:
+        source = "argument"
+        if found is not None and not np.isclose(found[0], oversample):
+            warn(
+                f"--oversample {oversample:g} differs from the header's {found[1]}={found[0]:g} in HDU {hdu} of "
+                f"{path}; using {oversample:g} as given",
+                PhoDataWarning,
+            )
+    _check_oversample(oversample)
+    return PSFImage(data, float(oversample), source, path, hdu, extname, center)
+
+
+def _check_oversample(oversample: float) -> None:
+    if not (np.isfinite(oversample) and 0.5 <= oversample <= 50):
+        raise PhoRangeError(
+            f"oversampling factor {oversample!r} is outside [0.5, 50] PSF pixels per detector pixel; "
+            "give the right value with --oversample (1 for a PSF at detector sampling)",
+            oversample,
+            0.5,
+            50,
+        )
+
+
+def _check_image(image) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Validate a PSF image; return (normalized image with NaN kept, finite mask, notes)."""
+    image = np.array(image, dtype=np.float64)
+    if image.ndim != 2:
+        raise PhoValueError(f"a PSF image must be 2-D (ny, nx), got shape {image.shape}")
+    if min(image.shape) < 5:
+        raise PhoValueError(f"PSF image of shape {image.shape} is too small; need at least 5 x 5 pixels")
+    finite = np.isfinite(image)
+    n_bad = int((~finite).sum())
+    notes = {"n_nonfinite": n_bad}
+    if n_bad == image.size:
+        raise PhoDataError(f"PSF image of shape {image.shape} has no finite pixels")
+    if n_bad:
+        frac = n_bad / image.size
+        if frac > 0.5:
+            raise PhoDataError(
+                f"PSF image has {n_bad} NaN or infinite pixels of {image.size} ({frac:.0%}); too few remain to fit. "
+                "Replace them (e.g. with a model PSF) or crop the image to its valid part"
+            )
+        warn(
+            f"PSF image has {n_bad} NaN or infinite pixels ({frac:.2%}); they are left out of the fit and of the "
+            "figures of merit",
+            PhoDataWarning,
+        )
+    vals = image[finite]
+    total = float(vals.sum())
+    peak = float(vals.max())
+    if not (total > 0 and peak > 0):
+        raise PhoDataError(
+            f"PSF image sums to {total:.4g} with maximum {peak:.4g}; a PSF must have positive flux. "
+            "Is this the right HDU, or is the image background-subtracted to zero?"
+        )
+    neg = vals < 0
+    notes["n_negative"] = int(neg.sum())
+    if neg.any():
+        neg_frac = float(-vals[neg].sum() / total)
+        notes["negative_flux_frac"] = neg_frac
+        warn(
+            f"PSF image has {int(neg.sum())} negative pixels (lowest {vals.min() / peak:.3g} of the peak, "
+            f"together {neg_frac:.3g} of the total flux); the EM start gives them zero weight, the "
+            "least-squares polish and the figures of merit use them as they are",
+            PhoDataWarning,
+        )
+    normalized = image / total
+    return normalized, finite, notes
+
+
+def find_psf_center(image: np.ndarray, oversample: float = 1.0, n_iter: int = 50) -> tuple[float, float]:
+    """Centre of a PSF image by an iterated Gaussian-windowed centroid.
+
+    Starting at the brightest pixel (the mean position of pixels within 10% of the maximum of a
+    lightly smoothed image), the centre moves to the centroid of the image weighted by a round
+    Gaussian window of sigma 1 detector pixel until it moves less than 1e-6 pixel. For a PSF
+    symmetric under a half turn this is its centre of symmetry; it is not biased by far wings
+    truncated by the box.
+
+    Parameters
+    ----------
+    image : ndarray of shape (ny, nx)
+        PSF image; NaN pixels are ignored, negative ones used as they are.
+    oversample : float
+        PSF pixels per detector pixel (sets the window size).
+    n_iter : int
+        Most iterations.
+
+    Returns
+    -------
+    (x, y) : tuple of float
+        0-based image-pixel coordinates of the centre.
+    """
+    img = np.where(np.isfinite(image), image, 0.0)
+    ny, nx = img.shape
+    # start: brightest region of a 3x3 box-smoothed image (robust to one hot pixel)
+    pad = np.pad(img, 1, mode="constant")
+    smooth = sum(pad[dy : dy + ny, dx : dx + nx] for dy in range(3) for dx in range(3)) / 9.0
+    iy, ix = np.unravel_index(np.argmax(smooth), smooth.shape)
+    x0, y0 = float(ix), float(iy)
+    sigma = max(1.0, float(oversample))
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
+    for _ in range(n_iter):
+        w = img * np.exp(-0.5 * ((xx - x0) ** 2 + (yy - y0) ** 2) / sigma**2)
+        s = w.sum()
+        if not s > 0:
+            break
+        x1, y1 = float((w * xx).sum() / s), float((w * yy).sum() / s)
+        moved = np.hypot(x1 - x0, y1 - y0)
+        x0, y0 = x1, y1
+        if moved < 1e-6:
+            break
+    # The windowed centroid of a Gaussian-windowed symmetric PSF sits at its centre; for an
+    # asymmetric core it is a fixed, documented point. Clamp nothing: report what was found.
+    if not (0 <= x0 <= nx - 1 and 0 <= y0 <= ny - 1):
+        raise PhoDataError(f"PSF centre found at ({x0:.2f}, {y0:.2f}), outside the image {nx} x {ny}; give --center")
+    return x0, y0
+
+
+# --------------------------------------------------------------------------------------------
+# The mixture model on sample points, with derivatives
+# --------------------------------------------------------------------------------------------
+
+
+def _quadrature(pixel_integrated: bool, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (Q, 2) and weights (Q,) of the rule integrating over a square of side ``width``
+    (detector pixels) centred on a sample, averaged (weights sum to one). One point if not
+    integrated."""
+    if not pixel_integrated:
+        return np.zeros((1, 2)), np.ones(1)
+    t, w = np.polynomial.legendre.leggauss(N_QUAD_PER_AXIS)
+    t = 0.5 * width * t
+    w = 0.5 * w
+    du, dv = np.meshgrid(t, t)
+    ww = np.outer(w, w)
+    return np.stack([du.ravel(), dv.ravel()], axis=1), ww.ravel()
+
+
+def _fit_samples(img, u, v, xx, yy, oversample, fine_radius_det_pix=FINE_RADIUS_DET_PIX):
+    """Samples the fit uses: every pixel within the fine radius, bins of ~one detector pixel
+    beyond it.
+
+    Parameters are the fitted pixels' values, detector-pixel offsets (u, v) and integer image
+    coordinates (xx, yy), all of shape (N,). Returns (values, u, v, counts), each of shape (M,):
+    summed values, member-mean offsets and member counts of each sample.
+    """
+    b = int(round(oversample))
+    fine = np.hypot(u, v) <= fine_radius_det_pix
+    if b <= 1 or fine.all():
+        return img, u, v, np.ones_like(img)
+    outer = ~fine
+    key = (yy[outer] // b) * (xx.max() // b + 2) + (xx[outer] // b)
+    uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=img[outer])
+    ub = np.bincount(inv, weights=u[outer]) / counts
+    vb = np.bincount(inv, weights=v[outer]) / counts
+    return (
+        np.concatenate([img[fine], sums]),
+        np.concatenate([u[fine], ub]),
+        np.concatenate([v[fine], vb]),
+        np.concatenate([np.ones(int(fine.sum())), counts.astype(float)]),
+    )
+
+
+def _unpack(p: np.ndarray):
+    """Parameters (K, 6): a, mu_u, mu_v, log l11, l21, log l22, with amp = softmax(a) (so the
+    amplitudes are positive and sum to one) and covariance C = L L^T, L = [[l11, 0], [l21, l22]]."""
+    p = p.reshape(-1, 6)
+    a = np.exp(p[:, 0] - p[:, 0].max())
+    return a / a.sum(), p[:, 1], p[:, 2], np.exp(p[:, 3]), p[:, 4], np.exp(p[:, 5])
+
+
+def _pack(amp, mu_u, mu_v, cuu, cuv, cvv) -> np.ndarray:
+    l11 = np.sqrt(cuu)
+    l21 = cuv / l11
+    l22 = np.sqrt(np.maximum(cvv - l21**2, 1e-300))
+    return np.stack([np.log(amp), mu_u, mu_v, np.log(l11), l21, np.log(l22)], axis=1).ravel()
+
+
+def _model_and_jac(p, u, v, offsets, qweights, area, want_jac=True):
+    """Model values at N samples and their Jacobian to the packed parameters.
+
+    Model_n = area_n * sum_q w_q * sum_k G_k(u_n + du_q, v_n + dv_q), G_k a normalized Gaussian
+    times amp_k; ``area`` is a scalar or (N,) (detector pixels^2 per sample). Returns
+    (model (N,), jac (N, 6K) or None).
+    """
+    area = np.broadcast_to(np.asarray(area, dtype=float), u.shape)[:, None]
+    amp, mu, mv, l11, l21, l22 = _unpack(p)
+    K = amp.size
+    N = u.size
+    model = np.zeros(N)
+    jac = np.zeros((N, 6 * K)) if want_jac else None
+    for q in range(len(qweights)):
+        du = (u + offsets[q, 0])[:, None] - mu  # (N, K)
+        dv = (v + offsets[q, 1])[:, None] - mv
+        z1 = du / l11
+        z2 = (dv - l21 * z1) / l22
+        g = (qweights[q] * area * amp / (2 * np.pi * l11 * l22)) * np.exp(-0.5 * (z1 * z1 + z2 * z2))
+        model += g.sum(axis=1)
+        if want_jac:
+            w2 = z2 / l22
+            w1 = (z1 - l21 * w2) / l11
+            jac[:, 0::6] += g - amp * g.sum(axis=1, keepdims=True)
+            jac[:, 1::6] += g * w1
+            jac[:, 2::6] += g * w2
+            jac[:, 3::6] += g * (-1.0 + z1 * z1 - z2 * l21 * z1 / l22)
+            jac[:, 4::6] += g * (z1 * z2 / l22)
+            jac[:, 5::6] += g * (-1.0 + z2 * z2)
+    return model, jac
+
+
+# --------------------------------------------------------------------------------------------
+# Expectation-maximization
+# --------------------------------------------------------------------------------------------
+
+
+def _em(u, v, weights, amp, mu_u, mu_v, cov, max_iter, tol, min_var):
+    """Weighted EM for a K-Gaussian mixture on points (u, v) with weights >= 0.
+
+    Maximizes sum_n w_n log p(x_n), p the normalized mixture density (the Poisson log-likelihood
+    of the image with the total flux free). Returns (amp, mu_u, mu_v, cov (K, 2, 2), n_iter,
+    converged, objective).
+    """
+    X = np.stack([u, v], axis=1)
+    wsum = weights.sum()
+    wn = weights / wsum
+    K = amp.size
+    amp = amp / amp.sum()
+    mu = np.stack([mu_u, mu_v], axis=1).astype(float)
+    cov = cov.astype(float).copy()
+    prev = -np.inf
+    converged = False
+    obj = -np.inf
+    for it in range(1, max_iter + 1):
+        # E step, in logs
+        det = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] ** 2
+        dx = X[:, 0:1] - mu[:, 0]
+        dy = X[:, 1:2] - mu[:, 1]
+        quad = (cov[:, 1, 1] * dx * dx - 2 * cov[:, 0, 1] * dx * dy + cov[:, 0, 0] * dy * dy) / det
+        logp = np.log(amp) - np.log(2 * np.pi) - 0.5 * np.log(det) - 0.5 * quad  # (N, K)
+        m = logp.max(axis=1, keepdims=True)
+        ex = np.exp(logp - m)
+        s = ex.sum(axis=1, keepdims=True)
+        obj = float(np.sum(wn * (np.log(s[:, 0]) + m[:, 0])))
+        r = ex * (wn[:, None] / s)  # w_n r_nk
+        # M step
+        Wk = r.sum(axis=0)
+        Wk = np.maximum(Wk, 1e-300)
+        amp = Wk / Wk.sum()
+        mu = (r.T @ X) / Wk[:, None]
+        dx = X[:, 0:1] - mu[:, 0]
+        dy = X[:, 1:2] - mu[:, 1]
+        cov[:, 0, 0] = np.einsum("nk,nk->k", r, dx * dx) / Wk + min_var
+        cov[:, 0, 1] = cov[:, 1, 0] = np.einsum("nk,nk->k", r, dx * dy) / Wk
+        cov[:, 1, 1] = np.einsum("nk,nk->k", r, dy * dy) / Wk + min_var
+        amp = np.maximum(amp, 1e-12)
+        if abs(obj - prev) < tol:
+            converged = True
+            break
+        prev = obj
+    return amp, mu[:, 0], mu[:, 1], cov, it, converged, obj
+
+
+# --------------------------------------------------------------------------------------------
+# The fit
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PSFFitResult:
+    """A fitted PSF mixture with its figures of merit.
+
+    Attributes
+    ----------
+    mixture : PSFMixture
+        The mixture in detector pixels relative to ``center_pix`` (amplitudes sum to one), with
+        the fit's provenance and figures in ``mixture.meta``.
+    ngauss : int
+        Number of Gaussians K.
+    oversample : float
+        PSF pixels per detector pixel.
+    pixel_integrated : bool
+        Whether the image was taken as already integrated over the detector pixel (the mixture's
+        pixel integrals were fitted to it) or as samples of the PSF itself.
+    center_pix : tuple of float
+        ``(x, y)``, 0-based image pixels, of the point the mixture is relative to.
+    center_source : str
+        ``"found"`` or ``"given"``.
+    radius_det_pix : float or None
+        Radius of the fitted region around the centre, detector pixels (None: whole image).
+    max_abs_residual_frac_peak : float
+        max |data - model| / max(data) over the image's finite pixels.
+    sum_abs_residual_frac : float
+        sum |data - model| / sum(data) over the image's finite pixels.
+    ee_radii_det_pix : tuple of float
+        Radii of the encircled energies, detector pixels.
+    ee_data, ee_model : ndarray of shape (R,)
+        Fraction of the data's (model's) flux within each radius: pixels with centres inside.
+    polished : bool
+        Whether the least-squares polish was kept (it is kept when it lowers both figures).
+    em_iterations : int
+        EM iterations run.
+    data, model : ndarray of shape (ny, nx)
+        Normalized image (sum one over finite pixels; NaN kept) and the model rendered on it.
+    fit_mask : ndarray of shape (ny, nx), bool
+        Pixels used in the fit.
+    """
+
+    mixture: PSFMixture
+    ngauss: int
+    oversample: float
+    pixel_integrated: bool
+    center_pix: tuple
+    center_source: str
+    radius_det_pix: float | None
+    max_abs_residual_frac_peak: float
+    sum_abs_residual_frac: float
+    ee_radii_det_pix: tuple
+    ee_data: np.ndarray
+    ee_model: np.ndarray
+    polished: bool
+    em_iterations: int
+    data: np.ndarray = field(repr=False)
+    model: np.ndarray = field(repr=False)
+    fit_mask: np.ndarray = field(repr=False)
+
+    @property
+    def residual(self) -> np.ndarray:
+        """data - model, ndarray of shape (ny, nx), in units of the normalized image."""
+        return self.data - self.model
+
+    def summary(self) -> str:
+        """One line of figures: K, worst residual, summed residual, encircled energies."""
+        ee = " ".join(
+            f"EE({r:g})={d:.4f}/{m:.4f}" for r, d, m in zip(self.ee_radii_det_pix, self.ee_data, self.ee_model)
+        )
+        return (
+            f"K={self.ngauss}  max|res|/peak={self.max_abs_residual_frac_peak:.4f}  "
+            f"sum|res|/sum={self.sum_abs_residual_frac:.4f}  {ee} (data/model)"
+        )
+
+
+def _levenberg_marquardt(model_jac, data, p0, lo, sigma, max_iter=100, rtol=1e-10):
+    """Minimize sum ((model(p) - data) / sigma)^2 by Levenberg-Marquardt on the normal equations.
+
+    ``model_jac(p, want_jac)`` returns (model (N,), jac (N, P) or None). Parameters are kept at
+    or above ``lo`` (P,) by projection. Returns (p, iterations, note).
+    """
+    p = p0.copy()
+    wt = 1.0 / sigma
+    data = data * wt
+
+    def model_jac_w(p, want_jac):
+        m, J = model_jac(p, want_jac)
+        return m * wt, (J * wt[:, None] if want_jac else None)
+
+    m, J = model_jac_w(p, True)
+    r = m - data
+    cost = float(r @ r)
+    lam = 1e-3
+    note = "reached the iteration limit"
+    it = 0
+    for it in range(1, max_iter + 1):
+        A = J.T @ J
+        g = J.T @ r
+        diag = np.diag(A).copy()
+        diag[diag <= 0] = 1e-30
+        improved = False
+        for _ in range(30):
+            try:
+                step = np.linalg.solve(A + lam * np.diag(diag), -g)
+            except np.linalg.LinAlgError:
+                lam *= 10.0
+                continue
+            p_new = np.maximum(p + step, lo)
+            m_new = model_jac_w(p_new, False)[0]
+            r_new = m_new - data
+            cost_new = float(r_new @ r_new)
+            if np.isfinite(cost_new) and cost_new < cost:
+                improved = True
+                break
+            lam *= 4.0
+        if not improved:
+            note = "no step lowers the cost"
+            break
+        rel = (cost - cost_new) / cost
+        p, cost = p_new, cost_new
+        lam = max(lam / 3.0, 1e-12)
+        m, J = model_jac_w(p, True)
+        r = m - data
+        if rel < rtol:
+            note = "converged"
+            break
+    return p, it, note
+
+
+def _initial_mixture(img, u, v, area, ngauss):
+    """EM start: K concentric round Gaussians with log-spaced widths from the core's to the
+    region's rms radius, equal amplitudes. Lengths in detector pixels."""
+    w = np.maximum(img, 0.0)
+    peak = img.max()
+    n_half = np.count_nonzero(img > 0.5 * peak)
+    fwhm = 2.0 * np.sqrt(max(n_half, 1) * area / np.pi)
+    sigma_core = max(fwhm / 2.3548, 0.1)
+    r2 = float(np.sum(w * (u * u + v * v)) / w.sum())
+    sigma_wide = max(np.sqrt(r2 / 2.0), 2.0 * sigma_core)
+    sigmas = np.geomspace(sigma_core, sigma_wide, ngauss) if ngauss > 1 else np.array([np.sqrt(r2 / 2.0)])
+    cov = np.zeros((ngauss, 2, 2))
+    cov[:, 0, 0] = cov[:, 1, 1] = sigmas**2
+    return np.full(ngauss, 1.0 / ngauss), np.zeros(ngauss), np.zeros(ngauss), cov
+
+
+def _figures(data, model, finite, center_pix, oversample):
+    d = data[finite]
+    m = model[finite]
+    res = d - m
+    max_frac = float(np.max(np.abs(res)) / np.max(d))
+    sum_frac = float(np.sum(np.abs(res)) / np.sum(d))
+    ny, nx = data.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    r_det = np.hypot(xx - center_pix[0], yy - center_pix[1])[finite] / oversample
+    ee_d = np.array([d[r_det <= r].sum() / d.sum() for r in EE_RADII_DET_PIX])
+    ee_m = np.array([m[r_det <= r].sum() for r in EE_RADII_DET_PIX])
+    return max_frac, sum_frac, ee_d, ee_m
+
+
+def fit_psf_mixture(
+    image,
+    ngauss: int,
+    oversample: float,
+    *,
+    center_pix: tuple[float, float] | None = None,
+    radius_det_pix: float | None = None,
+    pixel_integrated: bool | None = None,
+    polish: bool = True,
+    max_em_iter: int = 300,
+    em_tol: float = 1e-7,
+    max_lm_iter: int = 100,
+    meta: dict | None = None,
+) -> PSFFitResult:
+    """Fit a K-Gaussian mixture to a PSF image.
+
+    The image is normalized to sum to one over its finite pixels. A weighted EM fits K
+    Gaussians with free centres, covariances and amplitudes to the samples (taken as points),
+    maximizing ``sum_n I_n log M_n - sum_n M_n`` (the Poisson log-likelihood of the image; to
+    second order the chi-square with per-pixel variance equal to the pixel value). For a
+    pixel-integrated image the box's variance 1/12 pixel^2 is then taken off each Gaussian
+    (Sheppard's correction). A least-squares polish (Levenberg-Marquardt, analytic Jacobian,
+    amplitudes constrained positive and summing to one) then minimizes ``sum_n (I_n - M_n)^2``
+    with the model integrated exactly over the detector pixel where the image is, and is kept
+    if it lowers both the worst and the summed absolute residual (always, for a
+    pixel-integrated image, where only it fits the pixel integrals exactly).
+
+    Parameters
+    ----------
+    image : array_like of shape (ny, nx)
+        PSF image, any normalization, any shape (square or not). NaN/inf pixels are left out
+        (with a warning); negative pixels are kept (with a warning).
+    ngauss : int
+        Number of Gaussians K, 1..20.
+    oversample : float
+        PSF pixels per detector pixel S (1 for a PSF at detector sampling).
+    center_pix : (float, float), optional
+        ``(x, y)`` 0-based image pixels of the PSF centre; found by :func:`find_psf_center`
+        if not given.
+    radius_det_pix : float, optional
+        Fit only pixels whose centres are within this radius of the centre, detector pixels.
+        Default: the whole image.
+    pixel_integrated : bool, optional
+        True if each image value is the PSF integrated over a detector pixel centred on it
+        (an effective PSF: HST PSFs at native sampling, WebbPSF's DET_SAMP extension); the
+        mixture is then fitted so that its integrals over the detector pixel match the image.
+        False if the image samples the PSF itself (WebbPSF's oversampled first extension).
+        Default: True when ``oversample == 1``, else False.
+    polish : bool
+        Run the least-squares polish after EM.
+    max_em_iter : int
+        Most EM iterations.
+    em_tol : float
+        EM stops when its objective (mean log density per unit flux) changes by less.
+    meta : dict, optional
+        Extra header entries for the mixture (input file, HDU, ...).
+
+    Returns
+    -------
+    PSFFitResult
+
+    Raises
+    ------
+    PhoValueError
+        Bad shape, K out of range, radius containing too few pixels.
+    PhoRangeError
+        Oversampling factor outside [0.5, 50].
+    PhoDataError
+        No finite pixels, more than half non-finite, non-positive total flux.
+
+    Examples
+    --------
+    >>> import numpy as np, pho
+    >>> y, x = np.mgrid[0:64, 0:64]
+    >>> img = np.exp(-0.5 * ((x - 31.7) ** 2 + (y - 32.2) ** 2) / 3.0**2)
+    >>> fit = pho.fit_psf_mixture(img, ngauss=1, oversample=4)
+    >>> round(float(fit.mixture.cxx[0]), 4)  # (3 / 4) ** 2 detector pixels squared
+    0.5625
+    """
+
+    if not (isinstance(ngauss, (int, np.integer)) and 1 <= ngauss <= 20):
+        raise PhoValueError(f"ngauss={ngauss!r}: the number of Gaussians must be an integer from 1 to 20")
+    _check_oversample(float(oversample))
+    S = float(oversample)
+    data, finite, notes = _check_image(image)
+    if pixel_integrated is None:
+        pixel_integrated = bool(np.isclose(S, 1.0))
+    ny, nx = data.shape
+    if center_pix is None:
+        cx, cy = find_psf_center(data, S)
+        center_source = "found"
+    else:
+        cx, cy = (float(c) for c in center_pix)
+        if not (np.isfinite(cx) and np.isfinite(cy) and 0 <= cx <= nx - 1 and 0 <= cy <= ny - 1):
+            raise PhoValueError(
+                f"centre ({cx}, {cy}) is outside the image (x in 0..{nx - 1}, y in 0..{ny - 1}, 0-based pixels)"
+            )
+        center_source = "given"
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    u_all = (xx - cx) / S
+    v_all = (yy - cy) / S
+    mask = finite.copy()
+    if radius_det_pix is not None:
+        if not (np.isfinite(radius_det_pix) and radius_det_pix > 0):
+            raise PhoValueError(f"radius {radius_det_pix!r} must be a positive number of detector pixels")
+        mask &= np.hypot(u_all, v_all) <= radius_det_pix
+    n_fit = int(mask.sum())
+    if n_fit < 6 * ngauss:
+        raise PhoValueError(
+            f"only {n_fit} finite pixels lie within radius {radius_det_pix} detector pixels of the centre; "
+            f"fitting {ngauss} Gaussians needs at least {6 * ngauss}. Give a larger --radius"
+        )
+    img, u, v, counts = _fit_samples(data[mask], u_all[mask], v_all[mask], xx[mask], yy[mask], S)
+    area = counts / S**2  # detector pixels^2 per sample
+
+    # EM on the (non-negative part of the) image, the samples taken as points
+    amp0, mu0, mv0, cov0 = _initial_mixture(data[mask], u_all[mask], v_all[mask], 1.0 / S**2, ngauss)
+    weights = np.maximum(img, 0.0)
+    amp, mu, mv, cov, n_iter, converged, _ = _em(
+        u, v, weights, amp0, mu0, mv0, cov0, max_em_iter, em_tol, MIN_VARIANCE_DET_PIX2
+    )
+    if not converged:
+        log.info("EM did not converge in %d iterations (K=%d); the polish continues from there", n_iter, ngauss)
+    if pixel_integrated:
+        # Sheppard's correction: sampling the pixel-integrated PSF adds the box's variance 1/12.
+        cov[:, 0, 0] = np.maximum(cov[:, 0, 0] - 1.0 / 12.0, MIN_VARIANCE_DET_PIX2)
+        cov[:, 1, 1] = np.maximum(cov[:, 1, 1] - 1.0 / 12.0, MIN_VARIANCE_DET_PIX2)
+        det_min = cov[:, 0, 0] * cov[:, 1, 1] * 0.99
+        cov[:, 0, 1] = np.sign(cov[:, 0, 1]) * np.minimum(np.abs(cov[:, 0, 1]), np.sqrt(det_min))
+        cov[:, 1, 0] = cov[:, 0, 1]
+    offsets, qweights = _quadrature(pixel_integrated, 1.0)
+    p_em = _pack(amp, mu, mv, cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1])
+
+    def render(p, uu, vv):
+        return _model_and_jac(p, uu, vv, offsets, qweights, 1.0 / S**2, want_jac=False)[0]
+
+    def figures_of(p):
+        a, m1, m2, l11, l21, l22 = _unpack(p)
+        pn = _pack(a, m1, m2, l11**2, l11 * l21, l21**2 + l22**2)
+        model = np.zeros_like(data)
+        model[finite] = render(pn, u_all[finite], v_all[finite])
+        return pn, model, _figures(data, model, finite, (cx, cy), S)
+
+    p_best, model_best, fig_best = figures_of(p_em)
+    polished = False
+    if polish:
+        lo = np.full(p_em.size, -np.inf)
+        lo[3::6] = lo[5::6] = 0.5 * np.log(MIN_VARIANCE_DET_PIX2)
+        p_fit, n_lm, lm_note = _levenberg_marquardt(
+            lambda p, want_jac: _model_and_jac(p, u, v, offsets, qweights, area, want_jac=want_jac),
+            img,
+            np.maximum(p_em, lo),
+            lo,
+            np.sqrt(counts),
+            max_iter=max_lm_iter,
+        )
+        p_pol, model_pol, fig_pol = figures_of(p_fit)
+        log.info("polish: %s after %d iterations; figures %s -> %s", lm_note, n_lm, fig_best[:2], fig_pol[:2])
+        if pixel_integrated or (fig_pol[0] <= fig_best[0] and fig_pol[1] <= fig_best[1]):
+            p_best, model_best, fig_best = p_pol, model_pol, fig_pol
+            polished = True
+
+    a, m1, m2, l11, l21, l22 = _unpack(p_best)
+    cuu, cuv, cvv = l11**2, l11 * l21, l21**2 + l22**2
+    max_frac, sum_frac, ee_d, ee_m = fig_best
+    header = {
+        "NGAUSS": ngauss,
+        "OVERSAMP": S,
+        "PIXINTEG": (bool(pixel_integrated), "image taken as integrated over the detector pixel"),
+        "CENTERX": (cx, "0-based x of the PSF centre in the input image"),
+        "CENTERY": (cy, "0-based y of the PSF centre in the input image"),
+        "CENTSRC": (center_source, "centre found (windowed centroid) or given"),
+        "RADIUS": (-1.0 if radius_det_pix is None else float(radius_det_pix), "fit radius, detector px; -1: all"),
+        "POLISHED": (polished, "least-squares polish kept"),
+        "EMITER": (n_iter, "EM iterations"),
+        "MAXRES": (max_frac, "max |data-model| / max(data)"),
+        "SUMRES": (sum_frac, "sum |data-model| / sum(data)"),
+        "NNONFIN": (notes["n_nonfinite"], "non-finite pixels left out"),
+        "NNEGPIX": (notes["n_negative"], "negative pixels (used as they are)"),
+    }
+    for r, d, m in zip(EE_RADII_DET_PIX, ee_d, ee_m):
+        header[f"EEDAT{r:g}"] = (float(d), f"data encircled energy within {r:g} detector px")
+        header[f"EEMOD{r:g}"] = (float(m), f"model encircled energy within {r:g} detector px")
+    header.update(meta or {})
+    mixture = PSFMixture(a, m1, m2, cuu, cuv, cvv, meta=header)
+    return PSFFitResult(
+        mixture=mixture,
+        ngauss=ngauss,
+        oversample=S,
+        pixel_integrated=bool(pixel_integrated),
+        center_pix=(cx, cy),
+        center_source=center_source,
+        radius_det_pix=radius_det_pix,
+        max_abs_residual_frac_peak=max_frac,
+        sum_abs_residual_frac=sum_frac,
+        ee_radii_det_pix=EE_RADII_DET_PIX,
+        ee_data=ee_d,
+        ee_model=ee_m,
+        polished=polished,
+        em_iterations=n_iter,
+        data=data,
+        model=model_best,
+        fit_mask=mask,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The figure
+# --------------------------------------------------------------------------------------------
+
+
+def plot_psf_fit(result: PSFFitResult, path: str | os.PathLike | None = None, zoom_det_pix: float | None = None):
+    """Plot data, model, residual and the Gaussians as ellipses coloured by flux.
+
+    Imports matplotlib only when called. Axes are detector pixels from the PSF centre.
+
+    Parameters
+    ----------
+    result : PSFFitResult
+        A fit from :func:`fit_psf_mixture`.
+    path : str or path-like, optional
+        Write the figure there (format from the suffix; written to a temporary name, then
+        moved into place). An existing file is replaced: callers check first.
+    zoom_det_pix : float, optional
+        Half-width of the panels, detector pixels. Default: the smaller of 10 and the image's
+        half-width.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.patches import Ellipse
+
+    data, model = result.data, result.model
+    S = result.oversample
+    cx, cy = result.center_pix
+    ny, nx = data.shape
+    extent = [(-0.5 - cx) / S, (nx - 0.5 - cx) / S, (-0.5 - cy) / S, (ny - 0.5 - cy) / S]
+    half = min(10.0, max(abs(e) for e in extent)) if zoom_det_pix is None else float(zoom_det_pix)
+    peak = np.nanmax(data)
+    floor = peak * 1e-5
+    lognorm = LogNorm(vmin=floor, vmax=peak)
+    resid = (data - model) / peak
+    rmax = np.nanmax(np.abs(resid))
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4), constrained_layout=True)
+    panels = [
+        (np.clip(data, floor, None), "data (normalized)", lognorm, "magma"),
+        (np.clip(model, floor, None), f"model, K={result.ngauss}", lognorm, "magma"),
+        (resid, "residual / peak", Normalize(-rmax, rmax), "RdBu_r"),
+    ]
+    for ax, (img, title, norm, cmap) in zip(axes[:3], panels):
+        im = ax.imshow(img, origin="lower", extent=extent, norm=norm, cmap=cmap, interpolation="nearest")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, shrink=0.85)
+    ax = axes[3]
+    ax.imshow(np.clip(data, floor, None), origin="lower", extent=extent, norm=lognorm, cmap="Greys", interpolation="nearest")
+    mix = result.mixture
+    cmap = plt.get_cmap("viridis")
+    fnorm = Normalize(0.0, float(mix.amp.max()))
+    for k in range(mix.n_gauss):
+        cov = mix.covariances[k]
+        evals, evecs = np.linalg.eigh(cov)
+        angle = np.degrees(np.arctan2(evecs[1, 1], evecs[0, 1]))
+        color = cmap(fnorm(mix.amp[k]))
+        ax.add_patch(
+            Ellipse(
+                (mix.x[k], mix.y[k]),
+                2 * np.sqrt(evals[1]),
+                2 * np.sqrt(evals[0]),
+                angle=angle,
+                fill=False,
+                lw=2,
+                color=color,
+            )
+        )
+        ax.plot(mix.x[k], mix.y[k], "+", color=color)
+    sm = plt.cm.ScalarMappable(norm=fnorm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, shrink=0.85, label="flux fraction")
+    ax.set_title("Gaussians (1-sigma ellipses)")
+    for ax in axes:
+        ax.set_xlim(-half, half)
+        ax.set_ylim(-half, half)
+        ax.set_xlabel("x - x_c [detector pix]")
+    axes[0].set_ylabel("y - y_c [detector pix]")
+    fig.suptitle(
+        f"max|res|/peak = {result.max_abs_residual_frac_peak:.4f},  sum|res|/sum = {result.sum_abs_residual_frac:.4f},"
+        f"  oversample {S:g}, {'pixel-integrated' if result.pixel_integrated else 'not pixel-integrated'}"
+    )
+    if path is not None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    return fig
