@@ -101,6 +101,63 @@ def _isfloat(s):
         return False
 
 
+# ------------------------------------------------------------------------------------------ rule
+def _erf_diff(a, b):
+    from scipy.special import erfc
+
+    return np.where(a >= 0, erfc(a) - erfc(b), np.where(b <= 0, erfc(-b) - erfc(-a), 2.0 - erfc(-a) - erfc(b)))
+
+
+def exact_pixels(row, jj, ii, n_y=64):
+    """Independent pixel integral: exact (erfc) along x, 64-point Gauss-Legendre along y."""
+    amp, x0, y0, fxx, fxy, fyy = row
+    u, w = np.polynomial.legendre.leggauss(n_y)
+    det = fxx * fyy - fxy * fxy
+    total = np.zeros(np.shape(jj))
+    k = math.sqrt(fxx / 2.0)
+    for uk, wk in zip(0.5 * u, 0.5 * w):
+        dy = ii + uk - y0
+        shift = fxy * dy / fxx
+        total += wk * np.exp(-0.5 * dy * dy * det / fxx) * _erf_diff(k * (jj - 0.5 - x0 + shift), k * (jj + 0.5 - x0 + shift))
+    return amp * math.sqrt(math.pi / (2.0 * fxx)) * total
+
+
+def _row(fwhm_minor, q, theta, x0, y0):
+    s = fwhm_minor / ref.FWHM_PER_SIGMA
+    c, sn = math.cos(theta), math.sin(theta)
+    rot = np.array([[c, -sn], [sn, c]])
+    f = np.linalg.inv(rot @ np.diag([(s / q) ** 2, s * s]) @ rot.T)
+    return np.array([math.sqrt(np.linalg.det(f)) / (2 * math.pi), x0, y0, f[0, 0], f[0, 1], f[1, 1]])
+
+
+def rule_errors(fwhm, q, order=None):
+    """Worst |rule/exact - 1| over pixels above 1% of the peak, over angles and sub-pixel shifts."""
+    worst = 0.0
+    for theta in ([0.0] if q == 1 else [0.0, 0.3, math.pi / 4, 1.2, 2.0]):
+        for sx, sy in [(0.0, 0.0), (0.25, 0.25), (0.5, 0.1), (0.37, -0.41), (0.13, 0.5)]:
+            size = int(2 * ref.BOX_NSIGMA * fwhm / q / ref.FWHM_PER_SIGMA) + 8
+            row = _row(fwhm, q, theta, size // 2 + sx, size // 2 + sy)
+            box = ref.pixel_boxes(row[None], (size, size))[0]
+            o = int(ref.integration_orders(row[None])[0]) if order is None else order
+            sl, dx, dy = ref._box_offsets(row, box)
+            val = ref._pixel_rule(row, o, dx, dy, derivs=False)
+            ii, jj = np.mgrid[sl]
+            ex = exact_pixels(row, jj.astype(float), ii.astype(float))
+            sel = ex > 0.01 * ex.max()
+            worst = max(worst, float(np.max(np.abs(val[sel] / ex[sel] - 1))))
+    return worst
+
+
+def bench_rule(args):
+    print("\n== 0. integration rule: worst relative error over pixels above 1% of the peak ==")
+    print("(5 angles x 5 sub-pixel shifts per axis ratio; FWHM along the narrowest axis; independent integral: erf x 64-pt GL)")
+    print(" FWHM px | order | q=1 rule  | q=0.3 rule | q=1 second order alone")
+    for fwhm in [0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 8.5, 12.0, 16.0]:
+        o = int(ref.integration_orders(_row(fwhm, 1.0, 0.0, 0, 0)[None])[0])
+        print(f" {fwhm:7.1f} | {o:5d} | {rule_errors(fwhm, 1.0):9.2e} | {rule_errors(fwhm, 0.3):10.2e} | "
+              f"{rule_errors(fwhm, 1.0, order=0):9.2e}")
+
+
 # ------------------------------------------------------------------------------------------ kernel
 def limit_scene():
     """gauss_limit.c's scene: 48 Gaussians, sigma 0.8 + 0.3 g pixels, correlated, near the centre of 64x64."""
@@ -330,7 +387,7 @@ def build_parser():
     p.add_argument("--quick", action="store_true", help="fewer repeats, skip the 512x512 stamp and scene (b)'s reference")
     p.add_argument("--gauss-limit", type=Path, default=REPO.parent / "shared" / "bench" / "gauss_limit.c",
                    help="path to gauss_limit.c (default %(default)s)")
-    p.add_argument("--only", choices=["bound", "kernel", "likelihood", "scaling"], action="append",
+    p.add_argument("--only", choices=["rule", "bound", "kernel", "likelihood", "scaling"], action="append",
                    help="run only these sections (repeatable)")
     return p
 
@@ -344,7 +401,9 @@ def main(argv=None) -> int:
     omp, nmax = _render.openmp_info()
     print(f"pho {pho.__version__}; cpu extension built with OpenMP: {omp}; cores available: {len(ALL_CPUS)}; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    only = set(args.only or ["bound", "kernel", "likelihood", "scaling"])
+    only = set(args.only or ["rule", "bound", "kernel", "likelihood", "scaling"])
+    if "rule" in only:
+        bench_rule(args)
     if "bound" in only:
         print("\n== 1. bound: gauss_limit.c (gcc -O3 -march=native -ffast-math, one pinned core) ==")
         nums, text = gauss_limit(args.gauss_limit)
