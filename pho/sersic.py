@@ -1,0 +1,333 @@
+"""Sersic profiles as Gaussian mixtures: the run-time loader of pho's shipped table.
+
+A Sersic profile of index ``n`` and half-light radius ``rh_arcsec`` is written as M zero-mean
+circular Gaussians of fixed radii (sigmas) ``radii_arcsec``, one of them zero (a point), with
+amplitudes ``a_m(n, rh_arcsec)`` that sum to one. The amplitudes come from a table fitted
+offline by ``tools/build_sersic_table.py`` on a grid in (n, ln r_h) and are interpolated here by
+a tensor-product cubic spline (C2), so ``a`` and its derivatives in ``n`` and ``rh_arcsec`` are
+smooth and cheap. docs/sersic_tables.md gives the method and the measured accuracy.
+
+The table is dimensionless: its lengths are in *table units*, turned into arcsec by
+``scale_arcsec`` (default ``DEFAULT_SCALE_ARCSEC`` = 0.03", one JWST NIRCam short-wave or HST
+drizzled pixel). The shipped table covers r_h from 0.05 to ~43 table units (0.0015" to 1.28" at
+the default scale); for larger galaxies load it with a larger scale (the smallest radius it
+resolves grows in proportion).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy.interpolate import CubicSpline
+
+from .errors import PhoDataError, PhoRangeError, PhoValueError
+
+__all__ = ["SersicTable", "default_profile", "DEFAULT_SCALE_ARCSEC", "TABLE_RESOURCE"]
+
+#: Arcsec per table unit used by ``default_profile()`` and ``SersicTable.load()``: 0.03",
+#: about one JWST NIRCam short-wave pixel (0.031") or an HST drizzled pixel (0.03").
+DEFAULT_SCALE_ARCSEC = 0.03
+#: File name of the shipped table inside the package ``pho.tables``.
+TABLE_RESOURCE = "sersic_mixture.npz"
+
+_REQUIRED = ("n_grid", "ln_rh_grid", "radii", "amplitudes", "smoothing_sigma", "meta_json")
+
+
+def _local_cubic_coefficients(x: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
+    """Not-a-knot cubic spline along ``axis`` of ``y``; coefficients of t^0..t^3 per interval.
+
+    Returns an array of shape (4, len(x) - 1, *other axes of y): the power p of the local
+    coordinate t = (x - x_i) / h in [0, 1], the interval, then the remaining axes in order.
+    """
+    h = x[1] - x[0]
+    c = CubicSpline(x, y, axis=axis).c  # (4, ...) in powers 3, 2, 1, 0 of (x - x_i)
+    return np.stack([c[3 - p] * h**p for p in range(4)])
+
+
+class SersicTable:
+    """Sersic amplitude table with spline interpolation; lengths in arcsec via ``scale_arcsec``.
+
+    Use ``SersicTable.load()`` (or ``pho.sersic.default_profile()``) rather than the constructor.
+
+    Parameters
+    ----------
+    n_grid : ndarray of shape (Nn,)
+        Uniformly spaced Sersic indices of the table.
+    ln_rh_grid : ndarray of shape (Nr,)
+        Uniformly spaced ln(r_h / table unit).
+    radii : ndarray of shape (M,)
+        Gaussian sigmas in table units; ``radii[0] == 0``.
+    amplitude_grid : ndarray of shape (Nn, Nr, M)
+        Amplitudes at the grid points; each row sums to one.
+    smoothing_sigma : float
+        Sigma (table units) of the Gaussian through which the fit compared mixture and profile.
+    scale_arcsec : float
+        Arcsec per table unit.
+    meta : dict
+        Build parameters read from the table file.
+
+    Attributes
+    ----------
+    radii_arcsec : ndarray of shape (M,)
+        Gaussian sigmas in arcsec (before the shear by q and pa); the first is 0.
+    n_range : tuple of float
+        (lo, hi) of the Sersic index.
+    rh_range_arcsec : tuple of float
+        (lo, hi) of the half-light radius, arcsec.
+    smoothing_sigma_arcsec : float
+        The smoothing Gaussian of the fit, arcsec (structure finer than this is not constrained).
+    """
+
+    def __init__(self, n_grid, ln_rh_grid, radii, amplitude_grid, smoothing_sigma, scale_arcsec, meta=None,
+                 _coefficients=None):
+        scale_arcsec = float(scale_arcsec)
+        if not np.isfinite(scale_arcsec) or scale_arcsec <= 0:
+            raise PhoValueError(f"scale_arcsec={scale_arcsec!r} must be a positive number of arcsec per table unit "
+                                f"(the default, {DEFAULT_SCALE_ARCSEC}, suits 0.03\"/pixel JWST and HST images)")
+        self._n_grid = np.asarray(n_grid, dtype=np.float64)
+        self._ln_rh_grid = np.asarray(ln_rh_grid, dtype=np.float64)
+        self._radii = np.asarray(radii, dtype=np.float64)
+        self._amps = np.asarray(amplitude_grid, dtype=np.float64)
+        self.smoothing_sigma = float(smoothing_sigma)
+        self.scale_arcsec = scale_arcsec
+        self.meta = dict(meta or {})
+        nn, nr = self._n_grid.size, self._ln_rh_grid.size
+        if nn < 4 or nr < 4 or self._amps.shape != (nn, nr, self._radii.size):
+            raise PhoDataError(f"Sersic table arrays are inconsistent: n_grid {nn}, ln_rh_grid {nr}, radii "
+                               f"{self._radii.size}, amplitudes {self._amps.shape}; rebuild it with "
+                               "tools/build_sersic_table.py")
+        for name, g in (("n_grid", self._n_grid), ("ln_rh_grid", self._ln_rh_grid)):
+            step = np.diff(g)
+            if not np.allclose(step, step[0], rtol=1e-9, atol=1e-12) or step[0] <= 0:
+                raise PhoDataError(f"Sersic table {name} is not uniformly increasing; rebuild it with "
+                                   "tools/build_sersic_table.py")
+        self._n0, self._dn = self._n_grid[0], self._n_grid[1] - self._n_grid[0]
+        self._u0, self._du = self._ln_rh_grid[0], self._ln_rh_grid[1] - self._ln_rh_grid[0]
+        self._ln_scale = math.log(scale_arcsec)
+        # plain Python floats for the per-call scalar path
+        self._n0, self._dn = float(self._n0), float(self._dn)
+        self._u0, self._du = float(self._u0), float(self._du)
+        self._n_lo, self._n_hi = float(self._n_grid[0]), float(self._n_grid[-1])
+        self._rh_lo = math.exp(float(self._ln_rh_grid[0])) * scale_arcsec
+        self._rh_hi = math.exp(float(self._ln_rh_grid[-1])) * scale_arcsec
+        if _coefficients is None:
+            cn = _local_cubic_coefficients(self._n_grid, self._amps, axis=0)  # (4p, Nn-1, Nr, M)
+            # CubicSpline moves the interpolated axis's intervals to position 1: (4q, Nr-1, 4p, Nn-1, M)
+            cnu = _local_cubic_coefficients(self._ln_rh_grid, cn, axis=2)
+            _coefficients = np.ascontiguousarray(cnu.transpose(3, 1, 2, 0, 4)).reshape(
+                nn - 1, nr - 1, 16, self._radii.size)  # (Nn-1, Nr-1, 4p x 4q, M), p-major
+        self._coef = _coefficients
+        self._i_max, self._j_max = self._coef.shape[0] - 1, self._coef.shape[1] - 1
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None, scale_arcsec: float = DEFAULT_SCALE_ARCSEC) -> "SersicTable":
+        """Read a Sersic table.
+
+        Parameters
+        ----------
+        path : str or Path, optional
+            A table written by ``tools/build_sersic_table.py``; default the one shipped in
+            ``pho.tables`` (read through ``importlib.resources``).
+        scale_arcsec : float, optional
+            Arcsec per table unit, default ``DEFAULT_SCALE_ARCSEC`` (0.03"). The shipped table's
+            r_h range is [0.05, 42.7] units, i.e. [0.0015", 1.28"] at 0.03"; pass e.g. 0.06 to
+            serve galaxies up to 2.6".
+
+        Returns
+        -------
+        SersicTable
+
+        Raises
+        ------
+        OSError
+            The file cannot be read.
+        PhoDataError
+            The file lacks a required array or its arrays are inconsistent.
+
+        Examples
+        --------
+        >>> from pho.sersic import SersicTable
+        >>> table = SersicTable.load(scale_arcsec=0.06)
+        >>> a, da_dn, da_drh = table.amplitudes(2.0, 0.5)
+        >>> round(float(a.sum()), 12)
+        1.0
+        """
+        if path is None:
+            resource = importlib.resources.files("pho.tables").joinpath(TABLE_RESOURCE)
+            with importlib.resources.as_file(resource) as p:
+                return cls._read(p, scale_arcsec)
+        return cls._read(Path(path), scale_arcsec)
+
+    @classmethod
+    def _read(cls, path: Path, scale_arcsec: float) -> "SersicTable":
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _REQUIRED if k not in z.files]
+            if missing:
+                raise PhoDataError(f"{path} is not a pho Sersic table: it lacks {missing}; rebuild it with "
+                                   "tools/build_sersic_table.py")
+            arrays = {k: z[k] for k in _REQUIRED}
+        meta = json.loads(str(arrays["meta_json"]))
+        return cls(arrays["n_grid"], arrays["ln_rh_grid"], arrays["radii"], arrays["amplitudes"],
+                   float(arrays["smoothing_sigma"]), scale_arcsec, meta)
+
+    def with_scale(self, scale_arcsec: float) -> "SersicTable":
+        """The same table with another arcsec-per-unit scale (shares the spline coefficients)."""
+        return SersicTable(self._n_grid, self._ln_rh_grid, self._radii, self._amps, self.smoothing_sigma,
+                           scale_arcsec, self.meta, _coefficients=self._coef)
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def n_gauss(self) -> int:
+        """Number of Gaussians M."""
+        return int(self._radii.size)
+
+    @property
+    def radii_arcsec(self) -> np.ndarray:
+        """Gaussian sigmas in arcsec, shape (M,); the first is 0 (a point)."""
+        return self._radii * self.scale_arcsec
+
+    @property
+    def n_range(self) -> tuple[float, float]:
+        """(lo, hi) of the Sersic index covered by the table."""
+        return self._n_lo, self._n_hi
+
+    @property
+    def rh_range_arcsec(self) -> tuple[float, float]:
+        """(lo, hi) of the half-light radius covered by the table, arcsec."""
+        return self._rh_lo, self._rh_hi
+
+    @property
+    def smoothing_sigma_arcsec(self) -> float:
+        """Sigma of the fit's smoothing Gaussian, arcsec."""
+        return self.smoothing_sigma * self.scale_arcsec
+
+    def __repr__(self) -> str:
+        lo, hi = self.rh_range_arcsec
+        return (f"SersicTable(M={self.n_gauss}, n in [{self.n_range[0]:g}, {self.n_range[1]:g}], "
+                f"rh_arcsec in [{lo:.3g}, {hi:.3g}], scale_arcsec={self.scale_arcsec:g})")
+
+    # ------------------------------------------------------------------------------------------
+    def _check_range(self, n: np.ndarray, rh_arcsec: np.ndarray) -> None:
+        lo, hi = self.n_range
+        bad = ~((n >= lo) & (n <= hi))
+        if bad.any():
+            v = float(n[np.argmax(bad)])
+            raise PhoRangeError(f"Sersic index n={v:.6g} is outside the table range [{lo:g}, {hi:g}]; bound n in "
+                                "the prior or rebuild the table with a wider --n-range", v, lo, hi)
+        rlo, rhi = self.rh_range_arcsec
+        bad = ~((rh_arcsec >= rlo) & (rh_arcsec <= rhi))
+        if bad.any():
+            v = float(rh_arcsec[np.argmax(bad)])
+            raise PhoRangeError(
+                f"half-light radius rh_arcsec={v:.6g} is outside the table range [{rlo:.6g}, {rhi:.6g}] arcsec "
+                f"(scale_arcsec={self.scale_arcsec:g}); bound rh_arcsec in the prior, load the table with another "
+                "scale_arcsec (SersicTable.load(scale_arcsec=...)), or rebuild it with a wider --rh-range",
+                v, rlo, rhi)
+
+    def amplitudes(self, n, rh_arcsec):
+        """Amplitudes of the M Gaussians and their derivatives in n and rh_arcsec.
+
+        Parameters
+        ----------
+        n : float or array_like of shape (S,)
+            Sersic index, inside ``n_range``.
+        rh_arcsec : float or array_like of shape (S,)
+            Half-light radius along the major axis, arcsec, inside ``rh_range_arcsec``.
+            ``n`` and ``rh_arcsec`` broadcast against each other.
+
+        Returns
+        -------
+        a : ndarray of shape (M,) or (S, M)
+            Amplitudes (fractions of the total flux); each row sums to one.
+        da_dn : ndarray of shape (M,) or (S, M)
+            d a / d n; each row sums to zero.
+        da_drh : ndarray of shape (M,) or (S, M)
+            d a / d rh_arcsec, per arcsec; each row sums to zero.
+
+        Raises
+        ------
+        PhoRangeError
+            ``n`` or ``rh_arcsec`` outside the table (NaN included); the message names the range.
+
+        Examples
+        --------
+        >>> from pho.sersic import default_profile
+        >>> prof = default_profile()
+        >>> a, da_dn, da_drh = prof.amplitudes([1.0, 4.0], [0.2, 0.3])
+        >>> a.shape == (2, prof.radii_arcsec.size)
+        True
+        """
+        if np.ndim(n) == 0 and np.ndim(rh_arcsec) == 0:
+            return self._amplitudes_scalar(float(n), float(rh_arcsec))
+        n_arr, rh_arr = np.broadcast_arrays(np.asarray(n, dtype=np.float64), np.asarray(rh_arcsec, dtype=np.float64))
+        n_arr, rh_arr = n_arr.ravel(), rh_arr.ravel()
+        self._check_range(n_arr, rh_arr)
+        x = (n_arr - self._n0) / self._dn
+        y = (np.log(rh_arr) - self._ln_scale - self._u0) / self._du
+        i = np.minimum(x.astype(np.intp), self._coef.shape[0] - 1)
+        j = np.minimum(np.maximum(y, 0.0).astype(np.intp), self._coef.shape[1] - 1)
+        t = x - i
+        u = y - j
+        tt = np.empty((t.size, 2, 4))  # [value, derivative] x powers 0..3 of t
+        uu = np.empty((t.size, 2, 4))
+        for v, vv in ((t, tt), (u, uu)):
+            v2 = v * v
+            vv[:, 0, 0] = 1.0
+            vv[:, 0, 1] = v
+            vv[:, 0, 2] = v2
+            vv[:, 0, 3] = v2 * v
+            vv[:, 1, 0] = 0.0
+            vv[:, 1, 1] = 1.0
+            vv[:, 1, 2] = 2.0 * v
+            vv[:, 1, 3] = 3.0 * v2
+        w = np.empty((t.size, 3, 4, 4))
+        np.multiply(tt[:, :, :, None], uu[:, :1, None, :], out=w[:, :2])  # value, d/dt
+        np.multiply(tt[:, :1, :, None], uu[:, 1:, None, :], out=w[:, 2:])  # d/du
+        out = np.matmul(w.reshape(-1, 3, 16), self._coef[i, j])  # (S, 3, M)
+        out[:, 1] /= self._dn
+        out[:, 2] /= (self._du * rh_arr)[:, None]
+        return out[:, 0], out[:, 1], out[:, 2]
+
+    def _amplitudes_scalar(self, n: float, rh_arcsec: float):
+        """``amplitudes`` for one source: the same spline with scalar arithmetic around one matmul."""
+        if not (self._n_lo <= n <= self._n_hi and self._rh_lo <= rh_arcsec <= self._rh_hi):
+            self._check_range(np.array([n]), np.array([rh_arcsec]))
+        x = (n - self._n0) / self._dn
+        y = (math.log(rh_arcsec) - self._ln_scale - self._u0) / self._du
+        i = min(int(x), self._i_max)
+        j = min(int(max(y, 0.0)), self._j_max)
+        t, u = x - i, y - j
+        tp = (1.0, t, t * t, t * t * t)
+        dtp = (0.0, 1.0, 2 * t, 3 * t * t)
+        uq = (1.0, u, u * u, u * u * u)
+        duq = (0.0, 1.0, 2 * u, 3 * u * u)
+        cn, cr = 1.0 / self._dn, 1.0 / (self._du * rh_arcsec)
+        w = np.array([[a * b for a in tp for b in uq],
+                      [a * b * cn for a in dtp for b in uq],
+                      [a * b * cr for a in tp for b in duq]])
+        out = w @ self._coef[i, j]  # (3, M)
+        return out[0], out[1], out[2]
+
+
+@functools.lru_cache(maxsize=1)
+def default_profile() -> SersicTable:
+    """The shipped Sersic table at ``DEFAULT_SCALE_ARCSEC``, read on first call and cached.
+
+    Returns
+    -------
+    SersicTable
+        Shared instance; treat it as read-only.
+
+    Examples
+    --------
+    >>> from pho.sersic import default_profile
+    >>> default_profile() is default_profile()
+    True
+    """
+    return SersicTable.load()
