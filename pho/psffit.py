@@ -302,24 +302,33 @@ def _fit_samples(img, u, v, xx, yy, oversample, fine_radius_det_pix=FINE_RADIUS_
     beyond it.
 
     Parameters are the fitted pixels' values, detector-pixel offsets (u, v) and integer image
-    coordinates (xx, yy), all of shape (N,). Returns (values, u, v, counts), each of shape (M,):
-    summed values, member-mean offsets and member counts of each sample.
+    coordinates (xx, yy), all of shape (N,). Returns (values, u, v, counts, spread): summed
+    values, member-mean offsets and member counts of each of M samples, each of shape (M,), and
+    the covariance of each sample's members about its centre, ``(s_uu, s_uv, s_vv)``.
     """
     b = int(round(oversample))
     fine = np.hypot(u, v) <= fine_radius_det_pix
+    zero = np.zeros_like(img)
     if b <= 1 or fine.all():
-        return img, u, v, np.ones_like(img)
+        return img, u, v, np.ones_like(img), (zero, zero, zero)
     outer = ~fine
     key = (yy[outer] // b) * (xx.max() // b + 2) + (xx[outer] // b)
     uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
     sums = np.bincount(inv, weights=img[outer])
-    ub = np.bincount(inv, weights=u[outer]) / counts
-    vb = np.bincount(inv, weights=v[outer]) / counts
+    uo, vo = u[outer], v[outer]
+    ub = np.bincount(inv, weights=uo) / counts
+    vb = np.bincount(inv, weights=vo) / counts
+    suu = np.maximum(np.bincount(inv, weights=uo * uo) / counts - ub**2, 0.0)
+    suv = np.bincount(inv, weights=uo * vo) / counts - ub * vb
+    svv = np.maximum(np.bincount(inv, weights=vo * vo) / counts - vb**2, 0.0)
+    nf = int(fine.sum())
+    z = np.zeros(nf)
     return (
         np.concatenate([img[fine], sums]),
         np.concatenate([u[fine], ub]),
         np.concatenate([v[fine], vb]),
-        np.concatenate([np.ones(int(fine.sum())), counts.astype(float)]),
+        np.concatenate([np.ones(nf), counts.astype(float)]),
+        (np.concatenate([z, suu]), np.concatenate([z, suv]), np.concatenate([z, svv])),
     )
 
 
@@ -338,35 +347,68 @@ def _pack(amp, mu_u, mu_v, cuu, cuv, cvv) -> np.ndarray:
     return np.stack([np.log(amp), mu_u, mu_v, np.log(l11), l21, np.log(l22)], axis=1).ravel()
 
 
-def _model_and_jac(p, u, v, offsets, qweights, area, want_jac=True):
+def _model_and_jac(p, u, v, offsets, qweights, area, want_jac=True, spread=None):
     """Model values at N samples and their Jacobian to the packed parameters.
 
-    Model_n = area_n * sum_q w_q * sum_k G_k(u_n + du_q, v_n + dv_q), G_k a normalized Gaussian
-    times amp_k; ``area`` is a scalar or (N,) (detector pixels^2 per sample). Returns
-    (model (N,), jac (N, 6K) or None).
+    Model_n = area_n * sum_q w_q * sum_k amp_k N(u_n + du_q, v_n + dv_q; mu_k, C_k + S_n), with
+    N the normalized Gaussian density and ``S_n`` the covariance of the sample's member points
+    about its centre (zero for a single pixel; for a bin of pixels, replacing the sum over its
+    members by one Gaussian of covariance C + S is exact to second order in the bin size).
+
+    Parameters
+    ----------
+    p : ndarray of shape (6K,)
+        Packed parameters (see ``_unpack``).
+    u, v : ndarray of shape (N,)
+        Sample centres, detector pixels from the PSF centre.
+    offsets, qweights : ndarray of shape (Q, 2) and (Q,)
+        Quadrature over the detector pixel (one point at zero when not integrating).
+    area : float or ndarray of shape (N,)
+        Detector pixels^2 per sample.
+    want_jac : bool
+        Also return the Jacobian.
+    spread : tuple of three ndarrays of shape (N,), optional
+        ``(s_uu, s_uv, s_vv)`` per sample, detector pixels^2.
+
+    Returns
+    -------
+    model : ndarray of shape (N,)
+    jac : ndarray of shape (N, 6K) or None
     """
     area = np.broadcast_to(np.asarray(area, dtype=float), u.shape)[:, None]
     amp, mu, mv, l11, l21, l22 = _unpack(p)
-    K = amp.size
+    c11, c12, c22 = l11**2, l11 * l21, l21**2 + l22**2
+    if spread is None:
+        a, b, c = c11[None, :], c12[None, :], c22[None, :]
+    else:
+        a = c11 + spread[0][:, None]
+        b = c12 + spread[1][:, None]
+        c = c22 + spread[2][:, None]
+    det = a * c - b * b
+    i11, i12, i22 = c / det, -b / det, a / det
+    norm = area * amp / (2 * np.pi * np.sqrt(det))
     N = u.size
+    K = amp.size
     model = np.zeros(N)
     jac = np.zeros((N, 6 * K)) if want_jac else None
     for q in range(len(qweights)):
         du = (u + offsets[q, 0])[:, None] - mu  # (N, K)
         dv = (v + offsets[q, 1])[:, None] - mv
-        z1 = du / l11
-        z2 = (dv - l21 * z1) / l22
-        g = (qweights[q] * area * amp / (2 * np.pi * l11 * l22)) * np.exp(-0.5 * (z1 * z1 + z2 * z2))
+        w1 = i11 * du + i12 * dv  # C^-1 d
+        w2 = i12 * du + i22 * dv
+        g = (qweights[q] * norm) * np.exp(-0.5 * (du * w1 + dv * w2))
         model += g.sum(axis=1)
         if want_jac:
-            w2 = z2 / l22
-            w1 = (z1 - l21 * w2) / l11
+            # d log G / d C = M = (C^-1 d d^T C^-1 - C^-1) / 2; d log G = M11 dC11 + 2 M12 dC12 + M22 dC22
+            m11 = 0.5 * (w1 * w1 - i11)
+            m12 = 0.5 * (w1 * w2 - i12)
+            m22 = 0.5 * (w2 * w2 - i22)
             jac[:, 0::6] += g - amp * g.sum(axis=1, keepdims=True)
             jac[:, 1::6] += g * w1
             jac[:, 2::6] += g * w2
-            jac[:, 3::6] += g * (-1.0 + z1 * z1 - z2 * l21 * z1 / l22)
-            jac[:, 4::6] += g * (z1 * z2 / l22)
-            jac[:, 5::6] += g * (-1.0 + z2 * z2)
+            jac[:, 3::6] += g * (2 * m11 * c11 + 2 * m12 * c12)
+            jac[:, 4::6] += g * (2 * m12 * l11 + 2 * m22 * l21)
+            jac[:, 5::6] += g * (2 * m22 * l22**2)
     return model, jac
 
 
@@ -697,7 +739,7 @@ def fit_psf_mixture(
             f"only {n_fit} finite pixels lie within radius {radius_det_pix} detector pixels of the centre; "
             f"fitting {ngauss} Gaussians needs at least {6 * ngauss}. Give a larger --radius"
         )
-    img, u, v, counts = _fit_samples(data[mask], u_all[mask], v_all[mask], xx[mask], yy[mask], S)
+    img, u, v, counts, spread = _fit_samples(data[mask], u_all[mask], v_all[mask], xx[mask], yy[mask], S)
     area = counts / S**2  # detector pixels^2 per sample
 
     # EM on the (non-negative part of the) image, the samples taken as points
@@ -734,7 +776,7 @@ def fit_psf_mixture(
         lo = np.full(p_em.size, -np.inf)
         lo[3::6] = lo[5::6] = 0.5 * np.log(MIN_VARIANCE_DET_PIX2)
         p_fit, n_lm, lm_note = _levenberg_marquardt(
-            lambda p, want_jac: _model_and_jac(p, u, v, offsets, qweights, area, want_jac=want_jac),
+            lambda p, want_jac: _model_and_jac(p, u, v, offsets, qweights, area, want_jac, spread),
             img,
             np.maximum(p_em, lo),
             lo,
@@ -753,21 +795,21 @@ def fit_psf_mixture(
     header = {
         "NGAUSS": ngauss,
         "OVERSAMP": S,
-        "PIXINTEG": (bool(pixel_integrated), "image taken as integrated over the detector pixel"),
-        "CENTERX": (cx, "0-based x of the PSF centre in the input image"),
-        "CENTERY": (cy, "0-based y of the PSF centre in the input image"),
-        "CENTSRC": (center_source, "centre found (windowed centroid) or given"),
-        "RADIUS": (-1.0 if radius_det_pix is None else float(radius_det_pix), "fit radius, detector px; -1: all"),
-        "POLISHED": (polished, "least-squares polish kept"),
-        "EMITER": (n_iter, "EM iterations"),
-        "MAXRES": (max_frac, "max |data-model| / max(data)"),
-        "SUMRES": (sum_frac, "sum |data-model| / sum(data)"),
-        "NNONFIN": (notes["n_nonfinite"], "non-finite pixels left out"),
-        "NNEGPIX": (notes["n_negative"], "negative pixels (used as they are)"),
+        "PIXINTEG": bool(pixel_integrated),
+        "CENTERX": cx,
+        "CENTERY": cy,
+        "CENTSRC": center_source,
+        "RADIUS": -1.0 if radius_det_pix is None else float(radius_det_pix),
+        "POLISHED": polished,
+        "EMITER": n_iter,
+        "MAXRES": max_frac,
+        "SUMRES": sum_frac,
+        "NNONFIN": notes["n_nonfinite"],
+        "NNEGPIX": notes["n_negative"],
     }
     for r, d, m in zip(EE_RADII_DET_PIX, ee_d, ee_m):
-        header[f"EEDAT{r:g}"] = (float(d), f"data encircled energy within {r:g} detector px")
-        header[f"EEMOD{r:g}"] = (float(m), f"model encircled energy within {r:g} detector px")
+        header[f"EEDAT{r:g}"] = float(d)
+        header[f"EEMOD{r:g}"] = float(m)
     header.update(meta or {})
     mixture = PSFMixture(a, m1, m2, cuu, cuv, cvv, meta=header)
     return PSFFitResult(

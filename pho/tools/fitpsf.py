@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     argv_used = sys.argv[1:] if argv is None else list(argv)
     meta = {
         "INPUT": str(args.psf),
-        "HDU": (args.hdu, "HDU of the PSF image"),
-        "OSSOURCE": (image.oversample_source, "where the oversampling came from"),
-        "PHOVERS": (__version__, "pho version"),
+        "HDU": args.hdu,
+        "OSSOURCE": image.oversample_source,
+        "PHOVERS": __version__,
         "CMDLINE": "python -m pho.tools.fitpsf " + shlex.join(argv_used),
     }
     print(
