@@ -498,13 +498,20 @@ class PSFFitResult:
     ee_radii_det_pix : tuple of float
         Radii of the encircled energies, detector pixels.
     ee_data, ee_model : ndarray of shape (R,)
-        Fraction of the data's (model's) flux within each radius: pixels with centres inside.
+        Sum of the data (model) over pixels whose centres lie within each radius of the centre,
+        as a fraction of the image's total flux (the data sum to one).
     polished : bool
         Whether the least-squares polish was kept (it is kept when it lowers both figures).
     em_iterations : int
         EM iterations run.
+    model_scale : float
+        F in model = F * mixture, fitted: the normalized image sums to one over its pixels while
+        the mixture sums to one over the whole plane, so F is about 1 / (fraction of the
+        mixture's flux that falls on the image).
     data, model : ndarray of shape (ny, nx)
-        Normalized image (sum one over finite pixels; NaN kept) and the model rendered on it.
+        Normalized image (sum one over finite pixels; NaN kept) and ``model_scale`` times the
+        mixture rendered on its pixels (integrated over the detector pixel if
+        ``pixel_integrated``).
     fit_mask : ndarray of shape (ny, nx), bool
         Pixels used in the fit.
     """
@@ -523,6 +530,7 @@ class PSFFitResult:
     ee_model: np.ndarray
     polished: bool
     em_iterations: int
+    model_scale: float
     data: np.ndarray = field(repr=False)
     model: np.ndarray = field(repr=False)
     fit_mask: np.ndarray = field(repr=False)
@@ -758,36 +766,43 @@ def fit_psf_mixture(
         cov[:, 0, 1] = np.sign(cov[:, 0, 1]) * np.minimum(np.abs(cov[:, 0, 1]), np.sqrt(det_min))
         cov[:, 1, 0] = cov[:, 0, 1]
     offsets, qweights = _quadrature(pixel_integrated, 1.0)
+
+    def scaled_model(q, want_jac):
+        """Model F * mixture on the fit samples; q = (packed mixture, log F)."""
+        m, J = _model_and_jac(q[:-1], u, v, offsets, qweights, area, want_jac, spread)
+        F = np.exp(q[-1])
+        if want_jac:
+            J = np.hstack([J * F, (m * F)[:, None]])
+        return m * F, J
+
+    # The image covers only part of the PSF; its normalization is not the mixture's. A free scale
+    # F (model = F * mixture, amplitudes summing to one) absorbs the flux outside the image.
     p_em = _pack(amp, mu, mv, cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1])
+    m_em = scaled_model(np.append(p_em, 0.0), False)[0]
+    q_em = np.append(p_em, np.log(np.sum(img * m_em / counts) / np.sum(m_em * m_em / counts)))
 
-    def render(p, uu, vv):
-        return _model_and_jac(p, uu, vv, offsets, qweights, 1.0 / S**2, want_jac=False)[0]
-
-    def figures_of(p):
-        a, m1, m2, l11, l21, l22 = _unpack(p)
-        pn = _pack(a, m1, m2, l11**2, l11 * l21, l21**2 + l22**2)
+    def figures_of(q):
         model = np.zeros_like(data)
-        model[finite] = render(pn, u_all[finite], v_all[finite])
-        return pn, model, _figures(data, model, finite, (cx, cy), S)
+        model[finite] = np.exp(q[-1]) * _model_and_jac(
+            q[:-1], u_all[finite], v_all[finite], offsets, qweights, 1.0 / S**2, want_jac=False
+        )[0]
+        return q, model, _figures(data, model, finite, (cx, cy), S)
 
-    p_best, model_best, fig_best = figures_of(p_em)
+    q_best, model_best, fig_best = figures_of(q_em)
     polished = False
     if polish:
-        lo = np.full(p_em.size, -np.inf)
-        lo[3::6] = lo[5::6] = 0.5 * np.log(MIN_VARIANCE_DET_PIX2)
-        p_fit, n_lm, lm_note = _levenberg_marquardt(
-            lambda p, want_jac: _model_and_jac(p, u, v, offsets, qweights, area, want_jac, spread),
-            img,
-            np.maximum(p_em, lo),
-            lo,
-            np.sqrt(counts),
-            max_iter=max_lm_iter,
+        lo = np.full(q_em.size, -np.inf)
+        lo[3:-1:6] = lo[5:-1:6] = 0.5 * np.log(MIN_VARIANCE_DET_PIX2)
+        q_fit, n_lm, lm_note = _levenberg_marquardt(
+            scaled_model, img, np.maximum(q_em, lo), lo, np.sqrt(counts), max_iter=max_lm_iter
         )
-        p_pol, model_pol, fig_pol = figures_of(p_fit)
+        q_pol, model_pol, fig_pol = figures_of(q_fit)
         log.info("polish: %s after %d iterations; figures %s -> %s", lm_note, n_lm, fig_best[:2], fig_pol[:2])
         if pixel_integrated or (fig_pol[0] <= fig_best[0] and fig_pol[1] <= fig_best[1]):
-            p_best, model_best, fig_best = p_pol, model_pol, fig_pol
+            q_best, model_best, fig_best = q_pol, model_pol, fig_pol
             polished = True
+    p_best = q_best[:-1]
+    model_scale = float(np.exp(q_best[-1]))
 
     a, m1, m2, l11, l21, l22 = _unpack(p_best)
     cuu, cuv, cvv = l11**2, l11 * l21, l21**2 + l22**2
@@ -801,6 +816,7 @@ def fit_psf_mixture(
         "CENTSRC": center_source,
         "RADIUS": -1.0 if radius_det_pix is None else float(radius_det_pix),
         "POLISHED": polished,
+        "MODSCALE": model_scale,
         "EMITER": n_iter,
         "MAXRES": max_frac,
         "SUMRES": sum_frac,
@@ -827,6 +843,7 @@ def fit_psf_mixture(
         ee_model=ee_m,
         polished=polished,
         em_iterations=n_iter,
+        model_scale=model_scale,
         data=data,
         model=model_best,
         fit_mask=mask,
