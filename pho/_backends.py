@@ -99,11 +99,20 @@ class CpuBackend:
         self.workers = resolve_workers(workers)
         self._nodes = np.ascontiguousarray(ref._NODES)
         self._wts = np.ascontiguousarray(ref._WEIGHTS)
+        self._last = None
 
     def _prepare(self, gaussians, shape):
+        """Validated Gaussians, integer boxes and orders; reused when called again with the same
+        Gaussians and shape (a likelihood calls render, then gradient, with the same array)."""
+        last = self._last
+        if last is not None and last[0] == shape and isinstance(gaussians, np.ndarray) \
+                and gaussians.shape == last[1].shape and np.array_equal(gaussians, last[1]):
+            return last[1], last[2], last[3]
         g = ref.check_gaussians(gaussians)
         boxes = np.ascontiguousarray(ref.pixel_boxes(g, shape), dtype=np.intp)
         orders = np.ascontiguousarray(ref.integration_orders(g), dtype=np.int32)
+        g = g.copy() if g is gaussians else g  # keep our own copy: the caller may modify theirs
+        self._last = (tuple(shape), g, boxes, orders)
         return g, boxes, orders
 
     def render(self, gaussians, shape) -> np.ndarray:

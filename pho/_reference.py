@@ -163,11 +163,12 @@ def integration_orders(gaussians: np.ndarray) -> np.ndarray:
         0 for the second-order correction, n >= 2 for the n x n Gauss-Legendre rule.
     """
     fmax = np.maximum(gaussians[:, 3], gaussians[:, 5])
-    fwhm_eff = FWHM_PER_SIGMA / np.sqrt(fmax)
-    orders = np.full(len(gaussians), MAX_ORDER, dtype=np.int32)
-    for fwhm_min, order in reversed(ORDER_FWHM_THRESHOLDS_PIX):
-        orders[fwhm_eff >= fwhm_min] = order
-    return orders
+    # FWHM_eff >= fwhm_min  <=>  fmax <= (FWHM_PER_SIGMA / fwhm_min)^2; one search over the thresholds
+    return _ORDER_TABLE[np.searchsorted(_FMAX_EDGES, fmax, side="left")]
+
+
+_FMAX_EDGES = np.array([(FWHM_PER_SIGMA / f) ** 2 for f, _ in ORDER_FWHM_THRESHOLDS_PIX])
+_ORDER_TABLE = np.array([o for _, o in ORDER_FWHM_THRESHOLDS_PIX] + [MAX_ORDER], dtype=np.int32)
 
 
 def pixel_boxes(gaussians: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -186,18 +187,16 @@ def pixel_boxes(gaussians: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     ny, nx = shape
     g = gaussians
     det = g[:, 3] * g[:, 5] - g[:, 4] * g[:, 4]
-    rx = BOX_NSIGMA * np.sqrt(g[:, 5] / det)
-    ry = BOX_NSIGMA * np.sqrt(g[:, 3] / det)
+    # half-widths (G, 2): [rx, ry] = BOX_NSIGMA * sqrt([Fyy, Fxx] / det)
+    r = BOX_NSIGMA * np.sqrt(g[:, 5:2:-2] / det[:, None])
+    centre = g[:, 1:3]
+    top = np.array([nx, ny], dtype=np.float64)
     # Clip in floating point first so that far-away or huge boxes convert safely to integers.
-    jlo = np.ceil(np.clip(g[:, 1] - rx - 0.5, -1.0, nx + 1.0))
-    jhi = np.floor(np.clip(g[:, 1] + rx + 0.5, -2.0, nx + 1.0))
-    ilo = np.ceil(np.clip(g[:, 2] - ry - 0.5, -1.0, ny + 1.0))
-    ihi = np.floor(np.clip(g[:, 2] + ry + 0.5, -2.0, ny + 1.0))
+    lo = np.maximum(np.ceil(np.clip(centre - r - 0.5, -1.0, top + 1.0)), 0.0)
+    hi = np.minimum(np.floor(np.clip(centre + r + 0.5, -2.0, top + 1.0)), top - 1.0)
     boxes = np.empty((len(g), 4), dtype=np.int64)
-    boxes[:, 0] = np.maximum(jlo, 0)
-    boxes[:, 1] = np.minimum(jhi, nx - 1)
-    boxes[:, 2] = np.maximum(ilo, 0)
-    boxes[:, 3] = np.minimum(ihi, ny - 1)
+    boxes[:, 0::2] = lo
+    boxes[:, 1::2] = hi
     return boxes
 
 
