@@ -39,6 +39,14 @@
 #  include <math.h>
 #  define PHO_FN static inline
 #endif
+/* Vectorized sums: "omp simd reduction" lets the compiler keep one partial sum per SIMD lane (the
+   reduction order is then fixed by the build, never by the thread count). Without OpenMP, plain loops. */
+#if defined(_OPENMP) && !defined(__CUDACC__)
+#  define PHO_PRAGMA(x) _Pragma(#x)
+#  define PHO_SIMD_SUM(...) PHO_PRAGMA(omp simd reduction(+:__VA_ARGS__))
+#else
+#  define PHO_SIMD_SUM(...)
+#endif
 
 #define PHO_MAX_ORDER 8     /* largest Gauss-Legendre order; node tables have rows of this length */
 #ifndef PHO_LANES
@@ -131,39 +139,29 @@ PHO_FN void pho_lane_init(double fxx, double t0, double k1, double scale, double
     for (l = 1; l < PHO_LANES; l++) step[l] = step[l - 1] * kk;
 }
 
-/* Fill g[0..n) (n <= PHO_SEG, padded to a multiple of PHO_LANES) with exp(-fxx (t0 + k)^2 / 2) by
-   PHO_LANES interleaved recurrences; k1 = exp(-fxx), kl2 = exp(-fxx PHO_LANES^2). */
-PHO_FN void pho_row_gauss(double fxx, double t0, int n, double k1, double kl2, double *g)
+/* Fill g[0..n) (n <= PHO_SEG; g has room for PHO_SEG) with scale exp(-fxx (t0 + k)^2 / 2) by PHO_LANES
+   interleaved recurrences, written as one loop with dependence distance PHO_LANES so that it vectorizes;
+   k1 = exp(-fxx), kl2 = exp(-fxx PHO_LANES^2). */
+PHO_FN void pho_row_gauss(double fxx, double t0, int n, double k1, double kl2, double scale, double *g)
 {
-    double lane[PHO_LANES], step[PHO_LANES];
-    int l, m, nb;
-    pho_lane_init(fxx, t0, k1, 1.0, lane, step);
-    nb = (n + PHO_LANES - 1) / PHO_LANES;
-    for (m = 0; m < nb; m++) {
-        for (l = 0; l < PHO_LANES; l++) {
-            g[m * PHO_LANES + l] = lane[l];
-            lane[l] *= step[l];
-            step[l] *= kl2;
-        }
+    double st[PHO_SEG + PHO_LANES];
+    int k;
+    pho_lane_init(fxx, t0, k1, scale, g, st);
+    for (k = 0; k < n - PHO_LANES; k++) {
+        g[k + PHO_LANES] = g[k] * st[k];
+        st[k + PHO_LANES] = st[k] * kl2;
     }
 }
 
-/* Fill out[0..n) (padded to a multiple of PHO_LANES) with the geometric sequence x0 q^k by PHO_LANES lanes. */
+/* Fill out[0..n) (out has room for PHO_SEG) with the geometric sequence x0 q^k by PHO_LANES lanes. */
 PHO_FN void pho_row_geom(double x0, double q, int n, double *out)
 {
-    double lane[PHO_LANES];
     double ql = 1.0;
-    int l, m, nb;
-    lane[0] = x0;
-    for (l = 1; l < PHO_LANES; l++) lane[l] = lane[l - 1] * q;
+    int l, k;
+    out[0] = x0;
+    for (l = 1; l < PHO_LANES; l++) out[l] = out[l - 1] * q;
     for (l = 0; l < PHO_LANES; l++) ql *= q;
-    nb = (n + PHO_LANES - 1) / PHO_LANES;
-    for (m = 0; m < nb; m++) {
-        for (l = 0; l < PHO_LANES; l++) {
-            out[m * PHO_LANES + l] = lane[l];
-            lane[l] *= ql;
-        }
-    }
+    for (k = 0; k < n - PHO_LANES; k++) out[k + PHO_LANES] = out[k] * ql;
 }
 
 /* Per-Gaussian table, PHO_TAB doubles, filled once per Gaussian by pho_gauss_table:
@@ -215,7 +213,8 @@ PHO_FN int pho_seg_extreme(double fxx, double fxy, double fyy, double dy, double
     return 0.5 * fxx * tm * tm > PHO_EXPARG_MAX || 0.5 * vm > PHO_EXPARG_MAX || 0.5 * qrow > PHO_EXPARG_MAX;
 }
 
-/* Fill e[0..n) with exp(-Q/2) at the pixel centres of a row segment (dx0 = j0 - x0, dy = i - y0), times a. */
+/* Fill e[0..n) with a exp(-Q/2) at the pixel centres of a row segment (dx0 = j0 - x0, dy = i - y0);
+   return t0 (first pixel's offset from the row's peak), c0 (the peak's offset from x0) and beta. */
 PHO_FN void pho_row_centre(const double *gs, const double *tab, double dx0, double dy, int n, double a,
                            double *e, double *t0_out, double *c0_out, double *beta_out)
 {
@@ -224,11 +223,7 @@ PHO_FN void pho_row_centre(const double *gs, const double *tab, double dx0, doub
     double c0 = -fxy * dy / fxx;
     double beta = det * dy / fxx;
     double t0 = dx0 - c0;
-    int k, nb;
-    double er = a * exp(-0.5 * beta * dy);
-    pho_row_gauss(fxx, t0, n, tab[0], tab[1], e);
-    nb = ((n + PHO_LANES - 1) / PHO_LANES) * PHO_LANES;
-    for (k = 0; k < nb; k++) e[k] *= er;
+    pho_row_gauss(fxx, t0, n, tab[0], tab[1], a * exp(-0.5 * beta * dy), e);
     *t0_out = t0;
     *c0_out = c0;
     *beta_out = beta;
@@ -245,6 +240,7 @@ PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, 
     int k, b, c;
     double vx0 = fxx * dx0 + fxy * dy, vy0 = fxy * dx0 + fyy * dy;
     if (order < 0 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
+    if (n <= 0) return PHO_OK;
     if (pho_seg_extreme(fxx, fxy, fyy, dy, dx0 + fxy * dy / fxx, vx0, vy0, n)) {
         const double *u = nodes + order * PHO_MAX_ORDER;
         const double *wt = wts + order * PHO_MAX_ORDER;
@@ -254,37 +250,17 @@ PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, 
         }
         return PHO_OK;
     }
+    pho_row_centre(gs, tab, dx0, dy, n, a, e, &t0, &c0, &beta);
     if (order == 0) {
-        /* fused: lanes of exp(-Q/2) times the second-order factor, straight into out */
-        double det = fxx * fyy - fxy * fxy;
-        double lane[PHO_LANES], step[PHO_LANES];
-        double kl2 = tab[1];
-        double h0, h1, h2;
-        int l, m, nfull = n / PHO_LANES;
-        c0 = -fxy * dy / fxx;
-        beta = det * dy / fxx;
-        t0 = dx0 - c0;
-        h0 = 1.0 + (beta * beta - fxx - fyy) / 24.0;
-        h1 = fxy * beta / 12.0;
-        h2 = (fxx * fxx + fxy * fxy) / 24.0;
-        pho_lane_init(fxx, t0, tab[0], a * exp(-0.5 * beta * dy), lane, step);
-        for (m = 0; m < nfull; m++) {
-            double *o = out + m * PHO_LANES;
-            double tb = t0 + (double)(m * PHO_LANES);
-            for (l = 0; l < PHO_LANES; l++) {
-                double t = tb + (double)l;
-                o[l] += lane[l] * (h0 + t * (h1 + t * h2));
-                lane[l] *= step[l];
-                step[l] *= kl2;
-            }
-        }
-        for (k = nfull * PHO_LANES, l = 0; k < n; k++, l++) {
+        double h0 = 1.0 + (beta * beta - fxx - fyy) / 24.0;
+        double h1 = fxy * beta / 12.0;
+        double h2 = (fxx * fxx + fxy * fxy) / 24.0;
+        for (k = 0; k < n; k++) {
             double t = t0 + (double)k;
-            out[k] += lane[l] * (h0 + t * (h1 + t * h2));
+            out[k] += e[k] * (h0 + t * (h1 + t * h2));
         }
         return PHO_OK;
     }
-    pho_row_centre(gs, tab, dx0, dy, n, a, e, &t0, &c0, &beta);
     {
         const double *u = nodes + order * PHO_MAX_ORDER;
         double xs[PHO_MAX_ORDER][PHO_SEG];
@@ -308,17 +284,18 @@ PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, 
 }
 
 /* Gradient of one Gaussian on one row segment: acc[0..5] += sum_k w[k] dI(j0 + k)/d(A, x0, y0, Fxx, Fxy, Fyy).
-   w must hold at least n entries. Sums run in PHO_LANES lane accumulators reduced in a fixed order. */
+   w must hold at least n entries. */
 PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes, const double *wts,
                                 const double *tab, double dx0, double dy, int n, const double *w,
                                 double *acc)
 {
     double a = gs[0], fxx = gs[3], fxy = gs[4], fyy = gs[5];
-    double e[PHO_SEG], wp[PHO_SEG];
+    double e[PHO_SEG];
     double t0, c0, beta;
-    int k, b, c, l, nb;
+    int k, b, c;
     double vx0 = fxx * dx0 + fxy * dy, vy0 = fxy * dx0 + fyy * dy;
     if (order < 0 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
+    if (n <= 0) return PHO_OK;
     if (pho_seg_extreme(fxx, fxy, fyy, dy, dx0 + fxy * dy / fxx, vx0, vy0, n)) {
         const double *u = nodes + order * PHO_MAX_ORDER;
         const double *wt = wts + order * PHO_MAX_ORDER;
@@ -328,46 +305,20 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
         }
         return PHO_OK;
     }
+    pho_row_centre(gs, tab, dx0, dy, n, 1.0, e, &t0, &c0, &beta);
     if (order == 0) {
-        /* fused: lanes of w exp(-Q/2) accumulated as moments T_k = sum w e t^k, k <= 4 */
-        double det = fxx * fyy - fxy * fxy;
-        double lane[PHO_LANES], step[PHO_LANES];
-        double T[5][PHO_LANES];
+        /* moments T_k = sum w e t^k (k <= 4), then the row's polynomial coefficients */
         double T0 = 0.0, T1 = 0.0, T2 = 0.0, T3 = 0.0, T4 = 0.0;
         double h0, h1, h2, p0, p1, p2, p3, p4;
-        double kl2 = tab[1];
-        int m, nfull = n / PHO_LANES;
-        c0 = -fxy * dy / fxx;
-        beta = det * dy / fxx;
-        t0 = dx0 - c0;
-        pho_lane_init(fxx, t0, tab[0], exp(-0.5 * beta * dy), lane, step);
-        for (l = 0; l < PHO_LANES; l++) T[0][l] = T[1][l] = T[2][l] = T[3][l] = T[4][l] = 0.0;
-        for (m = 0; m < nfull; m++) {
-            const double *ww = w + m * PHO_LANES;
-            double tb = t0 + (double)(m * PHO_LANES);
-            for (l = 0; l < PHO_LANES; l++) {
-                double t = tb + (double)l;
-                double q = ww[l] * lane[l];
-                T[0][l] += q; q *= t;
-                T[1][l] += q; q *= t;
-                T[2][l] += q; q *= t;
-                T[3][l] += q; q *= t;
-                T[4][l] += q;
-                lane[l] *= step[l];
-                step[l] *= kl2;
-            }
-        }
-        for (k = nfull * PHO_LANES, l = 0; k < n; k++, l++) {
+        PHO_SIMD_SUM(T0, T1, T2, T3, T4)
+        for (k = 0; k < n; k++) {
             double t = t0 + (double)k;
-            double q = w[k] * lane[l];
-            T[0][l] += q; q *= t;
-            T[1][l] += q; q *= t;
-            T[2][l] += q; q *= t;
-            T[3][l] += q; q *= t;
-            T[4][l] += q;
-        }
-        for (l = 0; l < PHO_LANES; l++) {
-            T0 += T[0][l]; T1 += T[1][l]; T2 += T[2][l]; T3 += T[3][l]; T4 += T[4][l];
+            double q = w[k] * e[k];
+            T0 += q; q *= t;
+            T1 += q; q *= t;
+            T2 += q; q *= t;
+            T3 += q; q *= t;
+            T4 += q;
         }
         /* h(t) = h0 + h1 t + h2 t^2;  Vx = fxx t;  Vy = fxy t + beta;  dx = t + c0 */
         h0 = 1.0 + (beta * beta - fxx - fyy) / 24.0;
@@ -411,37 +362,33 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
         acc[5] += a * (p0 * T0 + p1 * T1 + p2 * T2);
         return PHO_OK;
     }
-    pho_row_centre(gs, tab, dx0, dy, n, 1.0, e, &t0, &c0, &beta);
-    nb = ((n + PHO_LANES - 1) / PHO_LANES) * PHO_LANES;
-    for (k = 0; k < n; k++) wp[k] = w[k] * e[k];
-    for (k = n; k < nb; k++) wp[k] = 0.0;
     {
         /* Per pixel, moments of the node offsets weighted by the node exponentials:
-           M[0..5] = sum_bc K_bc X_c Y_b {1, u_c, u_b, u_c^2, u_c u_b, u_b^2}; then
+           M0..M5 = sum_bc K_bc X_c Y_b {1, u_c, u_b, u_c^2, u_c u_b, u_b^2}; then
            sum e Vx_node = Vx M0 + fxx M1 + fxy M2, sum e dx_node^2 = dx^2 M0 + 2 dx M1 + M3, etc. */
         const double *u = nodes + order * PHO_MAX_ORDER;
         double xs[PHO_MAX_ORDER][PHO_SEG];
         double ys[PHO_SEG], s0[PHO_SEG], s1[PHO_SEG], s2[PHO_SEG];
         double M[6][PHO_SEG];
-        double L[6][PHO_LANES];
+        double r0 = 0.0, r1 = 0.0, r2 = 0.0, r3 = 0.0, r4 = 0.0, r5 = 0.0;
         for (c = 0; c < order; c++) pho_row_geom(exp(-u[c] * vx0), tab[PHO_TX + c], n, xs[c]);
-        for (l = 0; l < 6; l++)
-            for (k = 0; k < nb; k++) M[l][k] = 0.0;
+        for (b = 0; b < 6; b++)
+            for (k = 0; k < n; k++) M[b][k] = 0.0;
         for (b = 0; b < order; b++) {
             const double *kb = tab + PHO_TK + b * PHO_MAX_ORDER;
             double ub = u[b], ub2 = u[b] * u[b];
             pho_row_geom(exp(-ub * vy0), tab[PHO_TY + b], n, ys);
-            for (k = 0; k < nb; k++) s0[k] = s1[k] = s2[k] = 0.0;
+            for (k = 0; k < n; k++) s0[k] = s1[k] = s2[k] = 0.0;
             for (c = 0; c < order; c++) {
                 double k0 = kb[c], k1c = kb[c] * u[c], k2c = kb[c] * u[c] * u[c];
                 const double *x = xs[c];
-                for (k = 0; k < nb; k++) {
+                for (k = 0; k < n; k++) {
                     s0[k] += k0 * x[k];
                     s1[k] += k1c * x[k];
                     s2[k] += k2c * x[k];
                 }
             }
-            for (k = 0; k < nb; k++) {
+            for (k = 0; k < n; k++) {
                 double y = ys[k];
                 M[0][k] += y * s0[k];
                 M[1][k] += y * s1[k];
@@ -451,34 +398,25 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
                 M[5][k] += (y * ub2) * s0[k];
             }
         }
-        for (l = 0; l < PHO_LANES; l++) L[0][l] = L[1][l] = L[2][l] = L[3][l] = L[4][l] = L[5][l] = 0.0;
-        for (k = 0; k < nb; k += PHO_LANES) {
-            for (l = 0; l < PHO_LANES; l++) {
-                double q = wp[k + l];
-                double dx = dx0 + (double)(k + l);
-                double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
-                double m0 = M[0][k + l], m1 = M[1][k + l], m2 = M[2][k + l];
-                L[0][l] += q * m0;
-                L[1][l] += q * (vx * m0 + fxx * m1 + fxy * m2);
-                L[2][l] += q * (vy * m0 + fxy * m1 + fyy * m2);
-                L[3][l] += q * (dx * dx * m0 + 2.0 * dx * m1 + M[3][k + l]);
-                L[4][l] += q * (dx * dy * m0 + dx * m2 + dy * m1 + M[4][k + l]);
-                L[5][l] += q * (dy * dy * m0 + 2.0 * dy * m2 + M[5][k + l]);
-            }
+        PHO_SIMD_SUM(r0, r1, r2, r3, r4, r5)
+        for (k = 0; k < n; k++) {
+            double q = w[k] * e[k];
+            double dx = dx0 + (double)k;
+            double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
+            double m0 = M[0][k], m1 = M[1][k], m2 = M[2][k];
+            r0 += q * m0;
+            r1 += q * (vx * m0 + fxx * m1 + fxy * m2);
+            r2 += q * (vy * m0 + fxy * m1 + fyy * m2);
+            r3 += q * (dx * dx * m0 + 2.0 * dx * m1 + M[3][k]);
+            r4 += q * (dx * dy * m0 + dx * m2 + dy * m1 + M[4][k]);
+            r5 += q * (dy * dy * m0 + 2.0 * dy * m2 + M[5][k]);
         }
-        {
-            double r[6] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-            for (l = 0; l < PHO_LANES; l++) {
-                r[0] += L[0][l]; r[1] += L[1][l]; r[2] += L[2][l];
-                r[3] += L[3][l]; r[4] += L[4][l]; r[5] += L[5][l];
-            }
-            acc[0] += r[0];
-            acc[1] += a * r[1];
-            acc[2] += a * r[2];
-            acc[3] += -0.5 * a * r[3];
-            acc[4] += -a * r[4];
-            acc[5] += -0.5 * a * r[5];
-        }
+        acc[0] += r0;
+        acc[1] += a * r1;
+        acc[2] += a * r2;
+        acc[3] += -0.5 * a * r3;
+        acc[4] += -a * r4;
+        acc[5] += -0.5 * a * r5;
     }
     return PHO_OK;
 }
