@@ -83,6 +83,7 @@ class _GroupState(NamedTuple):
     flux: np.ndarray  # (S, B)
     shape: np.ndarray | None  # (S, 3, 3): R, dR/dshape1, dR/dshape2 (xx, xy, yy)
     amps: tuple | None  # a, da_dn, da_drh, each (S, M)
+    damps: np.ndarray | None  # (S, M, 2): da/dn, da/drh
 
 
 class SceneState(NamedTuple):
@@ -184,11 +185,14 @@ class SceneModel:
             th = theta[g.idx]
             flux = theta[g.flux_idx]
             if g.kind == "point":
-                states.append(_GroupState(th, flux, None, None))
+                states.append(_GroupState(th, flux, None, None, None))
             else:
                 shape = _shape_matrices(th[:, 2], th[:, 3], self.shape_parameters)
                 amps = g.profile.amplitudes(th[:, 4], th[:, 5])
-                states.append(_GroupState(th, flux, shape, amps))
+                damps = np.empty(amps[1].shape + (2,))
+                damps[..., 0] = amps[1]
+                damps[..., 1] = amps[2]
+                states.append(_GroupState(th, flux, shape, amps, damps))
         return SceneState(theta, units, tuple(states))
 
 
@@ -250,6 +254,27 @@ class ExposureModel:
         self.param_index = np.ascontiguousarray(np.concatenate(pidx))
         self.source_index = np.concatenate(sidx)
         self.n_gauss = len(self.source_index)
+        # flattened (N = M * L, n = m * L + l) constants of each group for the fast path
+        self._flat = []
+        vjp_idx = []
+        for g, full in zip(scene_model.groups, (p[:: g.n_comp * L] for p, g in zip(pidx, scene_model.groups))):
+            vjp_idx.append(full)
+            if g.kind == "point":
+                self._flat.append(None)
+                continue
+            M = g.n_comp
+            r2 = np.repeat(g.r2.ravel(), L)
+            self._flat.append(
+                dict(
+                    r2=r2,
+                    cxx=np.tile(psf.cxx, M), cxy=np.tile(psf.cxy, M), cyy=np.tile(psf.cyy, M),
+                    amp=np.tile(self.psf_amp_cpf / _TWO_PI, M),
+                    px=np.tile(self.psf_x, M), py=np.tile(self.psf_y, M),
+                    m_index=np.repeat(np.arange(M), L), M=M, N=M * L,
+                )
+            )
+        #: (sum over groups of S, 7) scene index of each source's local parameters (P = unused)
+        self.vjp_index = np.ascontiguousarray(np.concatenate(vjp_idx)).ravel()
 
     def compute(self, state: SceneState, jacobian: bool = True):
         """Image Gaussians (G, 6) and, if asked, their Jacobian (G, 6, 7) for a prepared state."""
@@ -268,6 +293,105 @@ class ExposureModel:
         if len(outs) == 1:
             return outs[0], jacs[0]
         return np.concatenate(outs), (np.concatenate(jacs) if jacobian else None)
+
+    # ------------------------------------------------------------------ fast path for the likelihood
+    def forward(self, state: SceneState):
+        """Image Gaussians (G, 6) and a cache for :meth:`vjp` (the likelihood's path).
+
+        Same Gaussians, in the same order, as :meth:`compute`; the Jacobian is not formed.
+        """
+        x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units)
+        outs, caches = [], []
+        for g, st, flat in zip(self.scene_model.groups, state.groups, self._flat):
+            rows = g.rows
+            x, y, J = x_all[rows], y_all[rows], J_all[rows]
+            flux = st.flux[:, self.band_index]
+            if flat is None:
+                out, _ = self._point(flux, x, y, J, False)
+                caches.append((J, None))
+            else:
+                S, N = len(flux), flat["N"]
+                T = st.shape @ self.MT  # (S, 3, 3)
+                r2 = flat["r2"]
+                cxx = r2 * T[:, 0, 0:1] + flat["cxx"]
+                cxy = r2 * T[:, 0, 1:2] + flat["cxy"]
+                cyy = r2 * T[:, 0, 2:3] + flat["cyy"]
+                inv = 1.0 / (cxx * cyy - cxy * cxy)
+                base = flat["amp"] * np.sqrt(inv)  # (S, N) counts per flux per amplitude
+                abase = st.amps[0][:, flat["m_index"]] * base
+                out = np.empty((S, N, 6))
+                A = out[:, :, 0]
+                np.multiply(flux[:, None], abase, out=A)
+                np.add(x[:, None], flat["px"], out=out[:, :, 1])
+                np.add(y[:, None], flat["py"], out=out[:, :, 2])
+                fxx = np.multiply(cyy, inv, out=out[:, :, 3])
+                fxy = np.multiply(cxy, -inv, out=out[:, :, 4])
+                fyy = np.multiply(cxx, inv, out=out[:, :, 5])
+                out = out.reshape(S * N, 6)
+                caches.append((J, (flux, T, base, abase, A, fxx, fxy, fyy)))
+            outs.append(out)
+        g_all = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        return g_all, caches
+
+    def vjp(self, state: SceneState, caches, grad_gauss) -> np.ndarray:
+        """Vector-Jacobian product: d lnL / d (local parameters) of every source.
+
+        Parameters
+        ----------
+        state : SceneState
+        caches : from :meth:`forward`
+        grad_gauss : ndarray of shape (G, 6)
+            d lnL / d column of each image Gaussian (the backend's ``gradient``).
+
+        Returns
+        -------
+        ndarray of shape (sum of S over groups, 7)
+            ``sum_{Gaussians of the source, columns} grad_gauss * jacobian``; scatter with
+            ``vjp_index``.
+        """
+        outs = []
+        start = 0
+        L = self.n_psf
+        for g, st, flat, (J, cache) in zip(self.scene_model.groups, state.groups, self._flat, caches):
+            S = len(g.rows)
+            local = np.zeros((S, N_LOCAL))
+            if cache is None:
+                gg = grad_gauss[start : start + S * L].reshape(S, L, 6)
+                start += S * L
+                local[:, 0] = gg[:, :, 0] @ self.psf_norm
+                gxy = gg[:, :, 1:3].sum(axis=1)  # (S, 2)
+                local[:, 1:3] = (gxy[:, None, :] @ J)[:, 0, :]
+                outs.append(local)
+                continue
+            flux, T, base, abase, A, fxx, fxy, fyy = cache
+            N, M = flat["N"], flat["M"]
+            gg = grad_gauss[start : start + S * N].reshape(S, N, 6)
+            start += S * N
+            gA = gg[:, :, 0]
+            local[:, 0] = np.sum(gA * abase, axis=1)
+            gxy = gg[:, :, 1:3].sum(axis=1)
+            local[:, 1:3] = (gxy[:, None, :] @ J)[:, 0, :]
+            # n, rh: sum over PSF components first, then over the M profile amplitudes
+            gm = (gA * base).reshape(S, M, L).sum(axis=2)  # (S, M)
+            local[:, 5:7] = flux[:, None] * (gm[:, None, :] @ st.damps)[:, 0, :]
+            # shape: sum_c g_c dcol_c/dshape_k = -sum_n r2_n (H + gA A F / 2) : dT_k, with
+            # H = F Gs F, Gs = [[gFxx, gFxy/2], [gFxy/2, gFyy]] (docs/model.md)
+            gxx, gh, gyy = gg[:, :, 3], 0.5 * gg[:, :, 4], gg[:, :, 5]
+            c = 0.5 * gA * A
+            ab = fxx * fxy
+            bb = fxy * fxy
+            bd = fxy * fyy
+            wxx = fxx * fxx * gxx + 2.0 * ab * gh + bb * gyy + c * fxx
+            wxy = ab * gxx + (fxx * fyy + bb) * gh + bd * gyy + c * fxy
+            wyy = bb * gxx + 2.0 * bd * gh + fyy * fyy * gyy + c * fyy
+            r2 = flat["r2"]
+            W = np.empty((S, 3))
+            W[:, 0] = wxx @ r2
+            W[:, 1] = 2.0 * (wxy @ r2)
+            W[:, 2] = wyy @ r2
+            local[:, 3:5] = -(T[:, 1:, :] @ W[:, :, None])[:, :, 0]
+            outs.append(local)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def _point(self, flux, x, y, J, jacobian):
         S, L = len(flux), self.n_psf

@@ -70,7 +70,7 @@ def render(scene, exposure: Exposure, backend="reference", workers: int | None =
     theta = scene.get_vector() if theta is None else scene.check_vector(theta)
     sm = SceneModel(scene)
     em = ExposureModel(sm, exposure)
-    g, _ = em.compute(sm.prepare(theta), jacobian=False)
+    g, _ = em.forward(sm.prepare(theta))
     return _resolve_backend(backend, workers).render(np.ascontiguousarray(g), exposure.shape) + exposure.background
 
 
@@ -213,7 +213,7 @@ class Likelihood:
         state = self._scene_model.prepare(theta)
         total = 0.0
         for i, (em, e) in enumerate(zip(self._models, self.exposures)):
-            g, _ = em.compute(state, jacobian=False)
+            g, _ = em.forward(state)
             m = self._backend.render(g, e.shape) + e.background
             total += self._dlnl_dm(i, m)[0]
         return total
@@ -237,13 +237,13 @@ class Likelihood:
         total = 0.0
         acc = np.zeros(P + 1)
         for i, (em, e) in enumerate(zip(self._models, self.exposures)):
-            g, jac = em.compute(state)
+            g, cache = em.forward(state)
             m = self._backend.render(g, e.shape) + e.background
             value, w = self._dlnl_dm(i, m)
             total += value
             gg = self._backend.gradient(g, w)  # (G, 6)
-            local = np.matmul(gg[:, None, :], jac)  # (G, 1, 7)
-            acc += np.bincount(em.param_index.ravel(), weights=local.ravel(), minlength=P + 1)
+            local = em.vjp(state, cache, gg)  # (S, 7): chained through the model's Jacobian
+            acc += np.bincount(em.vjp_index, weights=local.ravel(), minlength=P + 1)
         return total, acc[:P]
 
     def model_images(self, theta) -> list[np.ndarray]:
@@ -252,7 +252,7 @@ class Likelihood:
         state = self._scene_model.prepare(theta)
         out = []
         for em, e in zip(self._models, self.exposures):
-            g, _ = em.compute(state, jacobian=False)
+            g, _ = em.forward(state)
             out.append(self._backend.render(g, e.shape) + e.background)
         return out
 

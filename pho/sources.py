@@ -269,7 +269,8 @@ class Scene:
         (g1, g2) (docs/model.md).
     bands : sequence of str, optional
         The scene's bands, in vector order. Default: every band named in the sources' flux
-        dicts, in order of first appearance.
+        dicts, in order of first appearance. When given, fluxes of the sources in other bands
+        are not parameters of the scene (``scene.sources`` keep them unchanged).
 
     Attributes
     ----------
@@ -344,9 +345,6 @@ class Scene:
                     f"source {i} ({s.kind}) has no flux for band(s) {missing}; every source needs a flux in every "
                     f"scene band {list(bands)} (give 0.0 for an undetected source)"
                 )
-            extra = [b for b in s.flux if b not in bands]
-            if extra:
-                raise PhoValueError(f"source {i} has fluxes for band(s) {extra} that are not in the scene's bands {list(bands)}")
             if isinstance(s, Sersic):
                 _check_profile_range(s.profile, s.n, s.rh, f"source {i}: ")
             self._offsets.append(len(names))
@@ -457,7 +455,8 @@ class Scene:
         for i, s in enumerate(self.sources):
             idx = self.source_parameter_indices(i)
             values = theta[idx]
-            s.flux = {b: float(v) for b, v in zip(self.bands, values[:nb])}
+            s.flux = dict(s.flux)
+            s.flux.update({b: float(v) for b, v in zip(self.bands, values[:nb])})
             s._set_values(values[nb:], self.shape_parameters)
         self._theta = theta
 

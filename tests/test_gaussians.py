@@ -137,3 +137,20 @@ def test_param_index_points_at_the_right_parameters():
     assert list(first) == ["s0.flux_B", "s0.ra", "s0.dec", "s0.q", "s0.pa", "s0.n", "s0.rh"]
     point_rows = em.source_index == 1
     assert list(names[em.param_index[point_rows][0]]) == ["s1.flux_B", "s1.ra", "s1.dec"] + ["<unused>"] * 4
+
+
+@pytest.mark.parametrize("shape_parameters", ["q_pa", "g1_g2"])
+def test_fast_path_matches_full_jacobian(shape_parameters, rng):
+    """The likelihood's forward + vector-Jacobian product equals the full Jacobian contracted."""
+    scene, exp = _scene(shape_parameters), _exposure()
+    sm = SceneModel(scene)
+    em = ExposureModel(sm, exp)
+    state = sm.prepare(scene.get_vector())
+    g_full, jac = em.compute(state)
+    g_fast, cache = em.forward(state)
+    np.testing.assert_allclose(g_fast, g_full, rtol=1e-13, atol=0)
+    weights = rng.normal(size=g_full.shape)
+    P = scene.n_params
+    expected = np.bincount(em.param_index.ravel(), (weights[:, None, :] @ jac).ravel(), minlength=P + 1)[:P]
+    got = np.bincount(em.vjp_index, em.vjp(state, cache, weights).ravel(), minlength=P + 1)[:P]
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
