@@ -117,7 +117,7 @@ def _shape_matrices(s1, s2, shape_parameters):
     g1, g2 = s1, s2
     g = np.hypot(g1, g2)
     safe = np.where(g > 0, g, 1.0)
-    u1 = np.where(g > 0, g1 / safe, 0.0)  # dg/dg1 (one-sided 0 at g = 0)
+    u1 = np.where(g > 0, g1 / safe, 0.0)  # d|g|/dg1; 0 at g = 0 (mean of the one-sided values)
     u2 = np.where(g > 0, g2 / safe, 0.0)
     k = 1.0 / (1.0 + g) ** 2
     P = (1.0 + g * g) * k
