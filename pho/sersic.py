@@ -265,9 +265,16 @@ class SersicTable:
         """
         if np.ndim(n) == 0 and np.ndim(rh_arcsec) == 0:
             return self._amplitudes_scalar(float(n), float(rh_arcsec))
-        n_arr, rh_arr = np.broadcast_arrays(np.asarray(n, dtype=np.float64), np.asarray(rh_arcsec, dtype=np.float64))
+        n_arr, rh_arr = np.asarray(n, dtype=np.float64), np.asarray(rh_arcsec, dtype=np.float64)
+        if n_arr.shape != rh_arr.shape:
+            n_arr, rh_arr = np.broadcast_arrays(n_arr, rh_arr)
         n_arr, rh_arr = n_arr.ravel(), rh_arr.ravel()
-        self._check_range(n_arr, rh_arr)
+        if n_arr.size == 1:  # one source: the scalar path is several times faster
+            a, da_dn, da_drh = self._amplitudes_scalar(float(n_arr[0]), float(rh_arr[0]))
+            return a[None, :], da_dn[None, :], da_drh[None, :]
+        if not (n_arr.min() >= self._n_lo and n_arr.max() <= self._n_hi
+                and rh_arr.min() >= self._rh_lo and rh_arr.max() <= self._rh_hi):
+            self._check_range(n_arr, rh_arr)
         x = (n_arr - self._n0) / self._dn
         y = (np.log(rh_arr) - self._ln_scale - self._u0) / self._du
         i = np.minimum(x.astype(np.intp), self._coef.shape[0] - 1)

@@ -299,7 +299,7 @@ def write_npz_atomic(path: Path, arrays: dict) -> None:
     os.replace(tmp, path)
 
 
-def make_figure(path: Path, radii, sigma, lam, ridge, cases=((1.0, 3.0), (4.0, 10.0), (6.0, 1.0), (0.5, 20.0))):
+def make_figure(path: Path, radii, sigma, lam, ridge, cases=((1.0, 3.0), (4.0, 10.0), (6.0, 1.0), (0.5, 5.0))):
     """Seed-Figure-3-style figure: profile + mixture, fractional residual, cumulative flux."""
     import matplotlib
 
@@ -310,7 +310,7 @@ def make_figure(path: Path, radii, sigma, lam, ridge, cases=((1.0, 3.0), (4.0, 1
                              gridspec_kw=dict(height_ratios=[2, 1, 1]), squeeze=False)
     for col, (n, rh) in enumerate(cases):
         a = fit_amplitudes(n, rh, radii, sigma, lam, ridge)
-        r = np.geomspace(0.1, 12 * rh, 300)
+        r = np.geomspace(0.1, 6 * rh, 300)
         target = smoothed_sersic_sb(r, n, rh, sigma)
         comps = gaussian_sb(r, radii**2 + sigma**2) * a[None, :]
         model = comps.sum(axis=1)
@@ -321,7 +321,7 @@ def make_figure(path: Path, radii, sigma, lam, ridge, cases=((1.0, 3.0), (4.0, 1
             if a[m] > 0:
                 ax.loglog(r, comps[:, m], color="0.7", lw=0.6)
         ax.set_ylim(target.min() * 0.3, target.max() * 3)
-        ax.set_title(f"n = {n:g}, r_h = {rh:g}")
+        ax.set_title(f"n = {n:g}, r_h = {rh:g} ({rh * 0.03:.2g}\" at 0.03\")", fontsize=9)
         if col == 0:
             ax.set_ylabel("surface brightness")
             ax.legend(fontsize=7, loc="lower left")
@@ -330,8 +330,8 @@ def make_figure(path: Path, radii, sigma, lam, ridge, cases=((1.0, 3.0), (4.0, 1
         ax.axhline(0, color="k", lw=0.5)
         for sgn in (-1, 1):
             ax.axhline(sgn, color="0.6", lw=0.5, ls=":")
-        ax.axvspan(REPORT_R_LO, REPORT_RH_HI * rh, color="C0", alpha=0.08)
-        ax.set_ylim(-3, 3)
+        ax.axvspan(REPORT_R_LO, REPORT_RH_HI * rh, color="C0", alpha=0.08)  # the range the accuracy is quoted over
+        ax.set_ylim(-2, 2)
         if col == 0:
             ax.set_ylabel("mixture / Sersic - 1 (%)")
         ax = axes[2, col]
