@@ -132,6 +132,7 @@ class Likelihood:
         self.n_params = scene.n_params
         self._backend = _resolve_backend(backend, workers)
         self.backend = getattr(self._backend, "name", str(backend))
+        self._backend_spec = (backend if isinstance(backend, str) else None, workers)
         self._scene_model = SceneModel(scene)
         self._models = [ExposureModel(self._scene_model, e) for e in exposures]
         seen = {e.band for e in exposures}
@@ -282,6 +283,19 @@ class Likelihood:
         for k in range(N_LOCAL):
             np.add.at(out, em.param_index[:, k], per_local[:, k])
         return out[: self.n_params]
+
+    def __getstate__(self):
+        # backends may hold compiled modules or GPU handles: pickle the name, rebuild on load
+        state = dict(self.__dict__)
+        if state["_backend_spec"][0] is not None:
+            state["_backend"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._backend is None:
+            name, workers = self._backend_spec
+            self._backend = _resolve_backend(name, workers)
 
     def __repr__(self) -> str:
         return f"Likelihood({len(self.scene.sources)} sources, {len(self.exposures)} exposures, kind={self.kind!r}, backend={self.backend!r})"
