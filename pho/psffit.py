@@ -551,6 +551,16 @@ class PSFFitResult:
         )
 
 
+def _gram(J: np.ndarray, rows: int = 256) -> np.ndarray:
+    """J^T J for a tall J (N, P), summed over blocks of rows: small products stay on one BLAS
+    thread, which on a busy machine is 10-50x faster than one threaded product (measured)."""
+    A = np.zeros((J.shape[1], J.shape[1]))
+    for i in range(0, J.shape[0], rows):
+        block = J[i : i + rows]
+        A += block.T @ block
+    return A
+
+
 def _levenberg_marquardt(model_jac, data, p0, lo, sigma, max_iter=100, rtol=1e-10):
     """Minimize sum ((model(p) - data) / sigma)^2 by Levenberg-Marquardt on the normal equations.
 
@@ -572,7 +582,7 @@ def _levenberg_marquardt(model_jac, data, p0, lo, sigma, max_iter=100, rtol=1e-1
     note = "reached the iteration limit"
     it = 0
     for it in range(1, max_iter + 1):
-        A = J.T @ J
+        A = _gram(J)
         g = J.T @ r
         diag = np.diag(A).copy()
         diag[diag <= 0] = 1e-30

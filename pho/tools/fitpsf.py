@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from .. import __version__
@@ -202,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is None and args.plot is None:
         print("no -o/--plot given: nothing written")
     if args.output is not None:
-        chosen.mixture.write(args.output, overwrite=args.overwrite)
+        with warnings.catch_warnings():
+            # PSFMixture.write's UNITS card has a comment longer than a card; astropy trims it.
+            warnings.filterwarnings("ignore", message="Card is too long, comment will be truncated")
+            chosen.mixture.write(args.output, overwrite=args.overwrite)
         print(args.output)
     if args.plot is not None:
         import matplotlib.pyplot as plt
