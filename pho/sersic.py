@@ -23,7 +23,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scipy.interpolate import CubicSpline
 
 from .errors import PhoDataError, PhoRangeError, PhoValueError
 
@@ -44,6 +43,8 @@ def _local_cubic_coefficients(x: np.ndarray, y: np.ndarray, axis: int) -> np.nda
     Returns an array of shape (4, len(x) - 1, *other axes of y): the power p of the local
     coordinate t = (x - x_i) / h in [0, 1], the interval, then the remaining axes in order.
     """
+    from scipy.interpolate import CubicSpline  # here, not at import: keeps ``import pho`` light
+
     h = x[1] - x[0]
     c = CubicSpline(x, y, axis=axis).c  # (4, ...) in powers 3, 2, 1, 0 of (x - x_i)
     return np.stack([c[3 - p] * h**p for p in range(4)])
