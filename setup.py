@@ -66,12 +66,19 @@ class BuildExtWithFlags(build_ext):
                 compile_flags.append("-fopenmp")
                 link_flags.append("-fopenmp")
                 self._openmp = True
+            simd_macros = []
             if not self._openmp:
                 print("pho: building WITHOUT OpenMP; the compiled kernels will run on one thread", file=sys.stderr)
+                # still let "#pragma omp simd" vectorize the kernel's sums where the compiler allows it
+                if _compiler_accepts(compiler_cmd, ["-fopenmp-simd"]):
+                    compile_flags.append("-fopenmp-simd")
+                    simd_macros.append(("PHO_OPENMP_SIMD", "1"))
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args) + compile_flags
             ext.extra_link_args = list(ext.extra_link_args) + link_flags
             ext.define_macros = list(ext.define_macros) + [("PHO_HAVE_OPENMP", "1" if self._openmp else "0")]
+            if not is_msvc:
+                ext.define_macros += simd_macros
         super().build_extensions()
 
 

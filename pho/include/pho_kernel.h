@@ -13,15 +13,15 @@
  * Fxx t^2 + beta dy with t = x - xc, xc = x0 - Fxy dy / Fxx, beta = det F dy / Fxx, so
  * exp(-Q/2) = Er g(t), Er = exp(-beta dy / 2), g(t) = exp(-Fxx t^2 / 2). Along the row g obeys
  * g(t + 1) = g(t) r(t), r(t + 1) = r(t) exp(-Fxx): two multiplies per pixel instead of an exp. The row is
- * cut into segments of PHO_SEG pixels; each segment starts from exact exponentials (3 exp calls) and runs
+ * cut into segments of PHO_SEG pixels; each segment starts from exact exponentials (2 exp calls) and runs
  * PHO_LANES interleaved recurrences of stride PHO_LANES (g(t + L) = g(t) S, S <- S exp(-Fxx L^2)), so
- * each lane takes at most PHO_SEG / PHO_LANES = 16 steps: the accumulated relative rounding error is below
+ * each lane takes at most PHO_SEG / PHO_LANES = 32 steps: the accumulated relative rounding error is below
  * 1e-13 (tests/test_backends.py checks 1e-12 against the exp-per-pixel reference). Segments whose
  * exponents could underflow or overflow (Fxx t^2/2, |V|/2 or the row's minimum Q/2 above PHO_EXPARG_MAX:
  * extremely elongated Gaussians, far box corners) are evaluated with one exp per point instead.
  * Gauss-Legendre nodes: exp(-Q(d + u)/2) = exp(-Q(d)/2) exp(-u_c Vx) exp(-u_b Vy) K_bc with V at the pixel
  * centre and a per-Gaussian constant K_bc (pho_gauss_table); along a row the middle two factors are
- * geometric sequences, so an n x n rule costs 2n + 3 exp calls per row segment and O(n^2) multiplies
+ * geometric sequences, so an n x n rule costs n + 2 exp calls per row segment and O(n^2) multiplies
  * per pixel, and its gradient sums use per-pixel moments of the node offsets.
  * Gradient sums along a row are accumulated as moments T_k = sum w e t^k (k <= 4) and combined with the
  * row's polynomial coefficients at the end of the row; t is centred on the row's own peak, so the
@@ -41,7 +41,7 @@
 #endif
 /* Vectorized sums: "omp simd reduction" lets the compiler keep one partial sum per SIMD lane (the
    reduction order is then fixed by the build, never by the thread count). Without OpenMP, plain loops. */
-#if defined(_OPENMP) && !defined(__CUDACC__)
+#if (defined(_OPENMP) || defined(PHO_OPENMP_SIMD)) && !defined(__CUDACC__)
 #  define PHO_PRAGMA(x) _Pragma(#x)
 #  define PHO_SIMD_SUM(...) PHO_PRAGMA(omp simd reduction(+:__VA_ARGS__))
 #else
@@ -52,7 +52,7 @@
 #ifndef PHO_LANES
 #define PHO_LANES 4         /* interleaved recurrences per row segment (4 measured fastest on AVX2; 8 ok) */
 #endif
-#define PHO_SEG 64          /* pixels per row segment (a multiple of PHO_LANES); recurrences restart */
+#define PHO_SEG 128         /* pixels per row segment (a multiple of PHO_LANES); recurrences restart */
 #define PHO_EXPARG_MAX 600.0 /* above this exponent at a segment end, use one exp per point */
 
 #define PHO_OK 0
@@ -117,15 +117,16 @@ PHO_FN double pho_gl_point(double a, double fxx, double fxy, double fyy, double 
 /* ---------------------------------------------------------------------------------------------------- */
 /* Row recurrences.                                                                                      */
 
-/* Start PHO_LANES interleaved recurrences for g(t) = scale exp(-fxx t^2 / 2) at t = t0 + l (lane l), each
+/* Start PHO_LANES interleaved recurrences for g(t) = scale exp(-fxx t^2 / 2 - qhalf) at t = t0 + l (lane l), each
    stepping by PHO_LANES: lane[l] = g(t0 + l), step[l] = g(t0 + l + L) / g(t0 + l); after a step, multiply
    step[l] by exp(-fxx L^2). k1 = exp(-fxx). Two exp calls. */
-PHO_FN void pho_lane_init(double fxx, double t0, double k1, double scale, double *lane, double *step)
+PHO_FN void pho_lane_init(double fxx, double t0, double k1, double scale, double qhalf, double *lane,
+                          double *step)
 {
     double r = exp(-0.5 * fxx * (2.0 * t0 + 1.0));  /* g(t0 + 1) / g(t0) */
     double s, kk = 1.0;
     int l;
-    lane[0] = scale * exp(-0.5 * fxx * t0 * t0);
+    lane[0] = scale * exp(-(0.5 * fxx * t0 * t0 + qhalf));
     s = r;
     for (l = 1; l < PHO_LANES; l++) {
         lane[l] = lane[l - 1] * r;
@@ -139,14 +140,15 @@ PHO_FN void pho_lane_init(double fxx, double t0, double k1, double scale, double
     for (l = 1; l < PHO_LANES; l++) step[l] = step[l - 1] * kk;
 }
 
-/* Fill g[0..n) (n <= PHO_SEG; g has room for PHO_SEG) with scale exp(-fxx (t0 + k)^2 / 2) by PHO_LANES
+/* Fill g[0..n) (n <= PHO_SEG; g has room for PHO_SEG) with scale exp(-fxx (t0 + k)^2 / 2 - qhalf) by PHO_LANES
    interleaved recurrences, written as one loop with dependence distance PHO_LANES so that it vectorizes;
    k1 = exp(-fxx), kl2 = exp(-fxx PHO_LANES^2). */
-PHO_FN void pho_row_gauss(double fxx, double t0, int n, double k1, double kl2, double scale, double *g)
+PHO_FN void pho_row_gauss(double fxx, double t0, int n, double k1, double kl2, double scale, double qhalf,
+                          double *g)
 {
     double st[PHO_SEG + PHO_LANES];
     int k;
-    pho_lane_init(fxx, t0, k1, scale, g, st);
+    pho_lane_init(fxx, t0, k1, scale, qhalf, g, st);
     for (k = 0; k < n - PHO_LANES; k++) {
         g[k + PHO_LANES] = g[k] * st[k];
         st[k + PHO_LANES] = st[k] * kl2;
@@ -166,11 +168,12 @@ PHO_FN void pho_row_geom(double x0, double q, int n, double *out)
 
 /* Per-Gaussian table, PHO_TAB doubles, filled once per Gaussian by pho_gauss_table:
      [0] exp(-Fxx), [1] exp(-Fxx L^2)                         (row recurrence constants)
+     [2] 1 / Fxx, [3] det F / Fxx                             (row peak offset and minimum)
      [PHO_TK + b * PHO_MAX_ORDER + c] = w_b w_c exp(-(Fxx u_c^2 + 2 Fxy u_c u_b + Fyy u_b^2) / 2)
      [PHO_TX + c] = exp(-Fxx u_c), [PHO_TY + b] = exp(-Fxy u_b)  (per-pixel ratios of the node factors)
    A Gauss-Legendre node's exponential factorizes as exp(-Q(d + u)/2) = e(d) exp(-u_c Vx) exp(-u_b Vy) K_bc,
    with e(d), Vx, Vy at the pixel centre; along a row exp(-u_c Vx) and exp(-u_b Vy) are geometric. */
-#define PHO_TK 2
+#define PHO_TK 4
 #define PHO_TX (PHO_TK + PHO_MAX_ORDER * PHO_MAX_ORDER)
 #define PHO_TY (PHO_TX + PHO_MAX_ORDER)
 #define PHO_TAB (PHO_TY + PHO_MAX_ORDER)
@@ -181,6 +184,8 @@ PHO_FN int pho_gauss_table(const double *gs, int order, const double *nodes, con
     int b, c;
     tab[0] = exp(-fxx);
     tab[1] = exp(-fxx * (double)(PHO_LANES * PHO_LANES));
+    tab[2] = 1.0 / fxx;
+    tab[3] = (fxx * fyy - fxy * fxy) / fxx;
     if (order == 0) return PHO_OK;
     if (order < 1 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
     {
@@ -218,15 +223,25 @@ PHO_FN int pho_seg_extreme(double fxx, double fxy, double fyy, double dy, double
 PHO_FN void pho_row_centre(const double *gs, const double *tab, double dx0, double dy, int n, double a,
                            double *e, double *t0_out, double *c0_out, double *beta_out)
 {
-    double fxx = gs[3], fxy = gs[4], fyy = gs[5];
-    double det = fxx * fyy - fxy * fxy;
-    double c0 = -fxy * dy / fxx;
-    double beta = det * dy / fxx;
+    double fxx = gs[3], fxy = gs[4];
+    double c0 = -fxy * dy * tab[2];
+    double beta = tab[3] * dy;
     double t0 = dx0 - c0;
-    pho_row_gauss(fxx, t0, n, tab[0], tab[1], a * exp(-0.5 * beta * dy), e);
+    pho_row_gauss(fxx, t0, n, tab[0], tab[1], a, 0.5 * beta * dy, e);
     *t0_out = t0;
     *c0_out = c0;
     *beta_out = beta;
+}
+
+/* exp(-u[c] v) for the n Gauss-Legendre nodes (symmetric: u[n-1-c] = -u[c]), with ceil(n/2) exp calls. */
+PHO_FN void pho_node_factors(const double *u, int n, double v, double *f)
+{
+    int c;
+    for (c = 0; c < n; c++) {
+        if (2 * c + 1 > n) f[c] = 1.0 / f[n - 1 - c];
+        else if (2 * c + 1 == n) f[c] = 1.0;
+        else f[c] = exp(-u[c] * v);
+    }
 }
 
 /* Render one Gaussian on one row segment: out[k] += I(pixel j0 + k), k < n <= PHO_SEG.
@@ -252,9 +267,9 @@ PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, 
     }
     pho_row_centre(gs, tab, dx0, dy, n, a, e, &t0, &c0, &beta);
     if (order == 0) {
-        double h0 = 1.0 + (beta * beta - fxx - fyy) / 24.0;
-        double h1 = fxy * beta / 12.0;
-        double h2 = (fxx * fxx + fxy * fxy) / 24.0;
+        double h0 = 1.0 + (beta * beta - fxx - fyy) * (1.0 / 24.0);
+        double h1 = fxy * beta * (1.0 / 12.0);
+        double h2 = (fxx * fxx + fxy * fxy) * (1.0 / 24.0);
         for (k = 0; k < n; k++) {
             double t = t0 + (double)k;
             out[k] += e[k] * (h0 + t * (h1 + t * h2));
@@ -265,11 +280,14 @@ PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, 
         const double *u = nodes + order * PHO_MAX_ORDER;
         double xs[PHO_MAX_ORDER][PHO_SEG];
         double ys[PHO_SEG], sb[PHO_SEG], v[PHO_SEG];
-        for (c = 0; c < order; c++) pho_row_geom(exp(-u[c] * vx0), tab[PHO_TX + c], n, xs[c]);
+        double fx[PHO_MAX_ORDER], fy[PHO_MAX_ORDER];
+        pho_node_factors(u, order, vx0, fx);
+        pho_node_factors(u, order, vy0, fy);
+        for (c = 0; c < order; c++) pho_row_geom(fx[c], tab[PHO_TX + c], n, xs[c]);
         for (k = 0; k < n; k++) v[k] = 0.0;
         for (b = 0; b < order; b++) {
             const double *kb = tab + PHO_TK + b * PHO_MAX_ORDER;
-            pho_row_geom(exp(-u[b] * vy0), tab[PHO_TY + b], n, ys);
+            pho_row_geom(fy[b], tab[PHO_TY + b], n, ys);
             for (k = 0; k < n; k++) sb[k] = 0.0;
             for (c = 0; c < order; c++) {
                 double kc = kb[c];
@@ -321,43 +339,43 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
             T4 += q;
         }
         /* h(t) = h0 + h1 t + h2 t^2;  Vx = fxx t;  Vy = fxy t + beta;  dx = t + c0 */
-        h0 = 1.0 + (beta * beta - fxx - fyy) / 24.0;
-        h1 = fxy * beta / 12.0;
-        h2 = (fxx * fxx + fxy * fxy) / 24.0;
+        h0 = 1.0 + (beta * beta - fxx - fyy) * (1.0 / 24.0);
+        h1 = fxy * beta * (1.0 / 12.0);
+        h2 = (fxx * fxx + fxy * fxy) * (1.0 / 24.0);
         /* dA: sum w e h */
         acc[0] += h0 * T0 + h1 * T1 + h2 * T2;
         /* dx0: A sum w e [h fxx t - ((fxx^2 + fxy^2) t + fxy beta) / 12] */
-        p0 = -fxy * beta / 12.0;
-        p1 = fxx * h0 - (fxx * fxx + fxy * fxy) / 12.0;
+        p0 = -fxy * beta * (1.0 / 12.0);
+        p1 = fxx * h0 - (fxx * fxx + fxy * fxy) * (1.0 / 12.0);
         p2 = fxx * h1;
         p3 = fxx * h2;
         acc[1] += a * (p0 * T0 + p1 * T1 + p2 * T2 + p3 * T3);
         /* dy0: A sum w e [h (fxy t + beta) - (fxy (fxx + fyy) t + fyy beta) / 12] */
-        p0 = h0 * beta - fyy * beta / 12.0;
-        p1 = h0 * fxy + h1 * beta - fxy * (fxx + fyy) / 12.0;
+        p0 = h0 * beta - fyy * beta * (1.0 / 12.0);
+        p1 = h0 * fxy + h1 * beta - fxy * (fxx + fyy) * (1.0 / 12.0);
         p2 = h1 * fxy + h2 * beta;
         p3 = h2 * fxy;
         acc[2] += a * (p0 * T0 + p1 * T1 + p2 * T2 + p3 * T3);
         /* dFxx: A sum w e [-h dx^2 / 2 + (2 fxx t dx - 1) / 24], dx^2 = t^2 + 2 c0 t + c0^2 */
         {
             double d0 = c0 * c0, d1 = 2.0 * c0;
-            p0 = -0.5 * (h0 * d0) - 1.0 / 24.0;
-            p1 = -0.5 * (h0 * d1 + h1 * d0) + fxx * c0 / 12.0;
-            p2 = -0.5 * (h0 + h1 * d1 + h2 * d0) + fxx / 12.0;
+            p0 = -0.5 * (h0 * d0) - 1.0 * (1.0 / 24.0);
+            p1 = -0.5 * (h0 * d1 + h1 * d0) + fxx * c0 * (1.0 / 12.0);
+            p2 = -0.5 * (h0 + h1 * d1 + h2 * d0) + fxx * (1.0 / 12.0);
             p3 = -0.5 * (h1 + h2 * d1);
             p4 = -0.5 * h2;
             acc[3] += a * (p0 * T0 + p1 * T1 + p2 * T2 + p3 * T3 + p4 * T4);
         }
         /* dFxy: A sum w e [-h dx dy + (Vx dy + Vy dx) / 12],
            Vx dy + Vy dx = fxy t^2 + (fxx dy + fxy c0 + beta) t + beta c0 */
-        p0 = -h0 * c0 * dy + beta * c0 / 12.0;
-        p1 = -(h0 + h1 * c0) * dy + (fxx * dy + fxy * c0 + beta) / 12.0;
-        p2 = -(h1 + h2 * c0) * dy + fxy / 12.0;
+        p0 = -h0 * c0 * dy + beta * c0 * (1.0 / 12.0);
+        p1 = -(h0 + h1 * c0) * dy + (fxx * dy + fxy * c0 + beta) * (1.0 / 12.0);
+        p2 = -(h1 + h2 * c0) * dy + fxy * (1.0 / 12.0);
         p3 = -h2 * dy;
         acc[4] += a * (p0 * T0 + p1 * T1 + p2 * T2 + p3 * T3);
         /* dFyy: A sum w e [-h dy^2 / 2 + (2 Vy dy - 1) / 24] */
-        p0 = -0.5 * h0 * dy * dy + (2.0 * beta * dy - 1.0) / 24.0;
-        p1 = -0.5 * h1 * dy * dy + fxy * dy / 12.0;
+        p0 = -0.5 * h0 * dy * dy + (2.0 * beta * dy - 1.0) * (1.0 / 24.0);
+        p1 = -0.5 * h1 * dy * dy + fxy * dy * (1.0 / 12.0);
         p2 = -0.5 * h2 * dy * dy;
         acc[5] += a * (p0 * T0 + p1 * T1 + p2 * T2);
         return PHO_OK;
@@ -371,13 +389,16 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
         double ys[PHO_SEG], s0[PHO_SEG], s1[PHO_SEG], s2[PHO_SEG];
         double M[6][PHO_SEG];
         double r0 = 0.0, r1 = 0.0, r2 = 0.0, r3 = 0.0, r4 = 0.0, r5 = 0.0;
-        for (c = 0; c < order; c++) pho_row_geom(exp(-u[c] * vx0), tab[PHO_TX + c], n, xs[c]);
+        double fx[PHO_MAX_ORDER], fy[PHO_MAX_ORDER];
+        pho_node_factors(u, order, vx0, fx);
+        pho_node_factors(u, order, vy0, fy);
+        for (c = 0; c < order; c++) pho_row_geom(fx[c], tab[PHO_TX + c], n, xs[c]);
         for (b = 0; b < 6; b++)
             for (k = 0; k < n; k++) M[b][k] = 0.0;
         for (b = 0; b < order; b++) {
             const double *kb = tab + PHO_TK + b * PHO_MAX_ORDER;
             double ub = u[b], ub2 = u[b] * u[b];
-            pho_row_geom(exp(-ub * vy0), tab[PHO_TY + b], n, ys);
+            pho_row_geom(fy[b], tab[PHO_TY + b], n, ys);
             for (k = 0; k < n; k++) s0[k] = s1[k] = s2[k] = 0.0;
             for (c = 0; c < order; c++) {
                 double k0 = kb[c], k1c = kb[c] * u[c], k2c = kb[c] * u[c] * u[c];
