@@ -278,29 +278,30 @@ class SersicTable:
             self._check_range(n_arr, rh_arr)
         x = (n_arr - self._n0) / self._dn
         y = (np.log(rh_arr) - self._ln_scale - self._u0) / self._du
-        i = np.minimum(x.astype(np.intp), self._coef.shape[0] - 1)
-        j = np.minimum(np.maximum(y, 0.0).astype(np.intp), self._coef.shape[1] - 1)
+        i = np.minimum(x.astype(np.intp), self._i_max)
+        j = np.minimum(np.maximum(y, 0.0).astype(np.intp), self._j_max)
         t = x - i
         u = y - j
-        tt = np.empty((t.size, 2, 4))  # [value, derivative] x powers 0..3 of t
-        uu = np.empty((t.size, 2, 4))
-        for v, vv in ((t, tt), (u, uu)):
-            v2 = v * v
-            vv[:, 0, 0] = 1.0
-            vv[:, 0, 1] = v
-            vv[:, 0, 2] = v2
-            vv[:, 0, 3] = v2 * v
-            vv[:, 1, 0] = 0.0
-            vv[:, 1, 1] = 1.0
-            vv[:, 1, 2] = 2.0 * v
-            vv[:, 1, 3] = 3.0 * v2
+        # v[:, k, d, p]: k = 0 for t (in n), 1 for u (in ln r_h); d = 0 value, 1 derivative of v^p
+        v = np.empty((t.size, 2, 2, 4))
+        tu = np.stack([t, u], axis=1)
+        tu2 = tu * tu
+        v[:, :, 0, 0] = 1.0
+        v[:, :, 0, 1] = tu
+        v[:, :, 0, 2] = tu2
+        v[:, :, 0, 3] = tu2 * tu
+        v[:, :, 1, 0] = 0.0
+        v[:, :, 1, 1] = 1.0
+        v[:, :, 1, 2] = 2.0 * tu
+        v[:, :, 1, 3] = 3.0 * tu2
         w = np.empty((t.size, 3, 4, 4))
-        np.multiply(tt[:, :, :, None], uu[:, :1, None, :], out=w[:, :2])  # value, d/dt
-        np.multiply(tt[:, :1, :, None], uu[:, 1:, None, :], out=w[:, 2:])  # d/du
+        np.multiply(v[:, 0, :, :, None], v[:, 1, :1, None, :], out=w[:, :2])  # value, d/dt
+        np.multiply(v[:, 0, :1, :, None], v[:, 1, 1:, None, :], out=w[:, 2:])  # d/du
         out = np.matmul(w.reshape(-1, 3, 16), self._coef[i, j])  # (S, 3, M)
-        out[:, 1] /= self._dn
-        out[:, 2] /= (self._du * rh_arr)[:, None]
-        return out[:, 0], out[:, 1], out[:, 2]
+        out = out.transpose(1, 0, 2).copy()  # (3, S, M): each result C-contiguous
+        out[1] /= self._dn
+        out[2] /= (self._du * rh_arr)[:, None]
+        return out[0], out[1], out[2]
 
     def _amplitudes_scalar(self, n: float, rh_arcsec: float):
         """``amplitudes`` for one source: the same spline with scalar arithmetic around one matmul."""
