@@ -39,6 +39,14 @@
 #  include <math.h>
 #  define PHO_FN static inline
 #endif
+/* PHO_FN_INLINE: a helper that must be inlined, so that a compile-time node count unrolls its loops. */
+#if defined(__CUDACC__)
+#  define PHO_FN_INLINE __device__ static __forceinline__
+#elif defined(__GNUC__)
+#  define PHO_FN_INLINE static inline __attribute__((always_inline))
+#else
+#  define PHO_FN_INLINE static inline
+#endif
 /* Vectorized sums: "omp simd reduction" lets the compiler keep one partial sum per SIMD lane (the
    reduction order is then fixed by the build, never by the thread count). Without OpenMP, plain loops. */
 #if (defined(_OPENMP) || defined(PHO_OPENMP_SIMD)) && !defined(__CUDACC__)
@@ -244,6 +252,91 @@ PHO_FN void pho_node_factors(const double *u, int n, double v, double *f)
     }
 }
 
+/* Gauss-Legendre part of a row segment, m x m nodes (m a compile-time constant at each call site of
+   pho_gl_dispatch, so the node loops unroll and the pixel loop vectorizes). e[k]: a exp(-Q/2) at the pixel
+   centres (render) or exp(-Q/2) (gradient). Render: out[k] += e[k] sum_bc K_bc X_c[k] Y_b[k]. Gradient:
+   acc[0..5] += sums of w e times the node moments (see pho_gradient_segment). */
+PHO_FN_INLINE void pho_gl_row(const double *tab, const double *u, const int m, double vx0, double vy0,
+                              double fxx, double fxy, double fyy, double dx0, double dy, double a, int n,
+                              const double *e, double *out, const double *w, double *acc)
+{
+    double xs[PHO_MAX_ORDER][PHO_SEG], ys[PHO_MAX_ORDER][PHO_SEG];
+    double fx[PHO_MAX_ORDER], fy[PHO_MAX_ORDER];
+    const double *kt = tab + PHO_TK;
+    int b, c, k;
+    pho_node_factors(u, m, vx0, fx);
+    pho_node_factors(u, m, vy0, fy);
+    for (c = 0; c < m; c++) pho_row_geom(fx[c], tab[PHO_TX + c], n, xs[c]);
+    for (b = 0; b < m; b++) pho_row_geom(fy[b], tab[PHO_TY + b], n, ys[b]);
+    if (out) {
+        for (k = 0; k < n; k++) {
+            double v = 0.0;
+            for (b = 0; b < m; b++) {
+                double sb = 0.0;
+                for (c = 0; c < m; c++) sb += kt[b * PHO_MAX_ORDER + c] * xs[c][k];
+                v += ys[b][k] * sb;
+            }
+            out[k] += e[k] * v;
+        }
+        return;
+    }
+    {
+        double r0 = 0.0, r1 = 0.0, r2 = 0.0, r3 = 0.0, r4 = 0.0, r5 = 0.0;
+        PHO_SIMD_SUM(r0, r1, r2, r3, r4, r5)
+        for (k = 0; k < n; k++) {
+            /* M0..M5 = sum_bc K_bc X_c Y_b {1, u_c, u_b, u_c^2, u_c u_b, u_b^2} */
+            double m0 = 0.0, m1 = 0.0, m2 = 0.0, m3 = 0.0, m4 = 0.0, m5 = 0.0;
+            double q = w[k] * e[k];
+            double dx = dx0 + (double)k;
+            double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
+            for (b = 0; b < m; b++) {
+                double s0 = 0.0, s1 = 0.0, s2 = 0.0, y = ys[b][k];
+                for (c = 0; c < m; c++) {
+                    double t = kt[b * PHO_MAX_ORDER + c] * xs[c][k];
+                    s0 += t;
+                    s1 += t * u[c];
+                    s2 += t * (u[c] * u[c]);
+                }
+                m0 += y * s0;
+                m1 += y * s1;
+                m2 += (y * u[b]) * s0;
+                m3 += y * s2;
+                m4 += (y * u[b]) * s1;
+                m5 += (y * (u[b] * u[b])) * s0;
+            }
+            r0 += q * m0;
+            r1 += q * (vx * m0 + fxx * m1 + fxy * m2);
+            r2 += q * (vy * m0 + fxy * m1 + fyy * m2);
+            r3 += q * (dx * dx * m0 + 2.0 * dx * m1 + m3);
+            r4 += q * (dx * dy * m0 + dx * m2 + dy * m1 + m4);
+            r5 += q * (dy * dy * m0 + 2.0 * dy * m2 + m5);
+        }
+        acc[0] += r0;
+        acc[1] += a * r1;
+        acc[2] += a * r2;
+        acc[3] += -0.5 * a * r3;
+        acc[4] += -a * r4;
+        acc[5] += -0.5 * a * r5;
+    }
+}
+
+/* Calls pho_gl_row with the order as a literal constant (one unrolled copy per order). */
+PHO_FN void pho_gl_dispatch(const double *tab, const double *u, int m, double vx0, double vy0, double fxx,
+                            double fxy, double fyy, double dx0, double dy, double a, int n, const double *e,
+                            double *out, const double *w, double *acc)
+{
+    switch (m) {
+    case 1: pho_gl_row(tab, u, 1, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, e, out, w, acc); break;
+    case 2: pho_gl_row(tab, u, 2, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, e, out, w, acc); break;
+    case 3: pho_gl_row(tab, u, 3, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, e, out, w, acc); break;
+    case 4: pho_gl_row(tab, u, 4, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, e, out, w, acc); break;
+    case 5: pho_gl_row(tab, u, 5, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, e, out, w, acc); break;
+    case 6: pho_gl_row(tab, u, 6, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, e, out, w, acc); break;
+    case 7: pho_gl_row(tab, u, 7, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, e, out, w, acc); break;
+    default: pho_gl_row(tab, u, PHO_MAX_ORDER, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, e, out, w, acc); break;
+    }
+}
+
 /* Render one Gaussian on one row segment: out[k] += I(pixel j0 + k), k < n <= PHO_SEG.
    dx0 = j0 - x0, dy = i - y0 (pixel centres). tab from pho_gauss_table. */
 PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, const double *wts,
@@ -252,7 +345,7 @@ PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, 
     double a = gs[0], fxx = gs[3], fxy = gs[4], fyy = gs[5];
     double e[PHO_SEG];
     double t0, c0, beta;
-    int k, b, c;
+    int k;
     double vx0 = fxx * dx0 + fxy * dy, vy0 = fxy * dx0 + fyy * dy;
     if (order < 0 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
     if (n <= 0) return PHO_OK;
@@ -276,28 +369,7 @@ PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, 
         }
         return PHO_OK;
     }
-    {
-        const double *u = nodes + order * PHO_MAX_ORDER;
-        double xs[PHO_MAX_ORDER][PHO_SEG];
-        double ys[PHO_SEG], sb[PHO_SEG], v[PHO_SEG];
-        double fx[PHO_MAX_ORDER], fy[PHO_MAX_ORDER];
-        pho_node_factors(u, order, vx0, fx);
-        pho_node_factors(u, order, vy0, fy);
-        for (c = 0; c < order; c++) pho_row_geom(fx[c], tab[PHO_TX + c], n, xs[c]);
-        for (k = 0; k < n; k++) v[k] = 0.0;
-        for (b = 0; b < order; b++) {
-            const double *kb = tab + PHO_TK + b * PHO_MAX_ORDER;
-            pho_row_geom(fy[b], tab[PHO_TY + b], n, ys);
-            for (k = 0; k < n; k++) sb[k] = 0.0;
-            for (c = 0; c < order; c++) {
-                double kc = kb[c];
-                const double *x = xs[c];
-                for (k = 0; k < n; k++) sb[k] += kc * x[k];
-            }
-            for (k = 0; k < n; k++) v[k] += ys[k] * sb[k];
-        }
-        for (k = 0; k < n; k++) out[k] += e[k] * v[k];
-    }
+    pho_gl_dispatch(tab, nodes + order * PHO_MAX_ORDER, order, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, e, out, 0, 0);
     return PHO_OK;
 }
 
@@ -310,7 +382,7 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
     double a = gs[0], fxx = gs[3], fxy = gs[4], fyy = gs[5];
     double e[PHO_SEG];
     double t0, c0, beta;
-    int k, b, c;
+    int k;
     double vx0 = fxx * dx0 + fxy * dy, vy0 = fxy * dx0 + fyy * dy;
     if (order < 0 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
     if (n <= 0) return PHO_OK;
@@ -380,65 +452,7 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
         acc[5] += a * (p0 * T0 + p1 * T1 + p2 * T2);
         return PHO_OK;
     }
-    {
-        /* Per pixel, moments of the node offsets weighted by the node exponentials:
-           M0..M5 = sum_bc K_bc X_c Y_b {1, u_c, u_b, u_c^2, u_c u_b, u_b^2}; then
-           sum e Vx_node = Vx M0 + fxx M1 + fxy M2, sum e dx_node^2 = dx^2 M0 + 2 dx M1 + M3, etc. */
-        const double *u = nodes + order * PHO_MAX_ORDER;
-        double xs[PHO_MAX_ORDER][PHO_SEG];
-        double ys[PHO_SEG], s0[PHO_SEG], s1[PHO_SEG], s2[PHO_SEG];
-        double M[6][PHO_SEG];
-        double r0 = 0.0, r1 = 0.0, r2 = 0.0, r3 = 0.0, r4 = 0.0, r5 = 0.0;
-        double fx[PHO_MAX_ORDER], fy[PHO_MAX_ORDER];
-        pho_node_factors(u, order, vx0, fx);
-        pho_node_factors(u, order, vy0, fy);
-        for (c = 0; c < order; c++) pho_row_geom(fx[c], tab[PHO_TX + c], n, xs[c]);
-        for (b = 0; b < 6; b++)
-            for (k = 0; k < n; k++) M[b][k] = 0.0;
-        for (b = 0; b < order; b++) {
-            const double *kb = tab + PHO_TK + b * PHO_MAX_ORDER;
-            double ub = u[b], ub2 = u[b] * u[b];
-            pho_row_geom(fy[b], tab[PHO_TY + b], n, ys);
-            for (k = 0; k < n; k++) s0[k] = s1[k] = s2[k] = 0.0;
-            for (c = 0; c < order; c++) {
-                double k0 = kb[c], k1c = kb[c] * u[c], k2c = kb[c] * u[c] * u[c];
-                const double *x = xs[c];
-                for (k = 0; k < n; k++) {
-                    s0[k] += k0 * x[k];
-                    s1[k] += k1c * x[k];
-                    s2[k] += k2c * x[k];
-                }
-            }
-            for (k = 0; k < n; k++) {
-                double y = ys[k];
-                M[0][k] += y * s0[k];
-                M[1][k] += y * s1[k];
-                M[2][k] += (y * ub) * s0[k];
-                M[3][k] += y * s2[k];
-                M[4][k] += (y * ub) * s1[k];
-                M[5][k] += (y * ub2) * s0[k];
-            }
-        }
-        PHO_SIMD_SUM(r0, r1, r2, r3, r4, r5)
-        for (k = 0; k < n; k++) {
-            double q = w[k] * e[k];
-            double dx = dx0 + (double)k;
-            double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
-            double m0 = M[0][k], m1 = M[1][k], m2 = M[2][k];
-            r0 += q * m0;
-            r1 += q * (vx * m0 + fxx * m1 + fxy * m2);
-            r2 += q * (vy * m0 + fxy * m1 + fyy * m2);
-            r3 += q * (dx * dx * m0 + 2.0 * dx * m1 + M[3][k]);
-            r4 += q * (dx * dy * m0 + dx * m2 + dy * m1 + M[4][k]);
-            r5 += q * (dy * dy * m0 + 2.0 * dy * m2 + M[5][k]);
-        }
-        acc[0] += r0;
-        acc[1] += a * r1;
-        acc[2] += a * r2;
-        acc[3] += -0.5 * a * r3;
-        acc[4] += -a * r4;
-        acc[5] += -0.5 * a * r5;
-    }
+    pho_gl_dispatch(tab, nodes + order * PHO_MAX_ORDER, order, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, e, 0, w, acc);
     return PHO_OK;
 }
 
