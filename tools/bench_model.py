@@ -14,8 +14,9 @@ Prints, per case, microseconds per call of
 
 Cases: one Sersic in one 64x64 exposure, and 20 Sersics in four 64x64 exposures (two bands).
 The profile is the shipped Sersic table if available (``--profile standin`` for the analytic
-stand-in). Run ``python tools/bench_model.py`` (add ``--repeat N`` for more calls); pin to one
-core with ``taskset -c 0`` for stable numbers.
+stand-in). Run ``taskset -c 0 python tools/bench_model.py`` (add ``--repeat N`` for more calls).
+Times are CPU time (process time), best of 5, so that time spent descheduled on a busy machine
+does not count; with ``taskset -c 0`` no extra threads add to it.
 """
 
 from __future__ import annotations
@@ -71,13 +72,15 @@ def build(n_sources, n_exposures, profile, rng):
 
 
 def per_call_us(func, repeat):
+    """Best of 5 of the mean CPU time (process time, so time spent descheduled on a busy machine
+    does not count) per call, microseconds."""
     func()
     best = np.inf
     for _ in range(5):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for _ in range(repeat):
             func()
-        best = min(best, (time.perf_counter() - t0) / repeat)
+        best = min(best, (time.process_time() - t0) / repeat)
     return best * 1e6
 
 
