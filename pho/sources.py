@@ -335,6 +335,8 @@ class Scene:
                 raise PhoValueError(f"bands must be distinct and non-empty, got {bands}")
         self.bands = bands
         self.sources = tuple(copy.copy(s) for s in sources)
+        for s in self.sources:
+            s.flux = dict(s.flux)  # the copies share nothing mutable with the caller's sources
 
         names, kinds, owners, pbands, theta = [], [], [], [], []
         self._offsets = []
