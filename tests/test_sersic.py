@@ -144,6 +144,7 @@ def test_flux_against_exact_sersic(unit_table, n, rh):
         assert mixture_enclosed(k * rh, a, radii)[0] == pytest.approx(sersic_enclosed(k * rh, n, rh), abs=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", N_VALUES)
 @pytest.mark.parametrize("rh", RH_UNITS)
 def test_half_light_radius_against_exact_sersic(unit_table, n, rh):
@@ -166,11 +167,12 @@ def test_half_light_radius_against_exact_sersic(unit_table, n, rh):
 
 #: Worst |fractional SB error| allowed, per n, over r in [0.5 table units, R_OUT r_h].
 #: n >= 1: 1% out to 4 r_h (the issue's bar). n = 0.5 (a Gaussian) is the table's weak point:
-#: fixed radii 1.44x apart cannot follow a Gaussian's tail, so only 7% to 1.5 r_h is asserted
+#: fixed radii 1.44x apart cannot follow a Gaussian's tail, so only 3% to 1.5 r_h is asserted
 #: (docs/sersic_tables.md gives the measured figures).
-SB_BOUNDS = {0.5: (1.5, 0.07), 1.0: (4.0, 0.01), 2.0: (4.0, 0.01), 4.0: (4.0, 0.01), 6.0: (4.0, 0.01)}
+SB_BOUNDS = {0.5: (1.5, 0.03), 1.0: (4.0, 0.01), 2.0: (4.0, 0.01), 4.0: (4.0, 0.01), 6.0: (4.0, 0.01)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", N_VALUES)
 @pytest.mark.parametrize("rh", RH_UNITS)
 def test_surface_brightness_outside_the_smoothing_core(unit_table, n, rh):
