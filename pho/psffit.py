@@ -594,7 +594,8 @@ def _levenberg_marquardt(model_jac, data, p0, lo, sigma, max_iter=100, rtol=1e-1
                 lam *= 10.0
                 continue
             p_new = np.maximum(p + step, lo)
-            m_new = model_jac_w(p_new, False)[0]
+            with np.errstate(all="ignore"):  # a wild trial step may overflow; it is rejected below
+                m_new = model_jac_w(p_new, False)[0]
             r_new = m_new - data
             cost_new = float(r_new @ r_new)
             if np.isfinite(cost_new) and cost_new < cost:
@@ -615,9 +616,14 @@ def _levenberg_marquardt(model_jac, data, p0, lo, sigma, max_iter=100, rtol=1e-1
     return p, it, note
 
 
-def _initial_mixture(img, u, v, area, ngauss):
-    """EM start: K concentric round Gaussians with log-spaced widths from the core's to the
-    region's rms radius, equal amplitudes. Lengths in detector pixels."""
+#: EM starts: factors on the core's and the widest initial width (see ``_initial_mixture``).
+_START_WIDTH_FACTORS = ((1.0, 1.0), (1.0, 0.5), (1.0, 2.0))
+
+
+def _initial_mixture(img, u, v, area, ngauss, core_factor=1.0, wide_factor=1.0):
+    """EM start: K concentric round Gaussians with log-spaced widths from the core's (sigma of
+    the half-maximum area, times ``core_factor``) to the region's rms radius (times
+    ``wide_factor``), equal amplitudes. Lengths in detector pixels."""
     w = np.maximum(img, 0.0)
     peak = img.max()
     n_half = np.count_nonzero(img > 0.5 * peak)
@@ -625,6 +631,8 @@ def _initial_mixture(img, u, v, area, ngauss):
     sigma_core = max(fwhm / 2.3548, 0.1)
     r2 = float(np.sum(w * (u * u + v * v)) / w.sum())
     sigma_wide = max(np.sqrt(r2 / 2.0), 2.0 * sigma_core)
+    sigma_core *= core_factor
+    sigma_wide = max(sigma_wide * wide_factor, 1.5 * sigma_core)
     sigmas = np.geomspace(sigma_core, sigma_wide, ngauss) if ngauss > 1 else np.array([np.sqrt(r2 / 2.0)])
     cov = np.zeros((ngauss, 2, 2))
     cov[:, 0, 0] = cov[:, 1, 1] = sigmas**2
@@ -657,6 +665,7 @@ def fit_psf_mixture(
     max_em_iter: int = 300,
     em_tol: float = 1e-7,
     max_lm_iter: int = 100,
+    n_starts: int = 1,
     meta: dict | None = None,
 ) -> PSFFitResult:
     """Fit a K-Gaussian mixture to a PSF image.
@@ -695,6 +704,11 @@ def fit_psf_mixture(
         Default: True when ``oversample == 1``, else False.
     polish : bool
         Run the least-squares polish after EM.
+    n_starts : int
+        Number of EM starts, 1..3 (initial widths spread as by default, with the widest halved,
+        with the widest doubled). Each is polished; the one with the lowest polish merit (sum
+        of squared residuals) is kept. More starts cost proportionally more time and help
+        little on the JWST PSF (docs/fitpsf.md).
     max_em_iter : int
         Most EM iterations.
     em_tol : float
@@ -728,6 +742,8 @@ def fit_psf_mixture(
     if not (isinstance(ngauss, (int, np.integer)) and 1 <= ngauss <= 20):
         raise PhoValueError(f"ngauss={ngauss!r}: the number of Gaussians must be an integer from 1 to 20")
     _check_oversample(float(oversample))
+    if n_starts not in (1, 2, 3):
+        raise PhoValueError(f"n_starts={n_starts!r}: the number of EM starts must be 1, 2 or 3")
     S = float(oversample)
     data, finite, notes = _check_image(image)
     if pixel_integrated is None:
@@ -760,22 +776,8 @@ def fit_psf_mixture(
     img, u, v, counts, spread = _fit_samples(data[mask], u_all[mask], v_all[mask], xx[mask], yy[mask], S)
     area = counts / S**2  # detector pixels^2 per sample
 
-    # EM on the (non-negative part of the) image, the samples taken as points
-    amp0, mu0, mv0, cov0 = _initial_mixture(data[mask], u_all[mask], v_all[mask], 1.0 / S**2, ngauss)
-    weights = np.maximum(img, 0.0)
-    amp, mu, mv, cov, n_iter, converged, _ = _em(
-        u, v, weights, amp0, mu0, mv0, cov0, max_em_iter, em_tol, MIN_VARIANCE_DET_PIX2
-    )
-    if not converged:
-        log.info("EM did not converge in %d iterations (K=%d); the polish continues from there", n_iter, ngauss)
-    if pixel_integrated:
-        # Sheppard's correction: sampling the pixel-integrated PSF adds the box's variance 1/12.
-        cov[:, 0, 0] = np.maximum(cov[:, 0, 0] - 1.0 / 12.0, MIN_VARIANCE_DET_PIX2)
-        cov[:, 1, 1] = np.maximum(cov[:, 1, 1] - 1.0 / 12.0, MIN_VARIANCE_DET_PIX2)
-        det_min = cov[:, 0, 0] * cov[:, 1, 1] * 0.99
-        cov[:, 0, 1] = np.sign(cov[:, 0, 1]) * np.minimum(np.abs(cov[:, 0, 1]), np.sqrt(det_min))
-        cov[:, 1, 0] = cov[:, 0, 1]
     offsets, qweights = _quadrature(pixel_integrated, 1.0)
+    weights = np.maximum(img, 0.0)
 
     def scaled_model(q, want_jac):
         """Model F * mixture on the fit samples; q = (packed mixture, log F)."""
@@ -785,32 +787,55 @@ def fit_psf_mixture(
             J = np.hstack([J * F, (m * F)[:, None]])
         return m * F, J
 
-    # The image covers only part of the PSF; its normalization is not the mixture's. A free scale
-    # F (model = F * mixture, amplitudes summing to one) absorbs the flux outside the image.
-    p_em = _pack(amp, mu, mv, cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1])
-    m_em = scaled_model(np.append(p_em, 0.0), False)[0]
-    q_em = np.append(p_em, np.log(np.sum(img * m_em / counts) / np.sum(m_em * m_em / counts)))
-
     def figures_of(q):
         model = np.zeros_like(data)
         model[finite] = np.exp(q[-1]) * _model_and_jac(
             q[:-1], u_all[finite], v_all[finite], offsets, qweights, 1.0 / S**2, want_jac=False
         )[0]
-        return q, model, _figures(data, model, finite, (cx, cy), S)
+        return model, _figures(data, model, finite, (cx, cy), S)
 
-    q_best, model_best, fig_best = figures_of(q_em)
-    polished = False
-    if polish:
-        lo = np.full(q_em.size, -np.inf)
-        lo[3:-1:6] = lo[5:-1:6] = 0.5 * np.log(MIN_VARIANCE_DET_PIX2)
-        q_fit, n_lm, lm_note = _levenberg_marquardt(
-            scaled_model, img, np.maximum(q_em, lo), lo, np.sqrt(counts), max_iter=max_lm_iter
+    candidates = []
+    for start, (core_factor, wide_factor) in enumerate(_START_WIDTH_FACTORS[:n_starts]):
+        # EM on the (non-negative part of the) image, the samples taken as points
+        amp0, mu0, mv0, cov0 = _initial_mixture(
+            data[mask], u_all[mask], v_all[mask], 1.0 / S**2, ngauss, core_factor, wide_factor
         )
-        q_pol, model_pol, fig_pol = figures_of(q_fit)
-        log.info("polish: %s after %d iterations; figures %s -> %s", lm_note, n_lm, fig_best[:2], fig_pol[:2])
-        if pixel_integrated or (fig_pol[0] <= fig_best[0] and fig_pol[1] <= fig_best[1]):
-            q_best, model_best, fig_best = q_pol, model_pol, fig_pol
-            polished = True
+        amp, mu, mv, cov, n_iter, converged, _ = _em(
+            u, v, weights, amp0, mu0, mv0, cov0, max_em_iter, em_tol, MIN_VARIANCE_DET_PIX2
+        )
+        if not converged:
+            log.info("EM did not converge in %d iterations (K=%d, start %d); the polish goes on", n_iter, ngauss, start)
+        if pixel_integrated:
+            # Sheppard's correction: sampling the pixel-integrated PSF adds the box's variance 1/12.
+            cov[:, 0, 0] = np.maximum(cov[:, 0, 0] - 1.0 / 12.0, MIN_VARIANCE_DET_PIX2)
+            cov[:, 1, 1] = np.maximum(cov[:, 1, 1] - 1.0 / 12.0, MIN_VARIANCE_DET_PIX2)
+            det_min = cov[:, 0, 0] * cov[:, 1, 1] * 0.99
+            cov[:, 0, 1] = np.sign(cov[:, 0, 1]) * np.minimum(np.abs(cov[:, 0, 1]), np.sqrt(det_min))
+            cov[:, 1, 0] = cov[:, 0, 1]
+        # The image covers only part of the PSF; its normalization is not the mixture's. A free
+        # scale F (model = F * mixture, amplitudes summing to one) absorbs the flux outside it.
+        p_em = _pack(amp, mu, mv, cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1])
+        m_em = scaled_model(np.append(p_em, 0.0), False)[0]
+        q_em = np.append(p_em, np.log(np.sum(img * m_em / counts) / np.sum(m_em * m_em / counts)))
+        q_best = q_em
+        model_best, fig_best = figures_of(q_em)
+        polished = False
+        if polish:
+            lo = np.full(q_em.size, -np.inf)
+            lo[3:-1:6] = lo[5:-1:6] = 0.5 * np.log(MIN_VARIANCE_DET_PIX2)
+            q_fit, n_lm, lm_note = _levenberg_marquardt(
+                scaled_model, img, np.maximum(q_em, lo), lo, np.sqrt(counts), max_iter=max_lm_iter
+            )
+            model_pol, fig_pol = figures_of(q_fit)
+            log.info("start %d polish: %s after %d iterations; figures %s -> %s", start, lm_note, n_lm,
+                     fig_best[:2], fig_pol[:2])  # fmt: skip
+            if pixel_integrated or (fig_pol[0] <= fig_best[0] and fig_pol[1] <= fig_best[1]):
+                q_best, model_best, fig_best = q_fit, model_pol, fig_pol
+                polished = True
+        resid = scaled_model(q_best, False)[0] - img
+        chi2 = float(np.sum(resid * resid / counts))
+        candidates.append((chi2, start, q_best, model_best, fig_best, polished, n_iter))
+    chi2, start, q_best, model_best, fig_best, polished, n_iter = min(candidates, key=lambda c: c[0])
     p_best = q_best[:-1]
     model_scale = float(np.exp(q_best[-1]))
 
@@ -828,6 +853,7 @@ def fit_psf_mixture(
         "POLISHED": polished,
         "MODSCALE": model_scale,
         "EMITER": n_iter,
+        "START": start,
         "MAXRES": max_frac,
         "SUMRES": sum_frac,
         "NNONFIN": notes["n_nonfinite"],

@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-polish", action="store_true", help="skip the least-squares polish after EM")
     p.add_argument(
+        "--starts",
+        type=int,
+        choices=(1, 2, 3),
+        default=1,
+        help="EM starts per K (initial widths spread differently); the lowest chi-square is kept (default: %(default)s)",
+    )
+    p.add_argument(
         "--target",
         type=float,
         default=None,
@@ -168,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 radius_det_pix=args.radius,
                 pixel_integrated=pixel_integrated,
                 polish=not args.no_polish,
+                n_starts=args.starts,
                 meta=meta,
             )
         except PhoError as exc:
