@@ -93,11 +93,13 @@ class _Astrometry:
             and wcs.cpdis1 is None and wcs.cpdis2 is None and wcs.det2im1 is None and wcs.det2im2 is None
         )
         self.reference_pixel = ((nx - 1) / 2.0, (ny - 1) / 2.0)
-        ra_ref, dec_ref = (float(v) for v in wcs.all_pix2world([self.reference_pixel], 0)[0])
+        lng, lat = wcs.wcs.lng, wcs.wcs.lat  # world axis order of (ra, dec) in this WCS
+        ref_world = wcs.all_pix2world([self.reference_pixel], 0)[0]
+        ra_ref, dec_ref = float(ref_world[lng]), float(ref_world[lat])
         if not (math.isfinite(ra_ref) and math.isfinite(dec_ref)):
             raise PhoDataError(f"the WCS gives no sky position for the stamp centre pixel {self.reference_pixel}; check the WCS")
         self.reference_radec = (ra_ref, dec_ref)
-        ra0, dec0 = (float(v) for v in wcs.wcs.crval) if plain_tan else (ra_ref, dec_ref)
+        ra0, dec0 = (float(wcs.wcs.crval[lng]), float(wcs.wcs.crval[lat])) if plain_tan else (ra_ref, dec_ref)
         self._basis = _tangent_basis(ra0, dec0)
 
         margin = max(16.0, 0.25 * max(nx, ny))
@@ -111,8 +113,8 @@ class _Astrometry:
         chk_world = wcs.all_pix2world(np.column_stack([cx, cy]), 0)
         if not (np.all(np.isfinite(fit_world)) and np.all(np.isfinite(chk_world))):
             raise PhoDataError("the WCS gives non-finite sky positions over the stamp; check the WCS")
-        fxi, feta = self._standard(fit_world[:, 0], fit_world[:, 1])
-        cxi, ceta = self._standard(chk_world[:, 0], chk_world[:, 1])
+        fxi, feta = self._standard(fit_world[:, lng], fit_world[:, lat])
+        cxi, ceta = self._standard(chk_world[:, lng], chk_world[:, lat])
         self._xi_c, self._eta_c = float(np.mean(fxi)), float(np.mean(feta))
         self._scale = float(max(np.ptp(fxi), np.ptp(feta))) / 2.0
         if not self._scale > 0:

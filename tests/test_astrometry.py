@@ -117,3 +117,22 @@ def test_sip_wcs_uses_a_higher_polynomial():
     assert exp._astrometry.degree >= 3
     assert exp._astrometry.max_error_pix < 1e-4
     assert _exposure(WCS_CASES["rotated"]())._astrometry.degree == 1
+
+
+def test_wcs_with_dec_as_first_axis():
+    """A WCS whose first world axis is Dec (CTYPE1 = DEC--TAN) is read by axis type, not order."""
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["DEC--TAN", "RA---TAN"]
+    w.wcs.crval = [-30.0, 45.0]
+    w.wcs.crpix = [20.0, 25.0]
+    s = 0.05 / 3600
+    w.wcs.cd = [[0.3 * s, s], [-s, 0.2 * s]]
+    exp = _exposure(w)
+    px, py = np.array([3.0, 40.0, 60.0]), np.array([50.0, 10.0, 33.0])
+    dec, ra = w.pixel_to_world_values(px, py)
+    x, y = exp.sky_to_pixel(ra, dec)
+    assert np.max(np.hypot(x - px, y - py)) < TOL_PIX
+    assert exp._astrometry.degree == 1
+    assert exp.reference_radec == pytest.approx(tuple(float(v) for v in w.pixel_to_world_values(31.5, 31.5)[::-1]), abs=1e-12)
