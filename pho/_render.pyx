@@ -54,10 +54,11 @@ if not PHO_HAVE_OPENMP:
 
 
 cdef int _tables(const double[:, ::1] g, const int[::1] orders, const double[:, ::1] nodes,
-                 const double[:, ::1] wts, double[:, ::1] tab, int[::1] st, int nthreads) noexcept nogil:
-    """Per-Gaussian constants (pho_gauss_table), in parallel over Gaussians."""
+                 const double[:, ::1] wts, double[:, ::1] tab, int[::1] st) noexcept nogil:
+    """Per-Gaussian constants (pho_gauss_table), serially (a few exp per Gaussian; one parallel
+    region fewer per call)."""
     cdef Py_ssize_t k
-    for k in prange(g.shape[0], num_threads=nthreads, schedule="static"):
+    for k in range(g.shape[0]):
         st[k] = pho_gauss_table(&g[k, 0], orders[k], &nodes[0, 0], &wts[0, 0], &tab[k, 0])
     return 0
 
@@ -91,7 +92,7 @@ def render_image(const double[:, ::1] gaussians not None, const Py_ssize_t[:, ::
     st_row = np.zeros(ny, dtype=np.intc)
     st_g = np.zeros(G, dtype=np.intc)
     with nogil:
-        _tables(gaussians, orders, nodes, wts, kc, st_g, nthreads)
+        _tables(gaussians, orders, nodes, wts, kc, st_g)
         for i in prange(ny, num_threads=nthreads, schedule="dynamic"):
             for k in range(G):
                 if boxes[k, 2] > i or boxes[k, 3] < i or boxes[k, 0] > boxes[k, 1]:
@@ -143,10 +144,10 @@ def gradient_sums(const double[:, ::1] gaussians not None, const Py_ssize_t[:, :
     kc = np.zeros((G, PHO_TAB))
     st_g = np.zeros(G, dtype=np.intc)
     with nogil:
-        _tables(gaussians, orders, nodes, wts, kc, st_g, nthreads)
         for k in prange(G, num_threads=nthreads, schedule="dynamic"):
             if boxes[k, 0] > boxes[k, 1]:
                 continue
+            st_g[k] = pho_gauss_table(&gaussians[k, 0], orders[k], &nodes[0, 0], &wts[0, 0], &kc[k, 0])
             for i in range(boxes[k, 2], boxes[k, 3] + 1):
                 js = boxes[k, 0]
                 jhi = boxes[k, 1]
