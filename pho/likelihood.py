@@ -111,7 +111,16 @@ class Likelihood:
 
     Examples
     --------
-    ``like = pho.Likelihood(scene, [exp1, exp2]); value, grad = like.lnlike_and_grad(scene.get_vector())``
+    >>> import numpy as np, pho
+    >>> from astropy.wcs import WCS
+    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]; w.wcs.crval = [150.0, 2.0]
+    >>> w.wcs.crpix = [32.5, 32.5]; w.wcs.cd = [[-0.03 / 3600, 0], [0, 0.03 / 3600]]
+    >>> exp = pho.Exposure(np.zeros((64, 64)), np.ones((64, 64)), w, pho.PSFMixture.gaussian(2.0), "F814W")
+    >>> scene = pho.Scene([pho.PointSource(150.0, 2.0, {"F814W": 10.0})])
+    >>> like = pho.Likelihood(scene, [exp])
+    >>> value, grad = like.lnlike_and_grad(scene.get_vector())
+    >>> like.parameter_names, grad.shape
+    (('s0.flux_F814W', 's0.ra', 's0.dec'), (3,))
     """
 
     def __init__(self, scene, exposures, backend="reference", kind: str = "gaussian", workers: int | None = None):
