@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pho import _cuda, _reference as ref
+
 INCLUDE = Path(__file__).resolve().parents[1] / "pho" / "include"
 
 CUDA_SOURCE = r"""
@@ -33,6 +35,7 @@ extern "C" __global__ void pho_test_tables(const double *g, const int *orders, c
 """
 
 C_SOURCE = r"""
+#include <stdio.h>
 #include "pho_kernel.h"
 int main(void)
 {
@@ -45,6 +48,7 @@ int main(void)
     if (pho_render_segment(g, 0, nodes, wts, tab, -3.2, -2.1, 8, out)) return 2;
     if (pho_gradient_segment(g, 0, nodes, wts, tab, -3.2, -2.1, 8, out, acc)) return 3;
     if (pho_render_segment(g, PHO_MAX_ORDER + 1, nodes, wts, tab, -3.2, -2.1, 8, out) != PHO_ERR_ORDER) return 4;
+    printf("%d %d\n", PHO_MAX_ORDER, PHO_TAB);
     return out[3] > 0.0 && acc[0] > 0.0 ? 0 : 5;
 }
 """
@@ -73,4 +77,24 @@ def test_header_compiles_as_strict_c99_and_runs(tmp_path):
     flags = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"]
     r = subprocess.run([cc, *flags, f"-I{INCLUDE}", str(src), "-o", str(exe), "-lm"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert subprocess.run([str(exe)]).returncode == 0
+    run = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert run.returncode == 0
+    # the Python side's node tables and the GPU driver's table size agree with the header
+    max_order, tab_len = (int(v) for v in run.stdout.split())
+    assert max_order == ref.MAX_ORDER
+    assert tab_len == _cuda._tab_len()
+
+
+def test_gpu_driver_source_compiles(tmp_path):
+    """The CuPy backend's own CUDA source (pho._cuda.CUDA_SOURCE) compiles with nvcc to PTX."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not on PATH, so the GPU driver source cannot be compile-checked here")
+    src = tmp_path / "drv.cu"
+    src.write_text(_cuda.CUDA_SOURCE)
+    ptx = tmp_path / "drv.ptx"
+    r = subprocess.run([nvcc, "-ptx", f"-I{_cuda.INCLUDE_DIR}", str(src), "-o", str(ptx)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    text = ptx.read_text()
+    for name in ("pho_tables", "pho_render_rows", "pho_gradient_gaussians"):
+        assert f".entry {name}" in text
