@@ -28,6 +28,7 @@ __all__ = [
     "read_psf_image",
     "find_psf_center",
     "plot_psf_fit",
+    "default_pixel_integrated",
     "OVERSAMPLE_KEYS",
     "EE_RADII_DET_PIX",
 ]
@@ -169,6 +170,17 @@ def read_psf_image(path: str | os.PathLike, hdu: int = 0, oversample: float | No
             )
     _check_oversample(oversample)
     return PSFImage(data, float(oversample), source, path, hdu, extname, center)
+
+
+def default_pixel_integrated(oversample: float, extname: str = "") -> bool:
+    """Whether to take a PSF image as already integrated over the detector pixel, by default.
+
+    True for detector sampling (``oversample == 1``: HST, TinyTim and empirical PSFs are effective
+    PSFs) and for WebbPSF/STPSF's detector-sampled extensions (EXTNAME ``DET_SAMP``,
+    ``DET_DIST``); False otherwise (WebbPSF's oversampled ``OVERSAMP`` extension samples the
+    optical PSF).
+    """
+    return bool(np.isclose(float(oversample), 1.0)) or extname.strip().upper() in _INTEGRATED_EXTNAMES
 
 
 def _check_oversample(oversample: float) -> None:
@@ -747,7 +759,7 @@ def fit_psf_mixture(
     S = float(oversample)
     data, finite, notes = _check_image(image)
     if pixel_integrated is None:
-        pixel_integrated = bool(np.isclose(S, 1.0))
+        pixel_integrated = default_pixel_integrated(S)
     ny, nx = data.shape
     if center_pix is None:
         cx, cy = find_psf_center(data, S)

@@ -10,6 +10,7 @@ import pho
 from pho import PhoDataError, PhoDataWarning, PhoRangeError, PhoValueError, PSFMixture
 from pho.psffit import (
     _model_and_jac,
+    default_pixel_integrated,
     _pack,
     _quadrature,
     find_psf_center,
@@ -224,6 +225,13 @@ def test_plot_draws_four_panels_and_one_ellipse_per_gaussian(tmp_path):
     assert (tmp_path / "fit.png").stat().st_size > 10_000
     assert len(fig.axes) >= 4
     assert sum(isinstance(p, Ellipse) for p in fig.axes[3].patches) == 3
+
+
+def test_default_pixel_integration_follows_sampling_and_extname():
+    assert default_pixel_integrated(1.0) is True
+    assert default_pixel_integrated(4.0) is False
+    assert default_pixel_integrated(4.0, "DET_SAMP") is True
+    assert default_pixel_integrated(4.0, "OVERSAMP") is False
 
 
 def test_api_is_exported():

@@ -124,6 +124,22 @@ def test_nan_pixels_in_a_file_are_left_out_with_a_warning(tmp_path, capsys):
     assert sorted(mix.cxx) == pytest.approx([1.0, 9.0], rel=1e-3)  # (2/2)^2, (6/2)^2 detector px^2
 
 
+def test_oversampled_det_samp_extension_is_taken_as_integrated(tmp_path):
+    # an oversampled effective PSF in an extension named DET_SAMP; OVERSAMP only in the primary
+    yy, xx = np.mgrid[0:60, 0:60]
+    img = np.exp(-0.5 * ((xx - 29.5) ** 2 + (yy - 30.2) ** 2) / 4.0**2)
+    primary = fits.PrimaryHDU()
+    primary.header["OVERSAMP"] = 4
+    psf = tmp_path / "psf.fits"
+    fits.HDUList([primary, fits.ImageHDU(img, name="DET_SAMP")]).writeto(psf)
+    out = tmp_path / "mix.fits"
+    assert main([str(psf), "--hdu", "1", "--ngauss", "1", "-o", str(out)]) == 0
+    mix = PSFMixture.read(out)
+    assert mix.meta["PIXINTEG"] is True and mix.meta["OVERSAMP"] == 4.0
+    # image variance (4/4)^2 = 1 detector px^2 includes the pixel's 1/12; the mixture excludes it
+    assert mix.cxx[0] == pytest.approx(1.0 - 1.0 / 12.0, rel=0.01)
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [

@@ -25,7 +25,14 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import NOT_OVERWRITING_MSG, PhoError
-from ..psffit import EE_RADII_DET_PIX, OVERSAMPLE_KEYS, fit_psf_mixture, plot_psf_fit, read_psf_image
+from ..psffit import (
+    EE_RADII_DET_PIX,
+    OVERSAMPLE_KEYS,
+    default_pixel_integrated,
+    fit_psf_mixture,
+    plot_psf_fit,
+    read_psf_image,
+)
 
 __all__ = ["build_parser", "main", "parse_ngauss"]
 
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     pixel_integrated = args.pixel_integrated
     if pixel_integrated is None:
-        pixel_integrated = image.oversample == 1.0 or image.extname.upper() in ("DET_SAMP", "DET_DIST")
+        pixel_integrated = default_pixel_integrated(image.oversample, image.extname)
     argv_used = sys.argv[1:] if argv is None else list(argv)
     meta = {
         "INPUT": str(args.psf),
