@@ -9,6 +9,7 @@ from scipy.special import erf
 import pho
 from pho import PhoDataError, PhoDataWarning, PhoRangeError, PhoValueError, PSFMixture
 from pho.psffit import (
+    _em,
     _model_and_jac,
     default_pixel_integrated,
     _pack,
@@ -80,6 +81,27 @@ def test_more_starts_never_raise_the_polish_merit():
     # the selection is by the binned merit; the per-pixel sum agrees to well within the differences
     assert chi2(three) <= chi2(one) * (1 + 1e-3)
     assert three.mixture.meta["START"] in (0, 1, 2)
+
+
+def test_em_alone_recovers_a_known_mixture_from_its_samples():
+    # EM's fixed point on noise-free, well-sampled, untruncated data is the generating mixture;
+    # components apart so that EM's linear convergence is quick
+    true = PSFMixture([0.5, 0.3, 0.2], [0.0, 6.0, -5.0], [0.0, -4.0, 5.0], [2.2, 4.0, 6.0], [0.3, -1.0, 2.0],
+                      [2.5, 3.0, 5.0])  # fmt: skip
+    yy, xx = np.mgrid[-40:41, -40:41].astype(float)
+    weights = true.evaluate(xx, yy).ravel()
+    cov0 = np.array([np.eye(2) * 3.0] * 3)
+    amp, mu, mv, cov, n_iter, converged, _ = _em(
+        xx.ravel(), yy.ravel(), weights, np.ones(3) / 3, np.array([1.0, 4.0, -3.0]), np.array([1.0, -2.0, 3.0]),
+        cov0, 2000, 1e-13, 0.0,
+    )  # fmt: skip
+    assert converged and n_iter < 2000
+    np.testing.assert_allclose(amp, true.amp, atol=1e-5)
+    np.testing.assert_allclose(mu, true.x, atol=1e-5)
+    np.testing.assert_allclose(mv, true.y, atol=1e-5)
+    np.testing.assert_allclose(cov[:, 0, 0], true.cxx, atol=1e-5)
+    np.testing.assert_allclose(cov[:, 0, 1], true.cxy, atol=1e-5)
+    np.testing.assert_allclose(cov[:, 1, 1], true.cyy, atol=1e-5)
 
 
 def test_found_centre_matches_the_true_centre_of_a_symmetric_psf():
