@@ -120,9 +120,20 @@ def smoothed_sersic_sb(r: np.ndarray, n: float, rh: float, sigma: float) -> np.n
 # ---------------------------------------------------------------------------------------------
 # Gaussian mixtures
 # ---------------------------------------------------------------------------------------------
-def mixture_radii(n_gauss: int, r_min: float, r_max: float) -> np.ndarray:
-    """Radii (table units) of an M-Gaussian mixture: 0, then M-1 log-spaced in [r_min, r_max]."""
-    return np.concatenate([[0.0], np.geomspace(r_min, r_max, n_gauss - 1)])
+def mixture_radii(n_gauss: int, r_min: float, r_max: float, r_knee: float | None = None, n_outer: int = 0) -> np.ndarray:
+    """Radii (table units) of an M-Gaussian mixture.
+
+    0 (a point), then M - 1 - n_outer radii log-spaced in [r_min, r_knee], then n_outer radii
+    log-spaced in (r_knee, r_max]. With n_outer = 0: M - 1 radii log-spaced in [r_min, r_max].
+    The inner radii are dense because every profile of the grid needs them (a Gaussian-like
+    n < 1 profile most); the few outer ones only carry the far wings of large n at large r_h,
+    which are smooth in ln r and need no dense sampling.
+    """
+    if n_outer == 0:
+        return np.concatenate([[0.0], np.geomspace(r_min, r_max, n_gauss - 1)])
+    inner = np.geomspace(r_min, r_knee, n_gauss - 1 - n_outer)
+    outer = np.geomspace(r_knee, r_max, n_outer + 1)[1:]
+    return np.concatenate([[0.0], inner, outer])
 
 
 def gaussian_sb(r: np.ndarray, variances: np.ndarray) -> np.ndarray:
@@ -262,14 +273,14 @@ def check_table(path: Path) -> dict:
     return out
 
 
-def tradeoff(ms, r_min, r_max, sigma, lam, ridge):
+def tradeoff(ms, r_min, r_max, r_knee, n_outer, sigma, lam, ridge):
     """Accuracy against M on a coarse grid of direct fits; prints a table and returns rows."""
     n_vals = np.array([0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0])
     rh_vals = np.geomspace(0.15, 40.0, 9)
     rows = []
     print("M   median    worst(all n)  worst(n>=0.75)  worst(n>=1)  worst at (n, r_h)", flush=True)
     for m in ms:
-        radii = mixture_radii(m, r_min, r_max)
+        radii = mixture_radii(m, r_min, r_max, r_knee, min(n_outer, m - 4))
         amps = build_amplitudes(n_vals, rh_vals, radii, sigma, lam, ridge, progress=False)
         worst = accuracy_summary(amps, n_vals, rh_vals, radii, sigma)
         k = np.unravel_index(np.nanargmax(worst), worst.shape)
@@ -353,6 +364,7 @@ def canonical_command(args: argparse.Namespace) -> str:
     """The command that rebuilds this table: every table-determining option, spelled out."""
     parts = ["python tools/build_sersic_table.py",
              f"--n-gauss {args.n_gauss}", f"--r-min {args.r_min!r}", f"--r-max {args.r_max!r}",
+             f"--r-knee {args.r_knee!r}", f"--n-outer {args.n_outer}",
              f"--smoothing {args.smoothing!r}", f"--n-range {args.n_range[0]!r} {args.n_range[1]!r}",
              f"--n-step {args.n_step!r}", f"--rh-range {args.rh_range[0]!r} {args.rh_range[1]!r}",
              f"--ln-rh-step {args.ln_rh_step!r}", f"--smooth-weight {args.smooth_weight!r}", f"--ridge {args.ridge!r}"]
@@ -369,8 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="table file (.npz)")
     p.add_argument("--figure", type=Path, default=DEFAULT_FIGURE, help="accuracy figure (.png); 'none' to skip")
     p.add_argument("--n-gauss", type=int, default=28, help="number of Gaussians M, including the point")
-    p.add_argument("--r-min", type=float, default=0.08, help="smallest nonzero radius (table units)")
+    p.add_argument("--r-min", type=float, default=0.15, help="smallest nonzero radius (table units)")
     p.add_argument("--r-max", type=float, default=1000.0, help="largest radius (table units)")
+    p.add_argument("--r-knee", type=float, default=120.0,
+                   help="radius (table units) where the dense inner log-spacing ends")
+    p.add_argument("--n-outer", type=int, default=4,
+                   help="number of sparser radii beyond --r-knee (0: one log-spacing from --r-min to --r-max)")
     p.add_argument("--smoothing", type=float, default=0.3, help="sigma of the smoothing Gaussian (table units)")
     p.add_argument("--n-range", type=float, nargs=2, default=(0.5, 6.0), metavar=("LO", "HI"), help="Sersic index range")
     p.add_argument("--n-step", type=float, default=0.125, help="grid step in n")
@@ -395,12 +411,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--n-gauss {args.n_gauss} is too small; use at least 5")
     if not (0 < args.r_min < args.r_max):
         parser.error(f"--r-min {args.r_min} and --r-max {args.r_max} must satisfy 0 < r_min < r_max")
+    if not (0 <= args.n_outer <= args.n_gauss - 4):
+        parser.error(f"--n-outer {args.n_outer} must be between 0 and --n-gauss - 4 = {args.n_gauss - 4}")
+    if args.n_outer and not (args.r_min < args.r_knee < args.r_max):
+        parser.error(f"--r-knee {args.r_knee} must lie between --r-min {args.r_min} and --r-max {args.r_max}")
     if not (0.2 <= args.n_range[0] < args.n_range[1] <= 10):
         parser.error(f"--n-range {args.n_range} must satisfy 0.2 <= LO < HI <= 10")
     if not (0 < args.rh_range[0] < args.rh_range[1]):
         parser.error(f"--rh-range {args.rh_range} must satisfy 0 < LO < HI")
     if args.tradeoff:
-        tradeoff(args.tradeoff, args.r_min, args.r_max, args.smoothing, args.smooth_weight, args.ridge)
+        tradeoff(args.tradeoff, args.r_min, args.r_max, args.r_knee, args.n_outer, args.smoothing,
+                 args.smooth_weight, args.ridge)
         return 0
     if args.check:
         if not args.output.exists():
@@ -416,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     rh_count = int(np.ceil((ln_hi - ln_lo) / args.ln_rh_step - 1e-9)) + 1
     ln_rh_grid = ln_lo + args.ln_rh_step * np.arange(rh_count)  # uniform; last point >= HI
     rh_grid = np.exp(ln_rh_grid)
-    radii = mixture_radii(args.n_gauss, args.r_min, args.r_max)
+    radii = mixture_radii(args.n_gauss, args.r_min, args.r_max, args.r_knee, args.n_outer)
     print(f"building {n_grid.size} x {rh_grid.size} grid, M = {radii.size}", file=sys.stderr)
     t0 = time.time()
     amps = build_amplitudes(n_grid, rh_grid, radii, args.smoothing, args.smooth_weight, args.ridge,
@@ -427,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         numpy=np.__version__,
         length_unit="table unit; arcsec = table units x scale_arcsec (pho.sersic default 0.03)",
         smoothing_sigma=args.smoothing,
-        n_gauss=args.n_gauss, r_min=args.r_min, r_max=args.r_max,
+        n_gauss=args.n_gauss, r_min=args.r_min, r_max=args.r_max, r_knee=args.r_knee, n_outer=args.n_outer,
         smooth_weight=args.smooth_weight, ridge=args.ridge,
         floor_rel=FLOOR_REL, flux_tol=FLUX_TOL,
         fit_r=[FIT_R_LO, FIT_R_HI, FIT_K], enclosed_r=[ENC_R_LO, ENC_R_HI, ENC_K], taper=[TAPER_RH, TAPER_POW],
