@@ -28,7 +28,7 @@ import numpy as np
 from .errors import PhoValueError, PhoWarning, warn
 from .priors import Priors, default_priors, parameter_kind
 
-__all__ = ["optimize", "OptimizeResult", "parameter_scales"]
+__all__ = ["optimize", "OptimizeResult", "FixedParameters", "parameter_scales", "fisher_matrix"]
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def optimize(
     if list(priors.names) != names:
         raise PhoValueError("priors.names differ from likelihood.parameter_names; build the priors from this likelihood")
     if theta0 is None:
-        theta0 = likelihood.scene.get_vector()
+        theta0 = likelihood.initial if hasattr(likelihood, "initial") else likelihood.scene.get_vector()
     theta0 = np.array(theta0, dtype=float)
     if theta0.shape != (len(names),):
         raise PhoValueError(f"theta0 has shape {theta0.shape}, expected ({len(names)},)")
@@ -354,3 +354,64 @@ def _invert(info: np.ndarray, names, scales: np.ndarray) -> np.ndarray:
         )
         cov_scaled = np.linalg.pinv(scaled)
     return cov_scaled * np.outer(scales, scales)
+
+
+class FixedParameters:
+    """A likelihood with some parameters held at fixed values (a view on a full likelihood).
+
+    Parameters
+    ----------
+    likelihood : pho.Likelihood
+        The full likelihood (P parameters).
+    fixed : mapping of str to float
+        ``name -> value`` for the parameters to hold fixed.
+    theta : ndarray of shape (P,), optional
+        Full vector supplying the free parameters' starting values (default the scene's).
+
+    The view has ``parameter_names`` (the F free ones), ``lnlike``, ``lnlike_and_grad`` (the
+    gradient restricted to the free parameters), ``model_images``, ``gradient_images``
+    (F, ny, nx), ``exposures``, ``kind``, and ``initial`` (the free starting values, shape
+    (F,)); ``full(theta_free)`` gives the full vector. Use it with :func:`optimize` and
+    :func:`pho.sample` to fit, e.g., a galaxy's flux and size at a fixed Sersic index.
+
+    Raises
+    ------
+    PhoValueError
+        A fixed name that is not a parameter of the likelihood.
+    """
+
+    def __init__(self, likelihood, fixed, theta=None):
+        names = list(likelihood.parameter_names)
+        unknown = [n for n in fixed if n not in names]
+        if unknown:
+            raise PhoValueError(f"cannot fix {unknown}: not parameters of this likelihood ({names})")
+        self.likelihood = likelihood
+        full = np.array(likelihood.scene.get_vector() if theta is None else theta, dtype=float)
+        for n, v in fixed.items():
+            full[names.index(n)] = float(v)
+        self._full = full
+        self.free_index = np.array([i for i, n in enumerate(names) if n not in fixed], dtype=int)
+        self.parameter_names = [names[i] for i in self.free_index]
+        self.initial = full[self.free_index].copy()
+        self.exposures = likelihood.exposures
+        self.kind = getattr(likelihood, "kind", "gaussian")
+        self.scene = None
+
+    def full(self, theta_free) -> np.ndarray:
+        """The full parameter vector, shape (P,), for free values ``theta_free`` (F,)."""
+        out = self._full.copy()
+        out[self.free_index] = theta_free
+        return out
+
+    def lnlike(self, theta_free) -> float:
+        return self.likelihood.lnlike(self.full(theta_free))
+
+    def lnlike_and_grad(self, theta_free):
+        value, grad = self.likelihood.lnlike_and_grad(self.full(theta_free))
+        return value, np.asarray(grad)[self.free_index]
+
+    def model_images(self, theta_free):
+        return self.likelihood.model_images(self.full(theta_free))
+
+    def gradient_images(self, theta_free, exposure_index: int):
+        return np.asarray(self.likelihood.gradient_images(self.full(theta_free), exposure_index))[self.free_index]

@@ -61,8 +61,8 @@ class Uniform:
         return self.lo + u * (self.hi - self.lo)
 
     def ln_prob(self, x: float) -> float:
-        """Log density at ``x`` (-inf outside the bounds)."""
-        return -math.log(self.hi - self.lo) if self.lo <= x <= self.hi else -math.inf
+        """Log density at ``x`` (-inf outside the bounds; a periodic parameter is never outside)."""
+        return -math.log(self.hi - self.lo) if (self.periodic or self.lo <= x <= self.hi) else -math.inf
 
     def grad_ln_prob(self, x: float) -> float:
         """d ln p / d x inside the bounds."""
@@ -225,6 +225,8 @@ class Priors:
 
 
 def _pixel_scale_arcsec(exposure) -> float:
+    if hasattr(exposure, "pixel_scale_arcsec"):
+        return float(exposure.pixel_scale_arcsec)
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     return float(np.sqrt(np.prod(proj_plane_pixel_scales(exposure.wcs.celestial))) * 3600.0)
@@ -302,8 +304,12 @@ def default_priors(
         The initial guess lies outside an overridden bound.
     """
     names = list(likelihood.parameter_names)
-    theta = np.asarray(likelihood.scene.get_vector() if theta is None else theta, dtype=float)
+    if theta is None:
+        theta = likelihood.initial if hasattr(likelihood, "initial") else likelihood.scene.get_vector()
+    theta = np.asarray(theta, dtype=float)
     values = dict(zip(names, theta))
+    if hasattr(likelihood, "full"):  # a view with fixed parameters: their values are needed too
+        values = dict(zip(likelihood.likelihood.parameter_names, likelihood.full(theta)))
     exposures = list(likelihood.exposures)
     scales = [_pixel_scale_arcsec(e) for e in exposures]
     pix_arcsec = max(scales)
@@ -368,7 +374,8 @@ def default_priors(
 
 
 def _profile_of(likelihood, index: int):
-    source = likelihood.scene.sources[index]
+    scene = likelihood.scene if getattr(likelihood, "scene", None) is not None else likelihood.likelihood.scene
+    source = scene.sources[index]
     profile = getattr(source, "profile", None)
     if profile is None:
         from .sersic import default_profile

@@ -1,0 +1,303 @@
+"""The main job: optimize, then sample, a scene in a set of exposures; write catalog and plots.
+
+Usage::
+
+    python -m pho.tools.fit --demo
+    python -m pho.tools.fit --exposure sci.fits err.fits psf_mix.fits F814W \\
+                            [--exposure ...] --sources sources.csv --outdir out/
+
+Each ``--exposure`` takes four values: the science image (counts, with a celestial WCS), its
+noise map (1-sigma errors in counts; ``--noise-kind ivar`` for inverse variance), the PSF
+mixture (a FITS file written by ``python -m pho.tools.fitpsf``) and the band name. The source
+list (FITS or CSV) has columns ``ra``, ``dec``, ``type`` (``sersic`` or ``point``),
+``flux_<band>`` and, for galaxies, ``q``, ``pa`` (rad), ``n``, ``rh`` (arcsec).
+
+Outputs in ``--outdir``: ``catalog.fits`` (pho.io.write_catalog), ``exposures.png`` (data,
+model, residual, chi), ``corner_s<i>.png`` per source, ``trace.png``, ``gradients_s0.png``, and
+the sampler checkpoint ``sampler.pkl`` (``--resume`` continues from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["build_parser", "main", "run_job", "choose_backend"]
+
+
+def choose_backend() -> str:
+    """``"cpu"`` if the compiled backend is available, else ``"reference"``."""
+    from pho import _backends
+
+    return "cpu" if "cpu" in _backends.available_backends() else "reference"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pho.tools.fit",
+        description="Fit a scene of galaxies and stars to exposures: L-BFGS-B optimization, then dynesty "
+        "nested sampling; writes a FITS catalog and figures.",
+    )
+    src = p.add_argument_group("inputs")
+    src.add_argument("--demo", action="store_true", help="run the built-in demo problem (no inputs needed)")
+    src.add_argument("--demo-pix", type=int, default=40,
+                     help="side of the demo's square exposures, pixels (default %(default)s)")
+    src.add_argument(
+        "--exposure", nargs=4, action="append", metavar=("SCI", "NOISE", "PSF", "BAND"),
+        help="science FITS, noise FITS, PSF mixture FITS, band name; repeat for each exposure",
+    )
+    src.add_argument("--sources", help="initial source list, FITS or CSV (ra, dec, type, flux_<band>, q, pa, n, rh)")
+    src.add_argument("--noise-kind", choices=("err", "ivar"), default="err",
+                     help="what the NOISE files hold: 1-sigma errors or inverse variance (default %(default)s)")
+    src.add_argument("--cutout", nargs=4, type=int, metavar=("X0", "Y0", "X1", "Y1"),
+                     help="0-based pixel box x0 <= x < x1, y0 <= y < y1 applied to every exposure")
+    out = p.add_argument_group("outputs")
+    out.add_argument("--outdir", default="pho_fit_output", help="output folder (default %(default)s)")
+    out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    out.add_argument("--no-plots", action="store_true", help="skip the figures")
+    run = p.add_argument_group("fitting")
+    run.add_argument("--nlive", type=int, default=None,
+                     help="dynesty live points (default 60 for --demo, else 200)")
+    run.add_argument("--dynamic", action="store_true", help="dynamic nested sampling instead of static")
+    run.add_argument("--sample-method", default="rwalk",
+                     help="dynesty sampling method: rwalk, rslice, slice, unif, auto (default %(default)s)")
+    run.add_argument("--dlogz", type=float, default=None, help="stopping tolerance on ln Z (default: dynesty's)")
+    run.add_argument("--maxcall", type=int, default=None,
+                     help="stop sampling after this many likelihood calls (a quick look; the posterior is then "
+                     "not converged; default: no limit)")
+    run.add_argument("--no-sample", action="store_true", help="optimize only")
+    run.add_argument("--position-box-arcsec", type=float, default=None,
+                     help="half-width of the position prior box, arcsec (default 3 pixels)")
+    run.add_argument("--backend", choices=("auto", "cpu", "reference"), default="auto",
+                     help="likelihood backend (default %(default)s: cpu if compiled, else reference)")
+    run.add_argument("--seed", type=int, default=1, help="random seed of the sampler (default %(default)s)")
+    run.add_argument("--checkpoint-every", type=float, default=60.0,
+                     help="seconds between sampler checkpoints (default %(default)s)")
+    run.add_argument("--resume", action="store_true", help="resume sampling from OUTDIR/sampler.pkl")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+def _fmt(value: float, err: float | None = None) -> str:
+    if value is None or not np.isfinite(value):
+        return "-"
+    if err is None or not np.isfinite(err) or err <= 0:
+        return f"{value:.6g}"
+    digits = max(0, 1 - int(math.floor(math.log10(err))))
+    return f"{value:.{digits}f} +/- {err:.2g}"
+
+
+def _display(name: str, value: float, ref: dict) -> float:
+    """Positions shown as offsets in arcsec from the reference position of the source."""
+    kind = name.split(".", 1)[1]
+    src = name.split(".", 1)[0]
+    if kind == "ra":
+        return (value - ref[f"{src}.ra"]) * 3600.0 * math.cos(math.radians(ref[f"{src}.dec"]))
+    if kind == "dec":
+        return (value - ref[f"{src}.dec"]) * 3600.0
+    return value
+
+
+def results_table(names, best=None, posterior=None, truth=None, reference=None) -> str:
+    """A text table: parameter, truth, best fit +/- sigma, posterior median +/- half the 68% width.
+
+    ``ra``/``dec`` are shown as offsets in arcsec (east, north) from ``reference`` (the truth if
+    given, else the best fit), labelled ``dra"``/``ddec"``.
+    """
+    if reference is None:
+        reference = truth if truth is not None else (dict(zip(names, best.theta)) if best is not None else None)
+    rows = [("parameter", "truth", "best fit", "posterior", "(post-truth)/sig")]
+    for j, name in enumerate(names):
+        kind = name.split(".", 1)[1]
+        label = name.replace(".ra", '.dra"').replace(".dec", '.ddec"') if kind in ("ra", "dec") else name
+        scale = 3600.0 * (math.cos(math.radians(reference[name.split(".")[0] + ".dec"])) if kind == "ra" else 1.0) if kind in ("ra", "dec") else 1.0
+        t = _display(name, truth[name], reference) if truth is not None else None
+        b = _fmt(_display(name, best.theta[j], reference), best.sigma[j] * scale) if best is not None else "-"
+        if posterior is not None:
+            s = posterior.summary[name]
+            half = 0.5 * (s["p84"] - s["p16"])
+            m = _display(name, s["median"], reference)
+            post = _fmt(m, half * scale)
+            pull = f"{(m - t) / (half * scale):+.2f}" if t is not None and half > 0 else "-"
+        else:
+            post = "-"
+            pull = f"{(_display(name, best.theta[j], reference) - t) / (best.sigma[j] * scale):+.2f}" if (t is not None and best is not None and best.sigma[j] > 0) else "-"
+        rows.append((label, _fmt(t) if t is not None else "-", b, post, pull))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def run_job(
+    likelihood,
+    outdir: Path,
+    *,
+    truth: dict | None = None,
+    nlive: int = 200,
+    dynamic: bool = False,
+    sample_method: str = "rwalk",
+    dlogz: float | None = None,
+    maxcall: int | None = None,
+    do_sample: bool = True,
+    plots: bool = True,
+    position_box_arcsec: float | None = None,
+    seed: int = 1,
+    checkpoint_every_s: float = 60.0,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    settings: dict | None = None,
+    timings: dict | None = None,
+    out=sys.stdout,
+) -> dict:
+    """Optimize, sample, write the catalog and figures; returns ``{"catalog": path, ...}``.
+
+    ``timings`` (a dict, filled in place) gets the seconds of each stage.
+    """
+    from pho.errors import NOT_OVERWRITING_MSG
+    from pho.fit import optimize
+    from pho.io import write_catalog
+    from pho.priors import default_priors
+    from pho.sample import sample
+
+    timings = {} if timings is None else timings
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    catalog_path = outdir / "catalog.fits"
+    if catalog_path.exists() and not overwrite:
+        raise FileExistsError(NOT_OVERWRITING_MSG.format(path=catalog_path))
+    checkpoint = outdir / "sampler.pkl"
+    if checkpoint.exists() and not resume and not overwrite:
+        raise FileExistsError(NOT_OVERWRITING_MSG.format(path=checkpoint) + " (or --resume to continue it)")
+
+    t = time.perf_counter()
+    priors = default_priors(likelihood, position_box_arcsec=position_box_arcsec)
+    best = optimize(likelihood, priors, progress=progress)
+    timings["optimize"] = time.perf_counter() - t
+    print(f"optimize: lnL = {best.lnlike:.2f} after {best.n_calls} likelihood+gradient calls "
+          f"({timings['optimize']:.1f} s); converged: {best.success}", file=out)
+    if best.at_bound:
+        print(f"optimize: on a prior bound: {', '.join(best.at_bound)}", file=out)
+
+    posterior = None
+    if do_sample:
+        # Re-centre the position and angle priors on the best fit (the data have spoken).
+        priors = default_priors(likelihood, position_box_arcsec=position_box_arcsec, theta=best.theta)
+        t = time.perf_counter()
+        posterior = sample(
+            likelihood, priors, nlive=nlive, dynamic=dynamic, sample=sample_method, dlogz=dlogz, maxcall=maxcall,
+            rng=np.random.default_rng(seed), checkpoint_file=checkpoint, checkpoint_every_s=checkpoint_every_s,
+            resume=resume, progress=progress,
+        )
+        timings["sample"] = time.perf_counter() - t
+        print(f"sample: ln Z = {posterior.logz:.2f} +/- {posterior.logz_err:.2f}, {posterior.n_iter} iterations, "
+              f"{posterior.n_calls} likelihood calls, n_eff = {posterior.n_effective:.0f} ({timings['sample']:.1f} s)",
+              file=out)
+
+    scene = best.scene
+    print("", file=out)
+    print(results_table(list(likelihood.parameter_names), best, posterior, truth), file=out)
+    print("", file=out)
+
+    paths = {}
+    t = time.perf_counter()
+    run_settings = {"BACKEND": getattr(likelihood, "backend_name", getattr(likelihood, "backend", "?")), "SEED": seed}
+    run_settings.update(settings or {})
+    run_settings = {k: (v if isinstance(v, (int, float, bool, str)) else str(v)) for k, v in run_settings.items()}
+    paths["catalog"] = write_catalog(catalog_path, scene, best, posterior, settings=run_settings, overwrite=True)
+    timings["write catalog"] = time.perf_counter() - t
+    if do_sample:
+        paths["checkpoint"] = checkpoint
+
+    if plots:
+        from pho import plots as P
+
+        t = time.perf_counter()
+        theta = posterior and np.array([posterior.summary[n]["median"] for n in posterior.names])
+        theta = best.theta if theta is None else theta
+        paths["exposures"] = P.plot_exposures(likelihood, best.theta, outdir / "exposures.png") and outdir / "exposures.png"
+        paths["gradients"] = P.plot_gradients(likelihood, best.theta, 0, 0, outdir / "gradients_s0.png") and outdir / "gradients_s0.png"
+        if posterior is not None:
+            for i in range(len(scene.sources)):
+                names = [n for n in posterior.names if n.startswith(f"s{i}.")]
+                path = outdir / f"corner_s{i}.png"
+                P.plot_corner(posterior, path, names=names, truths=truth)
+                paths[f"corner_s{i}"] = path
+            paths["trace"] = outdir / "trace.png"
+            P.plot_trace(posterior, paths["trace"])
+        timings["plots"] = time.perf_counter() - t
+    for key, path in paths.items():
+        print(f"wrote {key}: {path}", file=out)
+    return {"paths": paths, "best": best, "posterior": posterior, "timings": timings}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.demo and (args.exposure or args.sources):
+        parser.error("--demo builds its own exposures and sources; drop --exposure/--sources")
+    if not args.demo and not (args.exposure and args.sources):
+        parser.error("give --demo, or at least one --exposure SCI NOISE PSF BAND and --sources FILE")
+    if args.demo_pix < 24:
+        parser.error(f"--demo-pix {args.demo_pix} is too small for the demo's sources; use at least 24")
+    if args.nlive is not None and args.nlive < 5:
+        parser.error(f"--nlive {args.nlive} is too small; use at least 5 (ideally 25 per parameter)")
+    outdir = Path(args.outdir)
+    if (outdir / "catalog.fits").exists() and not args.overwrite:
+        parser.error(f"{outdir / 'catalog.fits'} exists; pass --overwrite to replace it or choose another --outdir")
+
+    import pho
+    from pho.likelihood import Likelihood
+
+    backend = choose_backend() if args.backend == "auto" else args.backend
+    timings: dict = {}
+    t0 = time.perf_counter()
+    truth = None
+    settings = {"CMDLINE": " ".join(["python -m pho.tools.fit"] + list(sys.argv[1:] if argv is None else argv))}
+    if args.demo:
+        from pho.demo import build_demo
+
+        problem = build_demo(shape=(args.demo_pix, args.demo_pix))
+        exposures, scene = problem.exposures, problem.initial
+        truth = dict(zip(problem.truth.parameter_names, problem.truth.get_vector()))
+        nlive = args.nlive or 60
+        settings["INPUT"] = "built-in demo (pho.demo)"
+    else:
+        from pho.io import read_source_list
+        from pho.psf import PSFMixture
+
+        exposures = []
+        for sci, noise, psf_path, band in args.exposure:
+            for f in (sci, noise, psf_path):
+                if not Path(f).exists():
+                    parser.error(f"input file {f} does not exist")
+            psf = PSFMixture.read(psf_path)
+            kw = {"ivar_path" if args.noise_kind == "ivar" else "err_path": noise}
+            exposures.append(pho.Exposure.from_fits(sci, psf=psf, band=band, cutout=args.cutout, **kw))
+        bands = list(dict.fromkeys(e.band for e in exposures))
+        scene = pho.Scene(read_source_list(args.sources, bands=bands), bands=bands)
+        nlive = args.nlive or 200
+        settings["SOURCES"] = str(args.sources)
+        for k, e in enumerate(args.exposure):
+            settings[f"EXP{k}"] = " ".join(e)
+    likelihood = Likelihood(scene, exposures, backend=backend)
+    timings["build"] = time.perf_counter() - t0
+    print(f"pho {pho.__version__}: {len(scene.sources)} sources, {scene.n_params} parameters, "
+          f"{len(exposures)} exposures, backend {backend}, nlive {nlive}")
+    result = run_job(
+        likelihood, outdir, truth=truth, nlive=nlive, dynamic=args.dynamic, sample_method=args.sample_method,
+        dlogz=args.dlogz, maxcall=args.maxcall, do_sample=not args.no_sample, plots=not args.no_plots,
+        position_box_arcsec=args.position_box_arcsec, seed=args.seed, checkpoint_every_s=args.checkpoint_every,
+        resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, settings=settings, timings=timings,
+    )
+    total = time.perf_counter() - t0
+    print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + f", total {total:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
