@@ -160,6 +160,12 @@ def test_bad_arguments_are_one_line_errors(hst_psfs_path, argv, match, capsys):
     assert re.search(match, last), last
 
 
+def test_missing_output_folder_is_refused_before_fitting(hst_psfs_path, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(hst_psfs_path), "--oversample", "1", "-o", str(tmp_path / "nowhere" / "mix.fits")])
+    assert "does not exist; create it first" in capsys.readouterr().err
+
+
 def test_missing_file_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "absent.fits")])

@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     for out in (args.output, args.plot):
         if out is not None and out.exists() and not args.overwrite:
             parser.error(NOT_OVERWRITING_MSG.format(path=out))
+        if out is not None and not out.resolve().parent.is_dir():
+            parser.error(f"{out}: folder {out.resolve().parent} does not exist; create it first")
     if args.output is not None and args.plot is not None and args.output.resolve() == args.plot.resolve():
         parser.error(f"--output and --plot are the same file {args.output}; give two names")
     for name in ("target", "target_peak"):
