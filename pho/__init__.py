@@ -21,6 +21,9 @@ from .exposure import Exposure
 from .likelihood import Likelihood, render
 from .sources import PointSource, Scene, Sersic
 from .transforms import LogisticTransform, TransformedLikelihood
+from .priors import LogUniform, Priors, Uniform, default_priors
+from .fit import FixedParameters, OptimizeResult, optimize
+from .sample import SampleResult, sample
 
 __version__ = "0.1.0"
 
@@ -37,6 +40,15 @@ __all__ = [
     "transforms",
     "LogisticTransform",
     "TransformedLikelihood",
+    "Priors",
+    "Uniform",
+    "LogUniform",
+    "default_priors",
+    "optimize",
+    "OptimizeResult",
+    "FixedParameters",
+    "sample",
+    "SampleResult",
     "PhoError",
     "PhoValueError",
     "PhoRangeError",
