@@ -332,3 +332,38 @@ def test_builder_figure_is_written(tmp_path):
     radii = build.mixture_radii(12, 0.08, 1000.0)
     build.make_figure(path, radii, 0.3, 1e-4, 1e-7, cases=((2.0, 3.0),))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------------------
+# the table's derivatives reach the likelihood
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n, rh_arcsec", [(0.8, 0.05), (2.7, 0.12), (5.2, 0.3)])
+def test_likelihood_gradient_in_n_and_rh_with_the_shipped_table(rng, n, rh_arcsec):
+    """d lnL / d n and d lnL / d rh through pho.Likelihood (shipped table) vs central differences."""
+    import pho
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [20.5, 20.5]
+    w.wcs.cd = [[-0.03 / 3600, 0.0], [0.0, 0.03 / 3600]]
+    psf = pho.PSFMixture([0.7, 0.3], [0.0, 0.0], [0.0, 0.0], [1.0, 6.0], [0.0, 0.0], [1.0, 6.0])
+    truth = pho.Sersic(150.0, 2.0, {"B": 100.0}, q=0.7, pa=0.4, n=n, rh=rh_arcsec)
+    blank = pho.Exposure(np.zeros((40, 40)), np.ones((40, 40)), w, psf, "B")
+    data = pho.render(pho.Scene([truth]), blank) + rng.normal(0.0, 0.05, size=(40, 40))
+    exposure = pho.Exposure(data, np.full((40, 40), 400.0), w, psf, "B")
+    start = pho.Sersic(150.0, 2.0, {"B": 100.0}, q=0.7, pa=0.4, n=n * 1.03, rh=rh_arcsec * 1.05)
+    scene = pho.Scene([start])
+    like = pho.Likelihood(scene, [exposure])
+    theta = scene.get_vector()
+    _, grad = like.lnlike_and_grad(theta)
+    names = list(like.parameter_names)
+    for name, step in (("s0.n", 1e-4), ("s0.rh", 1e-4 * rh_arcsec)):
+        k = names.index(name)
+        up, down = theta.copy(), theta.copy()
+        up[k] += step
+        down[k] -= step
+        fd = (like.lnlike(up) - like.lnlike(down)) / (2 * step)
+        assert grad[k] == pytest.approx(fd, rel=1e-5, abs=1e-6 * abs(fd) + 1e-8), name
+        assert abs(grad[k]) > 0
