@@ -429,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         check_table(args.output)
         return 0
     if args.output.exists() and not args.overwrite:
-        parser.error(f"{args.output} exists; not overwriting it. Pass --overwrite to replace it.")
+        from pho.errors import NOT_OVERWRITING_MSG
+
+        parser.error(NOT_OVERWRITING_MSG.format(path=args.output))
 
     n_count = int(round((args.n_range[1] - args.n_range[0]) / args.n_step)) + 1
     n_grid = np.linspace(args.n_range[0], args.n_range[1], n_count)
