@@ -270,7 +270,32 @@ def check_table(path: Path) -> dict:
         out[(lo, hi)] = (float(np.nanmedian(w)), float(np.nanmax(w)))
         print(f"[{lo:4.2f}, {hi:4.2f})  {np.isfinite(w).sum():6d}  {np.nanmedian(w) * 100:6.3f}%  {np.nanmax(w) * 100:7.2f}%"
               f"   ({n_c[ii]:.3f}, {rh_c[k[1]]:.3g}, {where[ii, k[1]]:.2f})")
+    negative_wings(table)
     return out
+
+
+def negative_wings(table) -> None:
+    """Print, per band of n, where the smoothed mixture first dips below zero at the grid nodes
+    (r up to 3000 table units) and its most negative value relative to its central value."""
+    radii, sigma = table.radii_arcsec, table.smoothing_sigma
+    r = np.concatenate([[0.0], np.geomspace(0.01, 3000.0, 800)])
+    g = gaussian_sb(r, radii**2 + sigma**2)
+    ng, rg = table._n_grid, np.exp(table._ln_rh_grid)
+    rows = []
+    for i, n in enumerate(ng):
+        prof = g @ table._amps[i].T  # (K, Nr)
+        for j, rh in enumerate(rg):
+            neg = prof[:, j] < 0
+            if neg.any():
+                rows.append((n, rh, prof[:, j].min() / prof[0, j], r[np.argmax(neg)] / rh))
+    rows = np.array(rows).reshape(-1, 4)
+    print("negative far wings at the grid nodes (smoothed mixture, r <= 3000 units)")
+    print("n band         nodes  first negative r / r_h (min)  most negative / central value")
+    for lo, hi in [(0.5, 0.75), (0.75, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 6.01)]:
+        sel = (rows[:, 0] >= lo) & (rows[:, 0] < hi)
+        if sel.any():
+            print(f"[{lo:4.2f}, {hi:4.2f})  {sel.sum():6d}  {rows[sel, 3].min():12.1f}"
+                  f"                  {rows[sel, 2].min():.1e}")
 
 
 def tradeoff(ms, r_min, r_max, r_knee, n_outer, sigma, lam, ridge):
