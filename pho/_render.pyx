@@ -10,7 +10,7 @@ Render runs in parallel over pixel rows, the gradient in parallel over Gaussians
 what it writes and sums in a fixed order, so results are bit-identical for any thread count.
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 
 cdef extern from *:
     """
@@ -134,8 +134,9 @@ def gradient_sums(const double[:, ::1] gaussians not None, const Py_ssize_t[:, :
     cdef Py_ssize_t G = gaussians.shape[0]
     cdef Py_ssize_t i, k, js, n, jhi
     cdef int st
-    cdef double[:, ::1] kc
+    cdef double[:, ::1] kc, scr
     cdef int[::1] st_g
+    cdef int tid, p
     import numpy as np
     if G == 0 or weights.shape[0] == 0 or weights.shape[1] == 0:
         return 0
@@ -143,11 +144,17 @@ def gradient_sums(const double[:, ::1] gaussians not None, const Py_ssize_t[:, :
         return 2
     kc = np.zeros((G, PHO_TAB))
     st_g = np.zeros(G, dtype=np.intc)
+    # per-thread accumulators, 16 doubles (two cache lines) apart, so that threads working on
+    # neighbouring Gaussians never write to the same cache line while they sum
+    scr = np.zeros((nthreads, 16))
     with nogil:
         for k in prange(G, num_threads=nthreads, schedule="dynamic"):
             if boxes[k, 0] > boxes[k, 1]:
                 continue
             st_g[k] = pho_gauss_table(&gaussians[k, 0], orders[k], &nodes[0, 0], &wts[0, 0], &kc[k, 0])
+            tid = threadid()
+            for p in range(6):
+                scr[tid, p] = 0.0
             for i in range(boxes[k, 2], boxes[k, 3] + 1):
                 js = boxes[k, 0]
                 jhi = boxes[k, 1]
@@ -158,10 +165,12 @@ def gradient_sums(const double[:, ::1] gaussians not None, const Py_ssize_t[:, :
                     st = pho_gradient_segment(&gaussians[k, 0], orders[k], &nodes[0, 0], &wts[0, 0],
                                               &kc[k, 0], <double>js - gaussians[k, 1],
                                               <double>i - gaussians[k, 2], <int>n, &weights[i, js],
-                                              &out[k, 0])
+                                              &scr[tid, 0])
                     if st != 0:
                         st_g[k] = st
                     js = js + n
+            for p in range(6):
+                out[k, p] = out[k, p] + scr[tid, p]
     for k in range(G):
         if st_g[k] != 0:
             return st_g[k]
