@@ -906,7 +906,8 @@ def fit_psf_mixture(
 def plot_psf_fit(result: PSFFitResult, path: str | os.PathLike | None = None, zoom_det_pix: float | None = None):
     """Plot data, model, residual and the Gaussians as ellipses coloured by flux.
 
-    Imports matplotlib only when called. Axes are detector pixels from the PSF centre.
+    Imports matplotlib only when called, and builds a bare ``matplotlib.figure.Figure`` (no
+    pyplot, no backend change). Axes are detector pixels from the PSF centre.
 
     Parameters
     ----------
@@ -924,11 +925,9 @@ def plot_psf_fit(result: PSFFitResult, path: str | os.PathLike | None = None, zo
     matplotlib.figure.Figure
     """
     import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
     from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.figure import Figure
     from matplotlib.patches import Ellipse
 
     data, model = result.data, result.model
@@ -943,7 +942,9 @@ def plot_psf_fit(result: PSFFitResult, path: str | os.PathLike | None = None, zo
     resid = (data - model) / peak
     rmax = np.nanmax(np.abs(resid))
 
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4), constrained_layout=True)
+    # A bare Figure (not pyplot): no backend is switched or needed, nothing stays open.
+    fig = Figure(figsize=(17, 4.4), layout="constrained")
+    axes = fig.subplots(1, 4)
     panels = [
         (np.clip(data, floor, None), "data (normalized)", lognorm, "magma"),
         (np.clip(model, floor, None), f"model, K={result.ngauss}", lognorm, "magma"),
@@ -956,7 +957,7 @@ def plot_psf_fit(result: PSFFitResult, path: str | os.PathLike | None = None, zo
     ax = axes[3]
     ax.imshow(np.clip(data, floor, None), origin="lower", extent=extent, norm=lognorm, cmap="Greys", interpolation="nearest")
     mix = result.mixture
-    cmap = plt.get_cmap("viridis")
+    cmap = matplotlib.colormaps["viridis"]
     fnorm = Normalize(0.0, float(mix.amp.max()))
     for k in range(mix.n_gauss):
         cov = mix.covariances[k]
@@ -975,7 +976,7 @@ def plot_psf_fit(result: PSFFitResult, path: str | os.PathLike | None = None, zo
             )
         )
         ax.plot(mix.x[k], mix.y[k], "+", color=color)
-    sm = plt.cm.ScalarMappable(norm=fnorm, cmap=cmap)
+    sm = ScalarMappable(norm=fnorm, cmap=cmap)
     fig.colorbar(sm, ax=ax, shrink=0.85, label="flux fraction")
     ax.set_title("Gaussians (1-sigma ellipses)")
     for ax in axes:

@@ -237,9 +237,6 @@ def test_read_oversampling_from_header_or_refuse(tmp_path):
 
 
 def test_plot_draws_four_panels_and_one_ellipse_per_gaussian(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib.patches import Ellipse
 
     fit = fit_psf_mixture(sampled_image(TRUE, (60, 60), (30, 30), 4), 3, 4)

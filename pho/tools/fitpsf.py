@@ -226,10 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             chosen.mixture.write(args.output, overwrite=args.overwrite)
         print(args.output)
     if args.plot is not None:
-        import matplotlib.pyplot as plt
-
-        fig = plot_psf_fit(chosen, args.plot)
-        plt.close(fig)
+        plot_psf_fit(chosen, args.plot)
         print(args.plot)
     return status
 
