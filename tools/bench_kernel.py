@@ -285,14 +285,17 @@ def bench_kernel(args):
     print(f"scene K (gauss_limit's): {len(g)} Gaussians, sigma 0.8..14.9 px, on {shape[0]}x{shape[1]}; "
           f"orders {dict(zip(*np.unique(orders, return_counts=True)))} (0 = second order, n = n x n Gauss-Legendre); "
           f"{npix} Gaussian-pixels in boxes, {len(g) * shape[0] * shape[1]} without boxes")
+    # all threads first, before this process is ever pinned: the OpenMP runtime reads the CPU mask
+    # when it starts, and a team started under a one-core mask would share that core
+    pin(ALL_CPUS)
+    nall = len(ALL_CPUS)
+    ca = get_backend("cpu", workers=nall)
+    ra, rga, tra, tga = kernel_rates(ca, g, shape, args.repeat)
     pin(ALL_CPUS[:1])
     c1 = get_backend("cpu", workers=1)
     r1, rg1, tr1, tg1 = kernel_rates(c1, g, shape, args.repeat, clock=CPU)
     rr, rgr, _, _ = kernel_rates(get_backend("reference"), g, shape, max(1, args.repeat // 3), clock=CPU)
     pin(ALL_CPUS)
-    nall = len(ALL_CPUS)
-    ca = get_backend("cpu", workers=nall)
-    ra, rga, tra, tga = kernel_rates(ca, g, shape, args.repeat)
     print("(1-thread figures: CPU time of the pinned thread; all-thread figures: wall time)")
     print(f"cpu, 1 thread (pinned): render {r1:.3g} /s ({tr1 * 1e3:.3f} ms), render+gradient {rg1:.3g} /s "
           f"({(tr1 + tg1) * 1e3:.3f} ms); per core")
@@ -302,8 +305,8 @@ def bench_kernel(args):
     # shared machine only ever slow a batch down, so the minimum is the figure least disturbed by them
     w = np.random.default_rng(0).normal(size=shape)
     best = {}
+    pin(ALL_CPUS)
     for nt, be in ((1, c1), (nall, ca)):
-        pin(ALL_CPUS)
         best[nt] = min(timeit(lambda: (be.render(g, shape), be.gradient(g, w)), 1, min_time=0.05)
                        for _ in range(max(10, 4 * args.repeat)))
     print(f"speed-up 1 -> {nall} threads, render+gradient, best-of-batches wall time: {best[1] * 1e3:.3f} ms -> "
@@ -419,6 +422,9 @@ def breakdown(like, theta, repeat):
 
 def bench_scene(label, scene, exps, theta, repeat, reference=True):
     res = {}
+    pin(ALL_CPUS)
+    la = pho.Likelihood(scene, exps, backend="cpu", workers=len(ALL_CPUS))
+    ta = timeit(lambda: la.lnlike_and_grad(theta), repeat)
     pin(ALL_CPUS[:1])
     l1 = pho.Likelihood(scene, exps, backend="cpu", workers=1)
     t1 = timeit(lambda: l1.lnlike_and_grad(theta), repeat, clock=CPU)
@@ -431,8 +437,6 @@ def bench_scene(label, scene, exps, theta, repeat, reference=True):
         vr, gr = lr.lnlike_and_grad(theta)
         res["agree"] = (abs(v1 - vr) / abs(vr), float(np.max(np.abs(g1 - gr)) / np.max(np.abs(gr))))
     pin(ALL_CPUS)
-    la = pho.Likelihood(scene, exps, backend="cpu", workers=len(ALL_CPUS))
-    ta = timeit(lambda: la.lnlike_and_grad(theta), repeat)
     state = l1._scene_model.prepare(scene.check_vector(theta))
     G = sum(len(em.compute(state, jacobian=False)[0]) for em in l1._models)
     npix = sum(box_pixels(em.compute(state, jacobian=False)[0], e.shape) for em, e in zip(l1._models, exps))
