@@ -215,3 +215,17 @@ def test_cpu_box_cache_sees_in_place_changes(rng):
     g[:, 3:6] *= 0.5  # and wider (orders and boxes change)
     np.testing.assert_allclose(be.render(g, shape), ref.render(g, shape), rtol=1e-10, atol=1e-300)
     np.testing.assert_allclose(be.render(g, (31, 40)), ref.render(g, (31, 40)), rtol=1e-10, atol=1e-300)
+
+
+def test_openmp_waits_passively_by_default():
+    """pho sets OMP_WAIT_POLICY=PASSIVE before the OpenMP runtime starts, unless the user chose one."""
+    import subprocess
+    import sys
+
+    code = "import os, pho._backends; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
