@@ -116,13 +116,17 @@ class _Objective:
     def __init__(self, likelihood, priors, theta0, scales, progress):
         self.likelihood, self.priors = likelihood, priors
         self.theta0, self.scales = theta0, scales
+        self.bounded = np.ones(len(theta0), bool)
+        self.bounded[priors.periodic] = False
         self.n_calls = 0
         self.best = -math.inf
         self.progress = progress
         self.t0 = time.perf_counter()
 
     def theta(self, z):
-        return self.theta0 + z * self.scales
+        theta = self.theta0 + z * self.scales
+        # z is inside the scaled bounds; undo the round-off of the unscaling (not a clip of the answer)
+        return np.where(self.bounded, np.clip(theta, self.priors.lower, self.priors.upper), theta)
 
     def __call__(self, z):
         theta = self.theta(z)
@@ -201,13 +205,13 @@ def optimize(
     from scipy.optimize import minimize
 
     names = list(likelihood.parameter_names)
-    if priors is None:
-        priors = default_priors(likelihood)
-    if list(priors.names) != names:
-        raise PhoValueError("priors.names differ from likelihood.parameter_names; build the priors from this likelihood")
     if theta0 is None:
         theta0 = likelihood.initial if hasattr(likelihood, "initial") else likelihood.scene.get_vector()
     theta0 = np.array(theta0, dtype=float)
+    if priors is None:
+        priors = default_priors(likelihood, theta=theta0)
+    if list(priors.names) != names:
+        raise PhoValueError("priors.names differ from likelihood.parameter_names; build the priors from this likelihood")
     if theta0.shape != (len(names),):
         raise PhoValueError(f"theta0 has shape {theta0.shape}, expected ({len(names)},)")
     priors.check_inside(theta0)
@@ -226,14 +230,20 @@ def optimize(
             bounds.append(((priors.lower[i] - theta0[i]) / scales[i], (priors.upper[i] - theta0[i]) / scales[i]))
     objective = _Objective(likelihood, priors, theta0, scales, progress)
     t0 = time.perf_counter()
-    res = minimize(
-        objective,
-        np.zeros(len(names)),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=bounds,
-        options={"maxiter": maxiter, "ftol": ftol, "gtol": gtol, "maxcor": 30},
-    )
+    options = {"maxiter": maxiter, "ftol": ftol, "gtol": gtol, "maxcor": 30}
+    res = minimize(objective, np.zeros(len(names)), jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+    # q = 1 is a trap of the (q, pa) parameterization: there d lnL/d pa = 0, so an ellipse that
+    # needs turning by 90 degrees cannot get there. Restart such sources from q = 0.9 at pa + pi/2
+    # and keep the better optimum.
+    for i_q in _round_sources_at_q1(names, objective.theta(res.x), priors):
+        z = res.x.copy()
+        i_pa = names.index(names[i_q].replace(".q", ".pa"))
+        z[i_q] = (0.9 - theta0[i_q]) / scales[i_q]
+        z[i_pa] += (math.pi / 2) / scales[i_pa]
+        retry = minimize(objective, z, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+        if retry.fun < res.fun - 1e-9:
+            log.info("restart from q=0.9, pa+pi/2 for %s improved ln posterior by %.3g", names[i_q], res.fun - retry.fun)
+            res = retry
     if progress:
         print(file=sys.stderr)
     theta = objective.theta(res.x)
@@ -255,7 +265,7 @@ def optimize(
         if i not in periodic and (theta[i] - priors.lower[i] < tol[i] or priors.upper[i] - theta[i] < tol[i])
     ]
     # Convergence in the statistician's sense: the Newton step left to the optimum, in sigmas.
-    free = np.array([n not in at_bound for n in names])
+    free = np.array([n not in at_bound for n in names]) & (sigma > 0)
     grad = np.asarray(likelihood.lnlike_and_grad(theta)[1], dtype=float) + priors.grad_ln_prob(theta)
     step = np.zeros(len(names))
     if free.any():
@@ -289,6 +299,15 @@ def optimize(
         n_calls=objective.n_calls,
         time_s=time.perf_counter() - t0,
     )
+
+
+def _round_sources_at_q1(names, theta, priors) -> list[int]:
+    """Indices of ``q`` parameters sitting at q = 1 whose source also has a ``pa``."""
+    out = []
+    for i, n in enumerate(names):
+        if n.endswith(".q") and n.replace(".q", ".pa") in names and theta[i] >= min(1.0, priors.upper[i]) - 1e-9:
+            out.append(i)
+    return out
 
 
 def fisher_matrix(likelihood, theta: np.ndarray) -> np.ndarray:

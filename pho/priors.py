@@ -210,7 +210,7 @@ class Priors:
     def check_inside(self, theta: np.ndarray, what: str = "initial guess") -> None:
         """Raise :class:`PhoRangeError` naming the first parameter of ``theta`` outside its bounds."""
         for name, d, x in zip(self.names, self.distributions, theta):
-            if not (d.lo <= x <= d.hi):
+            if not (d.periodic or d.lo <= x <= d.hi):
                 raise PhoRangeError(
                     f"{what}: {name}={x:.6g} is outside its prior [{d.lo:.6g}, {d.hi:.6g}]; "
                     f"change the value or widen the prior (overrides={{{name!r}: (lo, hi)}})",
