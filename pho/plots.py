@@ -15,10 +15,10 @@ import numpy as np
 __all__ = ["plot_exposures", "plot_corner", "plot_trace", "plot_gradients", "save_figure"]
 
 
-def _figure(width_in: float, height_in: float):
+def _figure(width_in: float, height_in: float, layout: str | None = "constrained"):
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width_in, height_in), layout="constrained")
+    return Figure(figsize=(width_in, height_in), layout=layout)
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
@@ -119,8 +119,9 @@ def plot_corner(
     x = posterior.samples[:, idx]
     w = posterior.weights
     k = len(names)
-    fig = _figure(1.7 * k + 1, 1.7 * k + 1)
+    fig = _figure(1.7 * k + 1, 1.7 * k + 1, layout=None)
     axes = fig.subplots(k, k, squeeze=False)
+    fig.subplots_adjust(left=0.08, bottom=0.08, right=0.98, top=0.96, wspace=0.08, hspace=0.08)
     ranges = []
     for j, name in enumerate(names):
         s = posterior.summary[name]

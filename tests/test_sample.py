@@ -111,3 +111,41 @@ def test_resume_without_checkpoint_is_refused(tmp_path):
         sample(CorrelatedGaussian(), _priors(), nlive=20, checkpoint_file=tmp_path / "none.pkl", resume=True)
     with pytest.raises(PhoValueError, match="nlive=2 is too small"):
         sample(CorrelatedGaussian(), _priors(), nlive=2)
+
+
+@pytest.mark.slow
+def test_coverage_of_68_percent_intervals_on_one_galaxy():
+    """Frequentist coverage of the posterior 68% intervals, 20 noise realizations.
+
+    One Sersic galaxy in one 20 x 20 exposure (the model draws the truth); free: flux and rh
+    (position, q, pa, n held at the truth via FixedParameters, to keep it CI-sized). For each
+    parameter the number k of the 20 realizations whose [p16, p84] interval holds the truth is
+    Binomial(20, 0.68) if the intervals are right; we accept 8 <= k <= 19, which a correct
+    sampler fails with probability 0.3% per parameter (scipy.stats.binom), while intervals that
+    cover 40% or 95% of the time are caught with probability 42% and 36% respectively: a
+    fair band for 20 trials, which cannot tell 68% from 60% or 80%.
+    """
+    import pho
+    from pho.demo import DEC0_DEG, RA0_DEG, demo_psf, demo_wcs
+    from pho.fit import FixedParameters
+    from pho.priors import default_priors
+
+    from pho import _backends
+
+    backend = "cpu" if "cpu" in _backends.available_backends() else "reference"
+    shape, sigma = (20, 20), 0.04
+    truth = pho.Scene([pho.Sersic(RA0_DEG, DEC0_DEG, {"F277W": 3.0}, q=0.6, pa=0.5, n=1.5, rh=0.2)])
+    blank = pho.Exposure(np.zeros(shape), np.full(shape, 1 / sigma**2), demo_wcs(shape, 0.3, -0.2, 0.0), demo_psf(1.6), "F277W")
+    model = pho.Likelihood(truth, [blank], backend=backend).model_images(truth.get_vector())[0]
+    rng = np.random.default_rng(3)
+    fixed = {"s0.q": 0.6, "s0.pa": 0.5, "s0.n": 1.5, "s0.ra": RA0_DEG, "s0.dec": DEC0_DEG}
+    hits = {"s0.flux_F277W": 0, "s0.rh": 0}
+    for _ in range(20):
+        exposure = pho.Exposure(model + rng.normal(size=shape) * sigma, blank.ivar, blank.wcs, blank.psf, "F277W")
+        like = FixedParameters(pho.Likelihood(truth, [exposure], backend=backend), fixed)
+        res = sample(like, default_priors(like), nlive=30, sample="unif", rng=rng, progress=False)
+        for i, name in enumerate(like.parameter_names):
+            s = res.summary[name]
+            hits[name] += s["p16"] <= like.initial[i] <= s["p84"]
+    for name, k in hits.items():
+        assert 8 <= k <= 19, (name, k, hits)

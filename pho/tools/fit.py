@@ -152,7 +152,7 @@ def run_job(
     progress: bool = True,
     settings: dict | None = None,
     timings: dict | None = None,
-    out=sys.stdout,
+    out=None,
 ) -> dict:
     """Optimize, sample, write the catalog and figures; returns ``{"catalog": path, ...}``.
 
@@ -165,6 +165,7 @@ def run_job(
     from pho.sample import sample
 
     timings = {} if timings is None else timings
+    out = sys.stdout if out is None else out
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     catalog_path = outdir / "catalog.fits"

@@ -1,0 +1,60 @@
+"""python -m pho.tools.fit: argument errors, the demo end to end, a user-style run from files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from pho.tools.fit import build_parser, main
+
+
+def test_help_and_argument_errors(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "--demo" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2 and "give --demo" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--demo", "--sources", "x.csv"])
+    assert "drop --exposure/--sources" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--demo", "--nlive", "2"])
+    assert "--nlive 2 is too small" in capsys.readouterr().err
+    (tmp_path / "catalog.fits").write_text("x")
+    with pytest.raises(SystemExit):
+        main(["--demo", "--outdir", str(tmp_path)])
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert build_parser().parse_args(["--demo"]).outdir == "pho_fit_output"
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    # Small and short so CI can afford it: 24-pixel exposures, nlive 25, a capped number of
+    # calls (the posterior is then not converged; the optimizer's answer is complete).
+    rc = main(["--demo", "--outdir", str(out), "--nlive", "25", "--maxcall", "800", "--quiet", "--demo-pix", "24"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for name in ("catalog.fits", "exposures.png", "gradients_s0.png", "corner_s0.png", "trace.png", "sampler.pkl"):
+        assert (out / name).exists(), name
+        assert str(out / name) in text  # each output path is printed
+    assert "timings: build" in text and "optimize" in text and "sample" in text
+    assert "s2.flux_F444W" in text and "truth" in text
+    with fits.open(out / "catalog.fits") as hdul:
+        cat = hdul["CATALOG"].data
+        samples = hdul["SAMPLES"].data
+        header = hdul["CATALOG"].header
+        assert list(cat["type"]) == ["sersic", "sersic", "point"]
+        assert header["INPUT"].startswith("built-in demo")
+        assert header["NS_NLIVE"] == 25
+        assert np.isclose(samples["weight"].sum(), 1.0)
+        # The optimizer's fluxes are within 4 sigma of the demo's truth.
+        from pho.demo import build_demo
+
+        truth = build_demo(shape=(24, 24)).truth
+        for i, src in enumerate(truth.sources):
+            for band, flux in src.flux.items():
+                assert abs(cat[f"flux_{band}_best"][i] - flux) < 4 * cat[f"flux_{band}_err"][i], (i, band)
+        assert np.isnan(cat["rh_best"][2])  # the star has no size
