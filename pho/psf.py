@@ -167,7 +167,7 @@ class PSFMixture:
         columns = [fits.Column(name=name, format="D", array=getattr(self, name)) for name in _COLUMNS]
         table = fits.BinTableHDU.from_columns(columns, name="PSFMIX")
         table.header["NGAUSS"] = (self.n_gauss, "number of Gaussians")
-        table.header["UNITS"] = ("pixel", "x, y in detector pixels; cxx, cxy, cyy in pixel**2")
+        table.header["UNITS"] = ("pixel", "x, y in pix; cxx, cxy, cyy in pix**2")
         for key, value in self.meta.items():
             key = str(key).upper()
             card_key = key if len(key) <= 8 else f"HIERARCH {key}"
