@@ -268,48 +268,98 @@ PHO_FN_INLINE void pho_gl_row(const double *tab, const double *u, const int m, d
     pho_node_factors(u, m, vy0, fy);
     for (c = 0; c < m; c++) pho_row_geom(fx[c], tab[PHO_TX + c], n, xs[c]);
     for (b = 0; b < m; b++) pho_row_geom(fy[b], tab[PHO_TY + b], n, ys[b]);
-    if (out) {
-        for (k = 0; k < n; k++) {
-            double v = 0.0;
-            for (b = 0; b < m; b++) {
-                double sb = 0.0;
-                for (c = 0; c < m; c++) sb += kt[b * PHO_MAX_ORDER + c] * xs[c][k];
-                v += ys[b][k] * sb;
+    if (out || m * m <= 16) {
+        /* render, and the gradient for few nodes: one pass over the row, all m^2 nodes in the pixel loop */
+        if (out) {
+            for (k = 0; k < n; k++) {
+                double v = 0.0;
+                for (b = 0; b < m; b++) {
+                    double sb = 0.0;
+                    for (c = 0; c < m; c++) sb += kt[b * PHO_MAX_ORDER + c] * xs[c][k];
+                    v += ys[b][k] * sb;
+                }
+                out[k] += e[k] * v;
             }
-            out[k] += e[k] * v;
+        } else {
+            double r0 = 0.0, r1 = 0.0, r2 = 0.0, r3 = 0.0, r4 = 0.0, r5 = 0.0;
+            PHO_SIMD_SUM(r0, r1, r2, r3, r4, r5)
+            for (k = 0; k < n; k++) {
+                double m0 = 0.0, m1 = 0.0, m2 = 0.0, m3 = 0.0, m4 = 0.0, m5 = 0.0;
+                double q = w[k] * e[k];
+                double dx = dx0 + (double)k;
+                double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
+                for (b = 0; b < m; b++) {
+                    double s0 = 0.0, s1 = 0.0, s2 = 0.0, y = ys[b][k];
+                    for (c = 0; c < m; c++) {
+                        double t = kt[b * PHO_MAX_ORDER + c] * xs[c][k];
+                        s0 += t;
+                        s1 += t * u[c];
+                        s2 += t * (u[c] * u[c]);
+                    }
+                    m0 += y * s0;
+                    m1 += y * s1;
+                    m2 += (y * u[b]) * s0;
+                    m3 += y * s2;
+                    m4 += (y * u[b]) * s1;
+                    m5 += (y * (u[b] * u[b])) * s0;
+                }
+                r0 += q * m0;
+                r1 += q * (vx * m0 + fxx * m1 + fxy * m2);
+                r2 += q * (vy * m0 + fxy * m1 + fyy * m2);
+                r3 += q * (dx * dx * m0 + 2.0 * dx * m1 + m3);
+                r4 += q * (dx * dy * m0 + dx * m2 + dy * m1 + m4);
+                r5 += q * (dy * dy * m0 + 2.0 * dy * m2 + m5);
+            }
+            acc[0] += r0;
+            acc[1] += a * r1;
+            acc[2] += a * r2;
+            acc[3] += -0.5 * a * r3;
+            acc[4] += -a * r4;
+            acc[5] += -0.5 * a * r5;
         }
         return;
     }
+    /* gradient with many nodes: one pass over the row per y node b, each with an unrolled loop over the
+       x nodes c (a full unroll of all m^2 nodes and six sums inside one pixel loop exceeds the compiler's
+       unrolling limits for m > 4 and ran 2x slower) */
     {
+        /* M0..M5[k] = sum_bc K_bc X_c Y_b {1, u_c, u_b, u_c^2, u_c u_b, u_b^2} at pixel k */
+        double M[6][PHO_SEG];
         double r0 = 0.0, r1 = 0.0, r2 = 0.0, r3 = 0.0, r4 = 0.0, r5 = 0.0;
-        PHO_SIMD_SUM(r0, r1, r2, r3, r4, r5)
-        for (k = 0; k < n; k++) {
-            /* M0..M5 = sum_bc K_bc X_c Y_b {1, u_c, u_b, u_c^2, u_c u_b, u_b^2} */
-            double m0 = 0.0, m1 = 0.0, m2 = 0.0, m3 = 0.0, m4 = 0.0, m5 = 0.0;
-            double q = w[k] * e[k];
-            double dx = dx0 + (double)k;
-            double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
-            for (b = 0; b < m; b++) {
-                double s0 = 0.0, s1 = 0.0, s2 = 0.0, y = ys[b][k];
+        for (b = 0; b < 6; b++)
+            for (k = 0; k < n; k++) M[b][k] = 0.0;
+        for (b = 0; b < m; b++) {
+            const double *kb = kt + b * PHO_MAX_ORDER;
+            const double *y = ys[b];
+            double ub = u[b], ub2 = u[b] * u[b];
+            for (k = 0; k < n; k++) {
+                double s0 = 0.0, s1 = 0.0, s2 = 0.0, yk = y[k];
                 for (c = 0; c < m; c++) {
-                    double t = kt[b * PHO_MAX_ORDER + c] * xs[c][k];
+                    double t = kb[c] * xs[c][k];
                     s0 += t;
                     s1 += t * u[c];
                     s2 += t * (u[c] * u[c]);
                 }
-                m0 += y * s0;
-                m1 += y * s1;
-                m2 += (y * u[b]) * s0;
-                m3 += y * s2;
-                m4 += (y * u[b]) * s1;
-                m5 += (y * (u[b] * u[b])) * s0;
+                M[0][k] += yk * s0;
+                M[1][k] += yk * s1;
+                M[2][k] += (yk * ub) * s0;
+                M[3][k] += yk * s2;
+                M[4][k] += (yk * ub) * s1;
+                M[5][k] += (yk * ub2) * s0;
             }
+        }
+        PHO_SIMD_SUM(r0, r1, r2, r3, r4, r5)
+        for (k = 0; k < n; k++) {
+            double q = w[k] * e[k];
+            double dx = dx0 + (double)k;
+            double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
+            double m0 = M[0][k], m1 = M[1][k], m2 = M[2][k];
             r0 += q * m0;
             r1 += q * (vx * m0 + fxx * m1 + fxy * m2);
             r2 += q * (vy * m0 + fxy * m1 + fyy * m2);
-            r3 += q * (dx * dx * m0 + 2.0 * dx * m1 + m3);
-            r4 += q * (dx * dy * m0 + dx * m2 + dy * m1 + m4);
-            r5 += q * (dy * dy * m0 + 2.0 * dy * m2 + m5);
+            r3 += q * (dx * dx * m0 + 2.0 * dx * m1 + M[3][k]);
+            r4 += q * (dx * dy * m0 + dx * m2 + dy * m1 + M[4][k]);
+            r5 += q * (dy * dy * m0 + 2.0 * dy * m2 + M[5][k]);
         }
         acc[0] += r0;
         acc[1] += a * r1;
