@@ -24,7 +24,7 @@ def scene_gaussians(rng, shape):
     """Gaussians of every integration order, some partly or wholly off the stamp, one at a corner."""
     ny, nx = shape
     rows = []
-    for fwhm, q in [(0.5, 1.0), (0.6, 0.5), (0.9, 0.3), (1.4, 0.8), (3.0, 0.4), (6.0, 1.0), (9.0, 0.6),
+    for fwhm, q in [(0.4, 1.0), (0.5, 1.0), (0.62, 1.0), (0.6, 0.5), (0.75, 1.0), (1.0, 0.5), (0.9, 0.3), (1.4, 0.8), (3.0, 0.4), (6.0, 1.0), (9.0, 0.6),
                     (15.0, 0.3), (25.0, 0.9), (40.0, 0.1)]:
         rows.append(_gaussian(rng.uniform(1, 10), rng.uniform(-3, nx + 2), rng.uniform(-3, ny + 2), fwhm, q,
                               rng.uniform(0, math.pi)))
@@ -33,6 +33,7 @@ def scene_gaussians(rng, shape):
     rows.append(_gaussian(5.0, -30.0, ny / 2, 2.0, 1.0, 0.0))         # wholly outside
     rows.append(_gaussian(5.0, nx + 4.0, ny / 2, 10.0, 0.5, 1.0))     # box partly inside
     rows.append(_gaussian(3.0, nx / 2, ny / 2, 60.0, 0.05, 0.785))    # very elongated and wide
+    assert set(ref.integration_orders(np.array(rows)).tolist()) >= {0, 3, 4, 5, 6, 7, 8}
     rows.append(_gaussian(5.0, nx / 2, ny / 2, 1.5, 0.03, 0.785))     # exponent > PHO_EXPARG_MAX in box corners
     return np.array(rows)
 
