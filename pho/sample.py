@@ -144,6 +144,8 @@ def _summarize(samples, weights, names, priors):
             width = priors.upper[i] - priors.lower[i]
             ang = 2 * np.pi * x / width
             centre = width / (2 * np.pi) * math.atan2(np.sum(weights * np.sin(ang)), np.sum(weights * np.cos(ang)))
+            lo = priors.lower[i]
+            centre = lo + (centre - lo) % width  # the branch inside the prior window
             x = centre + (x - centre + width / 2) % width - width / 2
         p16, p50, p84 = weighted_quantiles(x, weights, [0.16, 0.5, 0.84])
         mean = float(np.sum(weights * x))
@@ -160,6 +162,7 @@ def sample(
     dynamic: bool = False,
     sample: str = "auto",
     bound: str = "multi",
+    walks: int | None = None,
     dlogz: float | None = None,
     maxiter: int | None = None,
     maxcall: int | None = None,
@@ -188,6 +191,9 @@ def sample(
         (and ``"hslice"`` with dynesty < 3, which receives the analytic gradient).
     bound : str
         dynesty's bounding: ``"multi"`` (default), ``"single"``, ``"balls"``, ``"cubes"``, ``"none"``.
+    walks : int, optional
+        Steps of each random walk (``sample="rwalk"``); dynesty's default if None. Fewer steps
+        cost fewer calls but leave new points more correlated with the live point they started from.
     dlogz : float, optional
         Stopping tolerance on the remaining evidence (static); dynesty's default if None.
     maxiter, maxcall : int, optional
@@ -238,6 +244,7 @@ def sample(
         "nlive": int(nlive),
         "sample": sample,
         "bound": bound,
+        "walks": walks,
         "dlogz": dlogz,
         "maxiter": maxiter,
         "maxcall": maxcall,
@@ -268,6 +275,8 @@ def sample(
             periodic=priors.periodic or None,
             rstate=rng,
         )
+        if walks is not None:
+            kwargs["walks"] = int(walks)
         if sample == "hslice":
             if "gradient" not in inspect.signature(dynesty.NestedSampler).parameters:
                 raise PhoValueError(

@@ -149,3 +149,17 @@ def test_coverage_of_68_percent_intervals_on_one_galaxy():
             hits[name] += s["p16"] <= like.initial[i] <= s["p84"]
     for name, k in hits.items():
         assert 8 <= k <= 19, (name, k, hits)
+
+
+def test_periodic_summary_stays_in_prior_window():
+    """A position angle near the window's edge is summarised across the wrap, inside the window."""
+    from pho.sample import _summarize
+
+    rng = np.random.default_rng(0)
+    lo, hi = 1.0, 1.0 + math.pi
+    x = 1.0 + math.pi - 0.05 + rng.normal(size=4000) * 0.1  # centred 0.05 below the upper edge
+    x = lo + (x - lo) % math.pi  # as the sampler reports them: wrapped into the window
+    pri = Priors(["s0.pa"], {"s0.pa": Uniform(lo, hi, periodic=True)})
+    s = _summarize(x[:, None], np.full(4000, 1 / 4000), ["s0.pa"], pri)["s0.pa"]
+    assert s["median"] == pytest.approx(hi - 0.05, abs=0.01)
+    assert 0.5 * (s["p84"] - s["p16"]) == pytest.approx(0.1, rel=0.1)
