@@ -39,6 +39,14 @@ LOCAL_PARAMETERS = ("flux", "ra", "dec", "shape1", "shape2", "n", "rh")
 N_LOCAL = len(LOCAL_PARAMETERS)
 _TWO_PI = 2.0 * math.pi
 
+#: An image Gaussian is left out of a stamp when the counts it can put there are below this
+#: fraction of its source's counts in the exposure. The bound used is ``|A|`` (its peak value)
+#: times the smaller of the stamp's pixel count and its own area ``2 pi / sqrt(det F)``. This
+#: drops the Sersic table's widest components (radii up to 30") where their amplitudes are tiny,
+#: which would otherwise each cost a full pass over the stamp; what is dropped is below the
+#: 1e-5 of the bounding-box cutoff. Set to 0 to keep every Gaussian.
+NEGLIGIBLE_FRACTION = 1e-7
+
 
 class ImageGaussians(NamedTuple):
     """Image Gaussians of one scene in one exposure.
@@ -275,6 +283,29 @@ class ExposureModel:
             )
         #: (sum over groups of S, 7) scene index of each source's local parameters (P = unused)
         self.vjp_index = np.ascontiguousarray(np.concatenate(vjp_idx)).ravel()
+
+    def significant(self, gaussians: np.ndarray) -> np.ndarray | None:
+        """Which image Gaussians can matter in this stamp (see ``NEGLIGIBLE_FRACTION``).
+
+        Parameters
+        ----------
+        gaussians : ndarray of shape (G, 6)
+            From :meth:`forward`, in its order.
+
+        Returns
+        -------
+        keep : ndarray of bool, shape (G,), or None
+            None when every Gaussian is kept (the common case for compact sources).
+        """
+        if NEGLIGIBLE_FRACTION <= 0:
+            return None
+        g = gaussians
+        amp = np.abs(g[:, 0])
+        area = _TWO_PI / np.sqrt(g[:, 3] * g[:, 5] - g[:, 4] * g[:, 4])
+        total = np.bincount(self.source_index, weights=amp * area)
+        bound = amp * np.minimum(area, self.exposure.shape[0] * self.exposure.shape[1])
+        keep = bound >= NEGLIGIBLE_FRACTION * total[self.source_index]
+        return None if keep.all() else keep
 
     def compute(self, state: SceneState, jacobian: bool = True):
         """Image Gaussians (G, 6) and, if asked, their Jacobian (G, 6, 7) for a prepared state."""

@@ -71,7 +71,12 @@ def render(scene, exposure: Exposure, backend="reference", workers: int | None =
     sm = SceneModel(scene)
     em = ExposureModel(sm, exposure)
     g, _ = em.forward(sm.prepare(theta))
-    return _resolve_backend(backend, workers).render(np.ascontiguousarray(g), exposure.shape) + exposure.background
+    return _resolve_backend(backend, workers).render(_kept(g, em.significant(g)), exposure.shape) + exposure.background
+
+
+def _kept(gaussians, keep):
+    """The Gaussians a backend renders: all, or those ``keep`` selects (C-contiguous)."""
+    return np.ascontiguousarray(gaussians if keep is None else gaussians[keep])
 
 
 class Likelihood:
@@ -224,7 +229,7 @@ class Likelihood:
         total = 0.0
         for i, (em, e) in enumerate(zip(self._models, self.exposures)):
             g, _ = em.forward(state)
-            m = self._backend.render(g, e.shape) + e.background
+            m = self._backend.render(_kept(g, em.significant(g)), e.shape) + e.background
             total += self._dlnl_dm(i, m)[0]
         return total
 
@@ -248,10 +253,16 @@ class Likelihood:
         acc = np.zeros(P + 1)
         for i, (em, e) in enumerate(zip(self._models, self.exposures)):
             g, cache = em.forward(state)
-            m = self._backend.render(g, e.shape) + e.background
+            keep = em.significant(g)
+            gk = _kept(g, keep)
+            m = self._backend.render(gk, e.shape) + e.background
             value, w = self._dlnl_dm(i, m)
             total += value
-            gg = self._backend.gradient(g, w)  # (G, 6)
+            gg = self._backend.gradient(gk, w)  # (G, 6), or (kept, 6)
+            if keep is not None:
+                gg_all = np.zeros_like(g)
+                gg_all[keep] = gg
+                gg = gg_all
             local = em.vjp(state, cache, gg)  # (S, 7): chained through the model's Jacobian
             acc += np.bincount(em.vjp_index, weights=local.ravel(), minlength=P + 1)
         return total, acc[:P]
@@ -263,7 +274,7 @@ class Likelihood:
         out = []
         for em, e in zip(self._models, self.exposures):
             g, _ = em.forward(state)
-            out.append(self._backend.render(g, e.shape) + e.background)
+            out.append(self._backend.render(_kept(g, em.significant(g)), e.shape) + e.background)
         return out
 
     def gradient_images(self, theta, exposure_index: int) -> np.ndarray:

@@ -248,3 +248,35 @@ def test_sources_with_different_profile_objects(cosmos_image_path, rng):
     v1, g1 = pho.Likelihood(split, exposures).lnlike_and_grad(theta)
     assert v1 == pytest.approx(v0, rel=1e-13)
     np.testing.assert_allclose(g1, g0, rtol=1e-11, atol=1e-11 * np.abs(g0).max())
+
+
+def test_negligible_gaussians_are_left_out_within_their_bound(monkeypatch):
+    """The shipped table's widest components are dropped from a small stamp; the counts they
+    could have put there bound the change, and the gradient is that of the kept model."""
+    import pho.gaussians as gaussians
+
+    wcs = tan_wcs(150.0, 2.0, (16.5, 16.5), scale_arcsec=0.03)
+    psf = pho.PSFMixture.gaussian(fwhm_pix=2.0)
+    exposure = pho.Exposure(np.zeros((32, 32)), np.ones((32, 32)), wcs, psf, "F814W")
+    scene = pho.Scene([pho.Sersic(150.0, 2.0, {"F814W": 1000.0}, q=0.8, pa=0.2, n=2.0, rh=0.1)])
+    theta = scene.get_vector()
+    like = pho.Likelihood(scene, [exposure])
+    model = like._models[0]
+    g, _ = model.forward(like._scene_model.prepare(theta))
+    keep = model.significant(g)
+    assert keep is not None and 0 < np.count_nonzero(~keep) < len(g)
+    n_dropped = np.count_nonzero(~keep)
+
+    fraction = gaussians.NEGLIGIBLE_FRACTION
+    culled = pho.render(scene, exposure)
+    lnl_culled, grad_culled = like.lnlike_and_grad(theta)
+    monkeypatch.setattr(gaussians, "NEGLIGIBLE_FRACTION", 0.0)
+    assert model.significant(g) is None
+    full = pho.render(scene, exposure)
+    lnl_full, grad_full = like.lnlike_and_grad(theta)
+
+    total_counts = 1000.0
+    bound = n_dropped * fraction * total_counts
+    assert 0 < np.abs(full - culled).sum() <= bound
+    np.testing.assert_allclose(grad_culled, grad_full, rtol=1e-5, atol=1e-6 * np.abs(grad_full).max())
+    assert lnl_culled != lnl_full
