@@ -1,6 +1,6 @@
 """The built-in demo problem: two blended Sersic galaxies and a star, two bands, two dithers each.
 
-Everything is made here, without downloads: four exposures of 40 x 40 pixels at 0.06"/pixel (a
+Everything is made here, without downloads: four exposures (32 x 32 pixels by default) at 0.06"/pixel (a
 JWST/NIRCam long-wave-like scale), two per band, the second of each pair shifted by a
 non-integer number of pixels and rotated by 7 degrees, each with a TAN WCS; an undersampled
 3-Gaussian PSF per band (FWHM 1.6 and 2.0 pixels: core plus two wider wings, slightly
@@ -114,7 +114,7 @@ def demo_sources(profile=None, initial: bool = False) -> list:
     ]
 
 
-def build_demo(rng: np.random.Generator | None = None, shape: tuple[int, int] = (40, 40), profile=None) -> DemoProblem:
+def build_demo(rng: np.random.Generator | None = None, shape: tuple[int, int] = (32, 32), profile=None) -> DemoProblem:
     """Build the demo problem.
 
     Parameters

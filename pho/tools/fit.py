@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src = p.add_argument_group("inputs")
     src.add_argument("--demo", action="store_true", help="run the built-in demo problem (no inputs needed)")
-    src.add_argument("--demo-pix", type=int, default=40,
+    src.add_argument("--demo-pix", type=int, default=32,
                      help="side of the demo's square exposures, pixels (default %(default)s)")
     src.add_argument(
         "--exposure", nargs=4, action="append", metavar=("SCI", "NOISE", "PSF", "BAND"),
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-plots", action="store_true", help="skip the figures")
     run = p.add_argument_group("fitting")
     run.add_argument("--nlive", type=int, default=None,
-                     help="dynesty live points (default 60 for --demo, else 200)")
+                     help="dynesty live points (default 45 for --demo, else 200)")
     run.add_argument("--dynamic", action="store_true", help="dynamic nested sampling instead of static")
     run.add_argument("--sample-method", default="rwalk",
                      help="dynesty sampling method: rwalk, rslice, slice, unif, auto (default %(default)s)")
@@ -123,10 +123,18 @@ def results_table(names, best=None, posterior=None, truth=None, reference=None) 
             half = 0.5 * (s["p84"] - s["p16"])
             m = _display(name, s["median"], reference)
             post = _fmt(m, half * scale)
-            pull = f"{(m - t) / (half * scale):+.2f}" if t is not None and half > 0 else "-"
+            diff = None if t is None else m - t
+            if diff is not None and kind == "pa":
+                diff = (diff + math.pi / 2) % math.pi - math.pi / 2  # angles modulo pi
+            pull = f"{diff / (half * scale):+.2f}" if diff is not None and half > 0 else "-"
         else:
             post = "-"
-            pull = f"{(_display(name, best.theta[j], reference) - t) / (best.sigma[j] * scale):+.2f}" if (t is not None and best is not None and best.sigma[j] > 0) else "-"
+            pull = "-"
+            if t is not None and best is not None and best.sigma[j] > 0:
+                diff = _display(name, best.theta[j], reference) - t
+                if kind == "pa":
+                    diff = (diff + math.pi / 2) % math.pi - math.pi / 2
+                pull = f"{diff / (best.sigma[j] * scale):+.2f}"
         rows.append((label, _fmt(t) if t is not None else "-", b, post, pull))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
@@ -265,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         problem = build_demo(shape=(args.demo_pix, args.demo_pix))
         exposures, scene = problem.exposures, problem.initial
         truth = dict(zip(problem.truth.parameter_names, problem.truth.get_vector()))
-        nlive = args.nlive or 60
+        nlive = args.nlive or 45
         settings["INPUT"] = "built-in demo (pho.demo)"
     else:
         from pho.io import read_source_list
