@@ -116,15 +116,38 @@ def plot_corner(
     """
     names = list(posterior.names if names is None else names)
     idx = [posterior.names.index(n) for n in names]
-    x = posterior.samples[:, idx]
+    x = posterior.samples[:, idx].copy()
     w = posterior.weights
     k = len(names)
+    # Shown in readable units: ra/dec as arcsec offsets from the median (east, north), angles
+    # wrapped to within pi/2 of the median.
+    summary, truths_shown, labels = {}, {}, []
+    for j, name in enumerate(names):
+        s = dict(posterior.summary[name])
+        kind = name.split(".", 1)[-1]
+        med = s["median"]
+        if kind in ("ra", "dec"):
+            dec_name = name.rsplit(".", 1)[0] + ".dec"
+            cosd = np.cos(np.radians(posterior.summary.get(dec_name, {"median": 0.0})["median"])) if kind == "ra" else 1.0
+            f = lambda v, med=med, c=cosd: (np.asarray(v) - med) * 3600.0 * c  # noqa: E731
+            labels.append(_short(name).replace(".ra", ".dra").replace(".dec", ".ddec") + ' ["]')
+        elif kind == "pa":
+            f = lambda v, med=med: med + (np.asarray(v) - med + np.pi / 2) % np.pi - np.pi / 2  # noqa: E731
+            labels.append(_short(name))
+        else:
+            f = lambda v: np.asarray(v)  # noqa: E731
+            labels.append(_short(name))
+        x[:, j] = f(x[:, j])
+        summary[name] = {key: float(f(s[key])) for key in ("median", "p16", "p84")}
+        if truths and name in truths:
+            truths_shown[name] = float(f(truths[name]))
+    truths = truths_shown
     fig = _figure(1.7 * k + 1, 1.7 * k + 1, layout=None)
     axes = fig.subplots(k, k, squeeze=False)
     fig.subplots_adjust(left=0.08, bottom=0.08, right=0.98, top=0.96, wspace=0.08, hspace=0.08)
     ranges = []
     for j, name in enumerate(names):
-        s = posterior.summary[name]
+        s = summary[name]
         width = max(s["p84"] - s["p16"], 1e-300)
         ranges.append((s["median"] - 3 * width, s["median"] + 3 * width))
     for r in range(k):
@@ -135,11 +158,11 @@ def plot_corner(
                 continue
             if r == c:
                 ax.hist(x[:, c], bins=bins, range=ranges[c], weights=w, histtype="step", color="k")
-                s = posterior.summary[names[c]]
+                s = summary[names[c]]
                 for v in (s["p16"], s["median"], s["p84"]):
                     ax.axvline(v, ls="--", color="0.4", lw=0.8)
                 ax.set_yticks([])
-                ax.set_title(f"{_short(names[c])}", fontsize=7)
+                ax.set_title(labels[c], fontsize=7)
             else:
                 h, xe, ye = np.histogram2d(x[:, c], x[:, r], bins=bins, range=[ranges[c], ranges[r]], weights=w)
                 ax.pcolormesh(xe, ye, h.T, cmap="Greys", shading="flat")
@@ -151,11 +174,11 @@ def plot_corner(
             if r < k - 1:
                 ax.set_xticklabels([])
             else:
-                ax.set_xlabel(_short(names[c]), fontsize=6)
+                ax.set_xlabel(labels[c], fontsize=6)
             if c > 0 and r != c:
                 ax.set_yticklabels([])
             elif r != c:
-                ax.set_ylabel(_short(names[r]), fontsize=6)
+                ax.set_ylabel(labels[r], fontsize=6)
     return _finish(fig, path)
 
 
