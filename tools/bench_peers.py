@@ -138,7 +138,7 @@ def source_rows(scene, theta, exposure):
     names = scene.parameter_names
     vals = dict(zip(names, theta))
     D = exposure.D
-    for k, src in enumerate(scene.sources):
+    for k in range(len(scene.sources)):
         p = {s.split(".", 1)[1]: v for s, v in vals.items() if s.startswith(f"s{k}.")}
         flux = p[f"flux_{exposure.band}"] * exposure.counts_per_flux
         x, y = exposure.sky_to_pixel(p["ra"], p["dec"])
@@ -357,7 +357,7 @@ def run_astrophot(scene, exps, theta, pho_t, pho_images, label):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model, per_exp = astrophot_model(ap, torch, scene, exps, theta, up, kw)
+                model, _ = astrophot_model(ap, torch, scene, exps, theta, up, kw)
                 x0 = model.get_values().detach().clone()
 
                 def call():
