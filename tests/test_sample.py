@@ -81,7 +81,7 @@ def test_static_sampling_recovers_evidence_and_posterior(rng):
 @pytest.mark.slow
 def test_dynamic_sampling_runs_and_agrees(rng):
     _INTERRUPT.update(calls=0, limit=None)
-    res = sample(CorrelatedGaussian(), _priors(), nlive=80, dynamic=True, maxcall=40000, rng=rng, progress=False)
+    res = sample(CorrelatedGaussian(), _priors(), nlive=50, dynamic=True, maxcall=8000, rng=rng, progress=False)
     assert res.settings["sampler"] == "dynamic"
     assert abs(res.logz - CorrelatedGaussian.exact_logz()) < 3 * res.logz_err + 0.1
     assert abs(res.summary["s0.q"]["median"] - MEAN[2]) < 0.25 * SIGMA[2]
