@@ -63,7 +63,7 @@ def main():
     print(post)
     for name, value in zip(truth.parameter_names, truth.get_vector()):
         s = post.summary[name]
-        print(f"{name:16s} truth {value:12.7g}   posterior {s['median']:12.7g} [{s['p16']:.7g}, {s['p84']:.7g}]")
+        print(f"{name:16s} truth {value:15.10g}   posterior {s['median']:15.10g} [{s['p16']:.10g}, {s['p84']:.10g}]")
 
     # 4. Outputs.
     print(write_catalog(outdir / "catalog.fits", best.scene, best, post, overwrite=True))
