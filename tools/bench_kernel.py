@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 import pho  # noqa: E402
 from pho import _reference as ref  # noqa: E402
 from pho._backends import get_backend  # noqa: E402
+from pho._exact import exact_pixels  # noqa: E402
 
 ALL_CPUS = sorted(os.sched_getaffinity(0))
 
@@ -120,26 +121,6 @@ def _isfloat(s):
 
 
 # ------------------------------------------------------------------------------------------ rule
-def _erf_diff(a, b):
-    from scipy.special import erfc
-
-    return np.where(a >= 0, erfc(a) - erfc(b), np.where(b <= 0, erfc(-b) - erfc(-a), 2.0 - erfc(-a) - erfc(b)))
-
-
-def exact_pixels(row, jj, ii, n_y=64):
-    """Independent pixel integral: exact (erfc) along x, 64-point Gauss-Legendre along y."""
-    amp, x0, y0, fxx, fxy, fyy = row
-    u, w = np.polynomial.legendre.leggauss(n_y)
-    det = fxx * fyy - fxy * fxy
-    total = np.zeros(np.shape(jj))
-    k = math.sqrt(fxx / 2.0)
-    for uk, wk in zip(0.5 * u, 0.5 * w):
-        dy = ii + uk - y0
-        shift = fxy * dy / fxx
-        total += wk * np.exp(-0.5 * dy * dy * det / fxx) * _erf_diff(k * (jj - 0.5 - x0 + shift), k * (jj + 0.5 - x0 + shift))
-    return amp * math.sqrt(math.pi / (2.0 * fxx)) * total
-
-
 def _row(fwhm_minor, q, theta, x0, y0):
     s = fwhm_minor / ref.FWHM_PER_SIGMA
     c, sn = math.cos(theta), math.sin(theta)
