@@ -14,6 +14,8 @@ scene vector. See docs/model.md.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from ._backends import get_backend
@@ -305,6 +307,19 @@ class Likelihood:
         for k in range(N_LOCAL):
             np.add.at(out, em.param_index[:, k], per_local[:, k])
         return out[: self.n_params]
+
+    def with_workers(self, workers: int | None) -> "Likelihood":
+        """A copy of this likelihood whose pixel backend uses ``workers`` threads.
+
+        The copy shares the exposures and the scene model (nothing is recomputed); only the
+        backend is new. A backend given as an object rather than a name is shared as it is.
+        """
+        name = self._backend_spec[0]
+        clone = copy.copy(self)
+        if name is not None:
+            clone._backend = _resolve_backend(name, workers)
+            clone._backend_spec = (name, workers)
+        return clone
 
     def __getstate__(self):
         # backends may hold compiled modules or GPU handles: pickle the name, rebuild on load

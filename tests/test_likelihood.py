@@ -234,6 +234,22 @@ def test_likelihood_pickles_for_worker_pools(cosmos_image_path, rng, backend):
     np.testing.assert_array_equal(grad, g0)
 
 
+def test_with_workers_changes_threads_not_values(cosmos_image_path, rng):
+    from pho._backends import available_backends
+
+    if "cpu" not in available_backends():
+        pytest.skip("the compiled cpu backend is not built here")
+    scene, exposures, theta = blended_problem(cosmos_image_path, rng)
+    like = pho.Likelihood(scene, exposures, backend="cpu", workers=2)
+    single = like.with_workers(1)
+    assert single._backend.workers == 1 and like._backend.workers == 2
+    assert single._backend is not like._backend
+    value, grad = single.lnlike_and_grad(theta)
+    v0, g0 = like.lnlike_and_grad(theta)
+    assert value == v0  # the kernels are thread-count invariant bit for bit
+    np.testing.assert_array_equal(grad, g0)
+
+
 def test_sources_with_different_profile_objects(cosmos_image_path, rng):
     """Sersics with distinct (equal) profile objects form separate groups; results are unchanged."""
     shared = AnalyticStandInProfile()

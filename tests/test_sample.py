@@ -106,6 +106,58 @@ def test_resume_after_interruption(tmp_path, rng):
     assert abs(res.logz - fresh.logz) < 3 * math.hypot(res.logz_err, fresh.logz_err) + 0.1
 
 
+@pytest.mark.slow
+def test_worker_processes_recover_evidence_and_leave_no_state(rng):
+    from pho.sample import _CACHE
+
+    _INTERRUPT.update(calls=0, limit=None)
+    res = sample(CorrelatedGaussian(), _priors(), nlive=100, processes=2, rng=rng, progress=False)
+    assert res.settings["processes"] == 2
+    # the workers made the calls: the main process's counter did not move
+    assert _INTERRUPT["calls"] < res.n_calls / 10
+    assert abs(res.logz - CorrelatedGaussian.exact_logz()) < 3 * res.logz_err + 0.05
+    for i, name in enumerate(NAMES):
+        assert abs(res.summary[name]["median"] - MEAN[i]) < 0.3 * SIGMA[i], name
+    assert _CACHE == {}, "sample() left its likelihood in the per-process cache"
+
+
+class LimitedGaussian(CorrelatedGaussian):
+    """The Gaussian, which raises after ``limit`` calls in any one process (the limit travels with it)."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit, self.calls = limit, 0
+
+    def lnlike(self, theta):
+        self.calls += 1
+        if self.calls >= self.limit:
+            raise _Interrupted("simulated kill")
+        return self.lnlike_and_grad(theta)[0]
+
+
+def test_checkpoint_holds_no_data_and_resumes_with_other_process_count(tmp_path, rng):
+    path = tmp_path / "run.pkl"
+    with pytest.raises(_Interrupted):
+        sample(LimitedGaussian(600), _priors(), nlive=60, processes=2, rng=rng, checkpoint_file=path,
+               checkpoint_every_s=0, progress=False)
+    blob = path.read_bytes()
+    assert b"_cached_loglike" in blob
+    assert b"Gaussian" not in blob, "the checkpoint pickled the likelihood"
+    _INTERRUPT.update(calls=0, limit=None)
+    res = sample(CorrelatedGaussian(), _priors(), nlive=60, processes=1, checkpoint_file=path, resume=True,
+                 progress=False)
+    assert _INTERRUPT["calls"] > 0
+    # carried on from the checkpoint: the count includes the ~2 x 600 calls the workers made before the kill
+    assert res.n_calls > _INTERRUPT["calls"] + 600
+    assert abs(res.logz - CorrelatedGaussian.exact_logz()) < 3 * res.logz_err + 0.1
+
+
+def test_bad_process_counts_are_refused():
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(PhoValueError, match="processes="):
+            sample(CorrelatedGaussian(), _priors(), nlive=20, processes=bad)
+
+
 def test_resume_without_checkpoint_is_refused(tmp_path):
     with pytest.raises(PhoValueError, match="does not exist"):
         sample(CorrelatedGaussian(), _priors(), nlive=20, checkpoint_file=tmp_path / "none.pkl", resume=True)

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="half-width of the position prior box, arcsec (default 3 pixels)")
     run.add_argument("--backend", choices=("auto", "cpu", "reference"), default="auto",
                      help="likelihood backend (default %(default)s: cpu if compiled, else reference)")
+    run.add_argument("--processes", type=int, default=None,
+                     help="worker processes for nested sampling, each with one kernel thread (default: one per "
+                     "available core; 1: sample in this process)")
     run.add_argument("--seed", type=int, default=1, help="random seed of the sampler (default %(default)s)")
     run.add_argument("--checkpoint-every", type=float, default=60.0,
                      help="seconds between sampler checkpoints (default %(default)s)")
@@ -158,6 +161,7 @@ def run_job(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    processes: int | None = 1,
     settings: dict | None = None,
     timings: dict | None = None,
     out=None,
@@ -200,7 +204,7 @@ def run_job(
         posterior = sample(
             likelihood, priors, nlive=nlive, dynamic=dynamic, sample=sample_method, dlogz=dlogz, maxcall=maxcall,
             rng=np.random.default_rng(seed), checkpoint_file=checkpoint, checkpoint_every_s=checkpoint_every_s,
-            resume=resume, progress=progress,
+            resume=resume, progress=progress, processes=processes,
         )
         timings["sample"] = time.perf_counter() - t
         print(f"sample: ln Z = {posterior.logz:.2f} +/- {posterior.logz_err:.2f}, {posterior.n_iter} iterations, "
@@ -253,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --demo, or at least one --exposure SCI NOISE PSF BAND and --sources FILE")
     if args.demo_pix < 24:
         parser.error(f"--demo-pix {args.demo_pix} is too small for the demo's sources; use at least 24")
+    if args.processes is not None and args.processes < 1:
+        parser.error(f"--processes {args.processes} must be at least 1")
     if args.nlive is not None and args.nlive < 5:
         parser.error(f"--nlive {args.nlive} is too small; use at least 5 (ideally 25 per parameter)")
     outdir = Path(args.outdir)
@@ -261,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pho
     from pho.likelihood import Likelihood
+    from pho.sample import resolve_processes
 
     backend = choose_backend() if args.backend == "auto" else args.backend
     timings: dict = {}
@@ -296,12 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     likelihood = Likelihood(scene, exposures, backend=backend)
     timings["build"] = time.perf_counter() - t0
     print(f"pho {pho.__version__}: {len(scene.sources)} sources, {scene.n_params} parameters, "
-          f"{len(exposures)} exposures, backend {backend}, nlive {nlive}")
+          f"{len(exposures)} exposures, backend {backend}, nlive {nlive}"
+          + ("" if args.no_sample else f", {resolve_processes(args.processes)} sampling process(es)"))
     result = run_job(
         likelihood, outdir, truth=truth, nlive=nlive, dynamic=args.dynamic, sample_method=args.sample_method,
         dlogz=args.dlogz, maxcall=args.maxcall, do_sample=not args.no_sample, plots=not args.no_plots,
         position_box_arcsec=args.position_box_arcsec, seed=args.seed, checkpoint_every_s=args.checkpoint_every,
-        resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, settings=settings, timings=timings,
+        resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, processes=args.processes,
+        settings=settings, timings=timings,
     )
     total = time.perf_counter() - t0
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + f", total {total:.1f} s")
