@@ -115,9 +115,16 @@ class CpuBackend:
         if last is not None and last[0] == shape and isinstance(gaussians, np.ndarray) \
                 and gaussians.shape == last[1].shape and np.array_equal(gaussians, last[1]):
             return last[1], last[2], last[3]
-        g = ref.check_gaussians(gaussians)
-        boxes = np.ascontiguousarray(ref.pixel_boxes(g, shape), dtype=np.intp)
-        orders = np.ascontiguousarray(ref.integration_orders(g), dtype=np.int32)
+        g = np.ascontiguousarray(gaussians, dtype=np.float64)
+        if g.ndim != 2 or g.shape[1] != 6:
+            ref.check_gaussians(g)  # raises the reference's error for the shape
+        boxes = np.empty((len(g), 4), dtype=np.intp)
+        orders = np.empty(len(g), dtype=np.int32)
+        # the reference's check_gaussians + pixel_boxes + integration_orders, in one compiled pass
+        if self._k.boxes_and_orders(g, shape[0], shape[1], ref.BOX_NSIGMA, ref._FMAX_EDGES, ref._ORDER_TABLE,
+                                    boxes, orders) >= 0:
+            ref.check_gaussians(g)  # raises the reference's error naming the bad Gaussian
+            raise PhoValueError("image Gaussians failed the compiled check but not the reference one; please report")
         g = g.copy() if g is gaussians else g  # keep our own copy: the caller may modify theirs
         self._last = (tuple(shape), g, boxes, orders)
         return g, boxes, orders

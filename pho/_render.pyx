@@ -11,6 +11,7 @@ what it writes and sums in a fixed order, so results are bit-identical for any t
 """
 
 from cython.parallel cimport prange, threadid
+from libc.math cimport sqrt
 
 cdef extern from *:
     """
@@ -175,3 +176,124 @@ def gradient_sums(const double[:, ::1] gaussians not None, const Py_ssize_t[:, :
         if st_g[k] != 0:
             return st_g[k]
     return 0
+
+
+cdef extern from *:
+    """
+    #include <math.h>
+    /* Box and integration order of one image Gaussian, by exactly the operations of
+       pho._reference.pixel_boxes and integration_orders (no contraction into fused
+       multiply-adds, so the integers agree with NumPy's to the last bit).
+       Returns 0, 1 if a value is not finite, 2 if F is not positive definite. */
+    #if defined(__GNUC__) && !defined(__clang__)
+    __attribute__((optimize("fp-contract=off")))
+    #endif
+    static int pho_box_order(const double *g, double nx, double ny, double nsigma,
+                             const double *edges, int n_edges, const int *order_table,
+                             Py_ssize_t *box, int *order)
+    {
+        int c, k;
+        for (c = 0; c < 6; c++)
+            if (!isfinite(g[c])) return 1;
+        double fxx = g[3], fxy = g[4], fyy = g[5];
+        double det = fxx * fyy - fxy * fxy;
+        if (!(fxx > 0.0 && fyy > 0.0 && det > 0.0)) return 2;
+        double r[2], top[2], lo, hi, t;
+        r[0] = nsigma * sqrt(fyy / det);
+        r[1] = nsigma * sqrt(fxx / det);
+        top[0] = nx; top[1] = ny;
+        for (c = 0; c < 2; c++) {
+            t = g[1 + c] - r[c] - 0.5;
+            t = t < -1.0 ? -1.0 : (t > top[c] + 1.0 ? top[c] + 1.0 : t);
+            lo = ceil(t);
+            if (lo < 0.0) lo = 0.0;
+            t = g[1 + c] + r[c] + 0.5;
+            t = t < -2.0 ? -2.0 : (t > top[c] + 1.0 ? top[c] + 1.0 : t);
+            hi = floor(t);
+            if (hi > top[c] - 1.0) hi = top[c] - 1.0;
+            box[2 * c] = (Py_ssize_t)lo;
+            box[2 * c + 1] = (Py_ssize_t)hi;
+        }
+        double fmax = fxx > fyy ? fxx : fyy;
+        k = 0;
+        while (k < n_edges && edges[k] < fmax) k++;
+        *order = order_table[k];
+        return 0;
+    }
+    """
+    int pho_box_order(const double *g, double nx, double ny, double nsigma, const double *edges,
+                      int n_edges, const int *order_table, Py_ssize_t *box, int *order) noexcept nogil
+
+
+def boxes_and_orders(const double[:, ::1] gaussians not None, Py_ssize_t ny, Py_ssize_t nx,
+                     double nsigma, const double[::1] fmax_edges not None,
+                     const int[::1] order_table not None, Py_ssize_t[:, ::1] boxes not None,
+                     int[::1] orders not None):
+    """Check the Gaussians and fill their pixel boxes and integration orders, in one pass.
+
+    The compiled equivalent of ``pho._reference.check_gaussians``, ``pixel_boxes`` and
+    ``integration_orders`` (same integers; ``order_table`` has ``len(fmax_edges) + 1`` entries).
+
+    Returns
+    -------
+    bad : int
+        -1 if every Gaussian is finite with a positive-definite F, else the index of the first
+        that is not (the caller raises the reference check's error for it).
+    """
+    cdef Py_ssize_t G = gaussians.shape[0], k, bad = -1
+    cdef int n_edges = <int>fmax_edges.shape[0]
+    if order_table.shape[0] != n_edges + 1 or boxes.shape[0] != G or boxes.shape[1] != 4 \
+            or orders.shape[0] != G or (G and gaussians.shape[1] != 6):
+        raise ValueError("boxes_and_orders: inconsistent array shapes")
+    with nogil:
+        for k in range(G):
+            if pho_box_order(&gaussians[k, 0], <double>nx, <double>ny, nsigma, &fmax_edges[0], n_edges,
+                             &order_table[0], &boxes[k, 0], &orders[k]) != 0:
+                bad = k
+                break
+    return bad
+
+
+def sersic_gaussians(const double[::1] flux not None, const double[::1] x not None,
+                     const double[::1] y not None, const double[:, ::1] t0 not None,
+                     const double[:, ::1] amps not None, const double[::1] r2 not None,
+                     const double[::1] cxx not None, const double[::1] cxy not None,
+                     const double[::1] cyy not None, const double[::1] amp not None,
+                     const double[::1] px not None, const double[::1] py not None,
+                     const Py_ssize_t[::1] m_index not None, double[:, :, ::1] out not None,
+                     double[:, ::1] base not None, double[:, ::1] abase not None):
+    """Image Gaussians of S Sersic sources in one exposure: the loop of ``ExposureModel.forward``.
+
+    For source s and component n (profile radius ``m_index[n]`` convolved with a PSF Gaussian),
+    the covariance is ``r2[n] * T(s) + C_psf[n]`` with ``T(s) = t0[s] = (Txx, Txy, Tyy)``;
+    ``base = amp / sqrt(det C)``, ``abase = amps[s, m_index[n]] * base``, and ``out[s, n]`` =
+    (flux abase, x + px, y + py, Cyy/det, -Cxy/det, Cxx/det).
+    """
+    cdef Py_ssize_t S = out.shape[0], N = out.shape[1], s, n
+    cdef double a, b, c, inv, bs
+    if (flux.shape[0] != S or x.shape[0] != S or y.shape[0] != S or t0.shape[0] != S or t0.shape[1] < 3
+            or amps.shape[0] != S or out.shape[2] != 6 or base.shape[0] != S or base.shape[1] != N
+            or abase.shape[0] != S or abase.shape[1] != N):
+        raise ValueError("sersic_gaussians: inconsistent source array shapes")
+    if (r2.shape[0] != N or cxx.shape[0] != N or cxy.shape[0] != N or cyy.shape[0] != N
+            or amp.shape[0] != N or px.shape[0] != N or py.shape[0] != N or m_index.shape[0] != N):
+        raise ValueError("sersic_gaussians: inconsistent component array shapes")
+    for n in range(N):
+        if m_index[n] < 0 or m_index[n] >= amps.shape[1]:
+            raise ValueError("sersic_gaussians: m_index out of range")
+    with nogil:
+        for s in range(S):
+            for n in range(N):
+                a = r2[n] * t0[s, 0] + cxx[n]
+                b = r2[n] * t0[s, 1] + cxy[n]
+                c = r2[n] * t0[s, 2] + cyy[n]
+                inv = 1.0 / (a * c - b * b)
+                bs = amp[n] * sqrt(inv)
+                base[s, n] = bs
+                abase[s, n] = amps[s, m_index[n]] * bs
+                out[s, n, 0] = flux[s] * abase[s, n]
+                out[s, n, 1] = x[s] + px[n]
+                out[s, n, 2] = y[s] + py[n]
+                out[s, n, 3] = c * inv
+                out[s, n, 4] = b * -inv
+                out[s, n, 5] = a * inv

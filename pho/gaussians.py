@@ -204,6 +204,18 @@ class SceneModel:
         return SceneState(theta, units, tuple(states))
 
 
+_RENDER = []
+
+
+def _render_module():
+    """pho._render, imported on first use (it is optional: the reference path never needs it)."""
+    if not _RENDER:
+        from . import _render
+
+        _RENDER.append(_render)
+    return _RENDER[0]
+
+
 class ExposureModel:
     """The scene-to-image-Gaussians map for one exposure (static parts precomputed).
 
@@ -278,7 +290,7 @@ class ExposureModel:
                     cxx=np.tile(psf.cxx, M), cxy=np.tile(psf.cxy, M), cyy=np.tile(psf.cyy, M),
                     amp=np.tile(self.psf_amp_cpf / _TWO_PI, M),
                     px=np.tile(self.psf_x, M), py=np.tile(self.psf_y, M),
-                    m_index=np.repeat(np.arange(M), L), M=M, N=M * L,
+                    m_index=np.repeat(np.arange(M, dtype=np.intp), L), M=M, N=M * L,
                 )
             )
         #: (sum over groups of S, 7) scene index of each source's local parameters (P = unused)
@@ -326,10 +338,17 @@ class ExposureModel:
         return np.concatenate(outs), (np.concatenate(jacs) if jacobian else None)
 
     # ------------------------------------------------------------------ fast path for the likelihood
+    #: Whether :meth:`forward` computes the galaxies' Gaussians with the compiled loop
+    #: (``pho._render.sersic_gaussians``; set by a Likelihood on the cpu backend) or in NumPy (the
+    #: default, the reference backend's path).
+    compiled = False
+
     def forward(self, state: SceneState):
         """Image Gaussians (G, 6) and a cache for :meth:`vjp` (the likelihood's path).
 
-        Same Gaussians, in the same order, as :meth:`compute`; the Jacobian is not formed.
+        Same Gaussians, in the same order, as :meth:`compute`; the Jacobian is not formed. With
+        ``self.compiled`` set, the galaxies' Gaussians come from the compiled loop (equal to the
+        NumPy expressions to rounding).
         """
         x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units)
         outs, caches = [], []
@@ -340,6 +359,20 @@ class ExposureModel:
             if flat is None:
                 out, _ = self._point(flux, x, y, J, False)
                 caches.append((J, None))
+            elif self.compiled:
+                S, N = len(flux), flat["N"]
+                T = st.shape @ self.MT  # (S, 3, 3)
+                out = np.empty((S, N, 6))
+                base = np.empty((S, N))
+                abase = np.empty((S, N))
+                _render_module().sersic_gaussians(
+                    np.ascontiguousarray(flux), np.ascontiguousarray(x), np.ascontiguousarray(y),
+                    np.ascontiguousarray(T[:, 0, :]), np.ascontiguousarray(st.amps[0]), flat["r2"],
+                    flat["cxx"], flat["cxy"], flat["cyy"], flat["amp"], flat["px"], flat["py"], flat["m_index"],
+                    out, base, abase,
+                )
+                caches.append((J, (flux, T, base, abase, out[:, :, 0], out[:, :, 3], out[:, :, 4], out[:, :, 5])))
+                out = out.reshape(S * N, 6)
             else:
                 S, N = len(flux), flat["N"]
                 T = st.shape @ self.MT  # (S, 3, 3)

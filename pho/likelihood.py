@@ -72,8 +72,10 @@ def render(scene, exposure: Exposure, backend="reference", workers: int | None =
     theta = scene.get_vector() if theta is None else scene.check_vector(theta)
     sm = SceneModel(scene)
     em = ExposureModel(sm, exposure)
+    be = _resolve_backend(backend, workers)
+    em.compiled = getattr(be, "name", None) == "cpu"
     g, _ = em.forward(sm.prepare(theta))
-    return _resolve_backend(backend, workers).render(_kept(g, em.significant(g)), exposure.shape) + exposure.background
+    return be.render(_kept(g, em.significant(g)), exposure.shape) + exposure.background
 
 
 def _kept(gaussians, keep):
@@ -151,6 +153,8 @@ class Likelihood:
         self._backend_spec = (backend if isinstance(backend, str) else None, workers)
         self._scene_model = SceneModel(scene)
         self._models = [ExposureModel(self._scene_model, e) for e in exposures]
+        for em in self._models:
+            em.compiled = self.backend == "cpu"
         seen = {e.band for e in exposures}
         missing = [b for b in scene.bands if b not in seen]
         if missing:

@@ -206,6 +206,38 @@ def test_likelihood_matches_reference(name, kind, cosmos_image_path, rng):
         assert v1 == vf and np.array_equal(g1, gf)
 
 
+def test_compiled_boxes_and_orders_equal_the_reference(rng):
+    cpu = backend_or_skip("cpu")
+    for shape in [(48, 64), (37, 29), (1, 1), (0, 5)]:
+        g = scene_gaussians(rng, (max(shape[0], 1), max(shape[1], 1)))
+        # plus Gaussians whose box edges fall on or right next to pixel edges
+        edge = np.array(g[:4])
+        edge[:, 1] = np.floor(edge[:, 1]) + 0.5
+        g = np.vstack([g, edge])
+        boxes = np.empty((len(g), 4), dtype=np.intp)
+        orders = np.empty(len(g), dtype=np.int32)
+        bad = cpu._k.boxes_and_orders(g, shape[0], shape[1], ref.BOX_NSIGMA, ref._FMAX_EDGES, ref._ORDER_TABLE,
+                                      boxes, orders)
+        assert bad == -1
+        np.testing.assert_array_equal(boxes, ref.pixel_boxes(g, shape))
+        np.testing.assert_array_equal(orders, ref.integration_orders(g))
+
+
+def test_cpu_backend_names_the_bad_gaussian(rng):
+    cpu = backend_or_skip("cpu")
+    g = scene_gaussians(rng, (20, 20))
+    nan = g.copy()
+    nan[3, 2] = np.nan
+    with pytest.raises(PhoValueError, match="image Gaussian 3 has a non-finite value"):
+        cpu.render(nan, (20, 20))
+    flat = g.copy()
+    flat[5, 4] = math.sqrt(flat[5, 3] * flat[5, 5]) * 1.01  # Fxy^2 > Fxx Fyy
+    with pytest.raises(PhoValueError, match="image Gaussian 5 has an inverse covariance .* not positive definite"):
+        cpu.render(flat, (20, 20))
+    with pytest.raises(PhoValueError, match="shape \\(G, 6\\)"):
+        cpu.render(g[:, :5], (20, 20))
+
+
 def test_cpu_box_cache_sees_in_place_changes(rng):
     be = backend_or_skip("cpu")
     shape = (30, 40)

@@ -140,11 +140,15 @@ def test_param_index_points_at_the_right_parameters():
 
 
 @pytest.mark.parametrize("shape_parameters", ["q_pa", "g1_g2"])
-def test_fast_path_matches_full_jacobian(shape_parameters, rng):
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fast_path_matches_full_jacobian(shape_parameters, compiled, rng):
     """The likelihood's forward + vector-Jacobian product equals the full Jacobian contracted."""
     scene, exp = _scene(shape_parameters), _exposure()
     sm = SceneModel(scene)
     em = ExposureModel(sm, exp)
+    if compiled:
+        pytest.importorskip("pho._render", reason="the compiled extension is not built here")
+        em.compiled = True
     state = sm.prepare(scene.get_vector())
     g_full, jac = em.compute(state)
     g_fast, cache = em.forward(state)
