@@ -5,7 +5,7 @@ objects, e.g. ``pho.Exposure.from_fits(sci, err_path=err, psf=psf, band="F200W")
 best fit with L-BFGS-B, samples the posterior with dynesty (checkpointing, so Ctrl-C and rerun
 resumes), and writes a catalog and figures.
 
-    python examples/nested_sampling.py [--outdir DIR] [--nlive N]
+    python examples/nested_sampling.py [--outdir DIR] [--nlive N] [--processes N]
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outdir", default="nested_sampling_example", help="output folder (default %(default)s)")
     parser.add_argument("--nlive", type=int, default=150, help="dynesty live points (default %(default)s)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="worker processes for sampling (default: one per core; 1: none)")
     args = parser.parse_args()
     outdir = Path(args.outdir)
     outdir.mkdir(exist_ok=True)
@@ -55,11 +57,12 @@ def main():
     best = pho.optimize(like, priors)
     print(best)
 
-    # 3. Posterior: re-centre the priors on the best fit, then sample. Rerun to resume.
+    # 3. Posterior: re-centre the priors on the best fit, then sample, with one worker process per
+    #    core (they are spawned: keep the `if __name__ == "__main__":` guard below). Rerun to resume.
     priors = default_priors(like, theta=best.theta, overrides={"rh": (0.02, 1.0)})
     checkpoint = outdir / "sampler.pkl"
     post = pho.sample(like, priors, nlive=args.nlive, rng=np.random.default_rng(1),
-                      checkpoint_file=checkpoint, resume=checkpoint.exists())
+                      checkpoint_file=checkpoint, resume=checkpoint.exists(), processes=args.processes)
     print(post)
     for name, value in zip(truth.parameter_names, truth.get_vector()):
         s = post.summary[name]

@@ -89,10 +89,24 @@ class ReferenceBackend:
         return ref.gradient(gaussians, _check_weights(weights))
 
 
+#: Gaussian-pixels (pixels inside the Gaussians' boxes, summed) per thread below which the cpu
+#: backend runs a call on fewer threads than it may use: waking a second thread costs about as
+#: much as 0.1-0.2 million Gaussian-pixels of work (measured with ``tools/bench_threads.py``: on
+#: 2 cores, 2 threads were 0.3-0.95x as fast as 1 below 150,000 Gaussian-pixels and 1.3-1.8x
+#: above 450,000). Results do not depend on the thread count, so this changes only the speed.
+MIN_WORK_PER_THREAD = 150_000
+
+
 class CpuBackend:
-    """Cython + OpenMP kernels (:mod:`pho._render`), results independent of the thread count."""
+    """Cython + OpenMP kernels (:mod:`pho._render`), results independent of the thread count.
+
+    ``workers`` is the most threads a call uses; a call with less than ``min_work_per_thread``
+    (default ``MIN_WORK_PER_THREAD``) Gaussian-pixels per thread uses fewer (one for small
+    stamps). Set ``min_work_per_thread = 0`` to always use ``workers`` threads.
+    """
 
     name = "cpu"
+    min_work_per_thread = MIN_WORK_PER_THREAD
 
     def __init__(self, workers: int | None = None):
         try:
@@ -114,7 +128,7 @@ class CpuBackend:
         last = self._last
         if last is not None and last[0] == shape and isinstance(gaussians, np.ndarray) \
                 and gaussians.shape == last[1].shape and np.array_equal(gaussians, last[1]):
-            return last[1], last[2], last[3]
+            return last[1], last[2], last[3], last[4]
         g = np.ascontiguousarray(gaussians, dtype=np.float64)
         if g.ndim != 2 or g.shape[1] != 6:
             ref.check_gaussians(g)  # raises the reference's error for the shape
@@ -126,24 +140,27 @@ class CpuBackend:
             ref.check_gaussians(g)  # raises the reference's error naming the bad Gaussian
             raise PhoValueError("image Gaussians failed the compiled check but not the reference one; please report")
         g = g.copy() if g is gaussians else g  # keep our own copy: the caller may modify theirs
-        self._last = (tuple(shape), g, boxes, orders)
-        return g, boxes, orders
+        work = int(np.sum(np.maximum(boxes[:, 1] - boxes[:, 0] + 1, 0) * np.maximum(boxes[:, 3] - boxes[:, 2] + 1, 0)))
+        threads = self.workers if self.min_work_per_thread <= 0 else \
+            max(1, min(self.workers, work // self.min_work_per_thread))
+        self._last = (tuple(shape), g, boxes, orders, threads)
+        return g, boxes, orders, threads
 
     def render(self, gaussians, shape) -> np.ndarray:
         """Model image ``(ny, nx)`` float64."""
         shape = ref.check_shape(shape)
-        g, boxes, orders = self._prepare(gaussians, shape)
+        g, boxes, orders, threads = self._prepare(gaussians, shape)
         img = np.zeros(shape)
-        status = self._k.render_image(g, boxes, orders, self._nodes, self._wts, img, self.workers)
+        status = self._k.render_image(g, boxes, orders, self._nodes, self._wts, img, threads)
         _raise_status(status, "render")
         return img
 
     def gradient(self, gaussians, weights) -> np.ndarray:
         """``(G, 6)`` sums over pixels of ``weights * dI/d column``."""
         w = _check_weights(weights)
-        g, boxes, orders = self._prepare(gaussians, w.shape)
+        g, boxes, orders, threads = self._prepare(gaussians, w.shape)
         out = np.zeros((len(g), 6))
-        status = self._k.gradient_sums(g, boxes, orders, self._nodes, self._wts, w, out, self.workers)
+        status = self._k.gradient_sums(g, boxes, orders, self._nodes, self._wts, w, out, threads)
         _raise_status(status, "gradient")
         return out
 

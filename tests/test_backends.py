@@ -129,10 +129,25 @@ def test_threads_bit_identical(rng):
     b1 = backend_or_skip(name, workers=1)
     b2 = backend_or_skip(name, workers=2)
     b3 = backend_or_skip(name, workers=3)
+    b2.min_work_per_thread = b3.min_work_per_thread = 0  # really use 2 and 3 threads on this small scene
     img1, img2, img3 = b1.render(g, shape), b2.render(g, shape), b3.render(g, shape)
     assert np.array_equal(img1, img2) and np.array_equal(img1, img3)
     gr1, gr2, gr3 = b1.gradient(g, w), b2.gradient(g, w), b3.gradient(g, w)
     assert np.array_equal(gr1, gr2) and np.array_equal(gr1, gr3)
+
+
+def test_cpu_backend_uses_one_thread_for_small_work(rng):
+    from pho._backends import MIN_WORK_PER_THREAD
+
+    be = backend_or_skip("cpu", workers=2)
+    small = scene_gaussians(rng, (16, 16))[:3]
+    assert be._prepare(small, (16, 16))[3] == 1
+    big = np.array([_gaussian(1.0, 200.0, 200.0, 80.0, 1.0, 0.0)] * 8)  # 8 Gaussians covering 400x400
+    work = int(np.sum(np.prod(ref.pixel_boxes(big, (400, 400))[:, 1::2] - ref.pixel_boxes(big, (400, 400))[:, ::2] + 1, axis=1)))
+    assert work >= 2 * MIN_WORK_PER_THREAD
+    assert be._prepare(big, (400, 400))[3] == 2
+    be.min_work_per_thread = 0
+    assert be._prepare(small * 1.0, (16, 15))[3] == 2
 
 
 def test_cpu_openmp_info():
