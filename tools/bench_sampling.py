@@ -5,7 +5,8 @@
 Builds ``pho.demo``'s problem (20 parameters, four 32 x 32 exposures), starts dynesty (static,
 rwalk, nlive 45, the main job's settings) from priors centred on the truth, stops after
 ``--maxcall`` likelihood calls, and prints wall time and milliseconds per likelihood call for each
-process count, with the likelihood's own single-call cost (1 thread, and all threads) beside it.
+process count, with the likelihood's own single-call cost (1 thread, and all threads) beside it
+and the render time of one exposure split by integration order.
 The same seed is used for every count; the runs differ only in how calls are spread over cores.
 """
 
@@ -28,6 +29,38 @@ def _per_call_ms(like, theta, repeat: int = 200) -> float:
             like.lnlike(theta)
         best = min(best, (time.perf_counter() - t) / repeat)
     return 1e3 * best
+
+
+def render_by_order(like, theta) -> None:
+    """Print the render time of the first exposure's image Gaussians, split by integration order."""
+    from pho import _reference as ref
+
+    one = like.with_workers(1)
+    em, shape = one._models[0], one.exposures[0].shape
+    g, _ = em.forward(one._scene_model.prepare(theta))
+    keep = em.significant(g)
+    g = np.ascontiguousarray(g if keep is None else g[keep])
+    be = one._backend
+    boxes = np.ascontiguousarray(ref.pixel_boxes(g, shape), dtype=np.intp)
+    orders = np.ascontiguousarray(ref.integration_orders(g), dtype=np.int32)
+    img = np.zeros(shape)
+    print(f"  render of exposure 0 ({len(g)} image Gaussians), 1 thread, by integration order "
+          "(0 = second-order correction, n = n x n Gauss-Legendre):")
+    for order in np.unique(orders):
+        sel = orders == order
+        gs, bs, os_ = (np.ascontiguousarray(a[sel]) for a in (g, boxes, orders))
+        npix = int(np.sum((bs[:, 1] - bs[:, 0] + 1).clip(0) * (bs[:, 3] - bs[:, 2] + 1).clip(0)))
+        ms = min(_time_ms(lambda: be._k.render_image(gs, bs, os_, be._nodes, be._wts, img, 1)) for _ in range(3))
+        print(f"    order {order}: {int(sel.sum()):4d} Gaussians, {npix:6d} Gaussian-pixels, {ms * 1e3:7.1f} us "
+              f"({ms * 1e6 / max(npix, 1):.2f} ns per Gaussian-pixel)")
+
+
+def _time_ms(func, repeat: int = 200) -> float:
+    func()
+    t = time.perf_counter()
+    for _ in range(repeat):
+        func()
+    return 1e3 * (time.perf_counter() - t) / repeat
 
 
 def main(argv=None) -> int:
@@ -55,6 +88,8 @@ def main(argv=None) -> int:
           f"{like.exposures[0].shape[0]}x{like.exposures[0].shape[1]}), nlive 45, rwalk, maxcall {args.maxcall}")
     print(f"  one lnlike call: {_per_call_ms(like.with_workers(1), theta):.3f} ms on 1 thread, "
           f"{_per_call_ms(like, theta):.3f} ms on {resolve_workers(None)} thread(s)")
+    if backend == "cpu":
+        render_by_order(like, theta)
     for n in counts:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The sampling was stopped short")
