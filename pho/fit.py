@@ -416,6 +416,13 @@ class FixedParameters:
         self.kind = getattr(likelihood, "kind", "gaussian")
         self.scene = None
 
+    def with_workers(self, workers: int | None) -> "FixedParameters":
+        """The same view on a copy of the likelihood whose backend uses ``workers`` threads."""
+        clone = copy.copy(self)
+        inner = getattr(self.likelihood, "with_workers", None)
+        clone.likelihood = inner(workers) if inner is not None else self.likelihood
+        return clone
+
     def full(self, theta_free) -> np.ndarray:
         """The full parameter vector, shape (P,), for free values ``theta_free`` (F,)."""
         out = self._full.copy()

@@ -275,6 +275,11 @@ class TransformedLikelihood:
         if self.transform.n_params != n:
             raise PhoValueError(f"transform has {self.transform.n_params} parameters, the likelihood {n}")
 
+    def with_workers(self, workers: int | None) -> "TransformedLikelihood":
+        """The same transform on a copy of the likelihood whose backend uses ``workers`` threads."""
+        inner = getattr(self.likelihood, "with_workers", None)
+        return TransformedLikelihood(inner(workers) if inner is not None else self.likelihood, self.transform)
+
     @property
     def parameter_names(self) -> tuple[str, ...]:
         """Names of the underlying parameters (``u[i]`` maps to ``parameter_names[i]``)."""

@@ -248,6 +248,19 @@ def test_with_workers_changes_threads_not_values(cosmos_image_path, rng):
     v0, g0 = like.lnlike_and_grad(theta)
     assert value == v0  # the kernels are thread-count invariant bit for bit
     np.testing.assert_array_equal(grad, g0)
+    # the views pass it through to the likelihood they wrap
+    from pho.fit import FixedParameters
+    from pho.transforms import TransformedLikelihood
+
+    fixed = FixedParameters(like, {like.parameter_names[0]: theta[0]}, theta=theta)
+    fixed1 = fixed.with_workers(1)
+    assert fixed1.likelihood._backend.workers == 1 and fixed.likelihood._backend.workers == 2
+    assert fixed1.lnlike(theta[1:]) == fixed.lnlike(theta[1:])
+    tl = TransformedLikelihood(like)
+    tl1 = tl.with_workers(1)
+    assert tl1.likelihood._backend.workers == 1 and tl1.transform is tl.transform
+    u = tl.to_unconstrained(theta)
+    assert tl1.lnlike(u) == tl.lnlike(u)
 
 
 def test_sources_with_different_profile_objects(cosmos_image_path, rng):
