@@ -140,7 +140,7 @@ class CpuBackend:
             ref.check_gaussians(g)  # raises the reference's error naming the bad Gaussian
             raise PhoValueError("image Gaussians failed the compiled check but not the reference one; please report")
         g = g.copy() if g is gaussians else g  # keep our own copy: the caller may modify theirs
-        work = int(np.sum(np.maximum(boxes[:, 1] - boxes[:, 0] + 1, 0) * np.maximum(boxes[:, 3] - boxes[:, 2] + 1, 0)))
+        work = ref.box_pixel_count(boxes)
         threads = self.workers if self.min_work_per_thread <= 0 else \
             max(1, min(self.workers, work // self.min_work_per_thread))
         self._last = (tuple(shape), g, boxes, orders, threads)

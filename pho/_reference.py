@@ -39,6 +39,8 @@ __all__ = [
     "gauss_legendre_table",
     "integration_orders",
     "pixel_boxes",
+    "box_pixel_count",
+    "packed_gaussian",
     "check_gaussians",
     "render",
     "gradient",
@@ -198,6 +200,23 @@ def pixel_boxes(gaussians: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     boxes[:, 0::2] = lo
     boxes[:, 1::2] = hi
     return boxes
+
+
+def box_pixel_count(boxes: np.ndarray) -> int:
+    """Number of Gaussian-pixels in boxes from :func:`pixel_boxes` (empty boxes count 0): the work
+    of one render or gradient pass."""
+    b = np.asarray(boxes)
+    return int(np.sum(np.maximum(b[:, 1] - b[:, 0] + 1, 0) * np.maximum(b[:, 3] - b[:, 2] + 1, 0)))
+
+
+def packed_gaussian(flux: float, x0: float, y0: float, fwhm_minor_pix: float, q: float, theta_rad: float) -> np.ndarray:
+    """One packed image Gaussian ``(A, x0, y0, Fxx, Fxy, Fyy)`` of total ``flux``, minor-axis FWHM
+    ``fwhm_minor_pix`` (pixels), axis ratio ``q`` and major axis at ``theta_rad`` from +x towards +y."""
+    s_minor = fwhm_minor_pix / FWHM_PER_SIGMA
+    c, s = math.cos(theta_rad), math.sin(theta_rad)
+    rot = np.array([[c, -s], [s, c]])
+    f = np.linalg.inv(rot @ np.diag([(s_minor / q) ** 2, s_minor**2]) @ rot.T)
+    return np.array([flux * math.sqrt(np.linalg.det(f)) / (2 * math.pi), x0, y0, f[0, 0], f[0, 1], f[1, 1]])
 
 
 def _point_terms(fxx, fxy, fyy, dx, dy):

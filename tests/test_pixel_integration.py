@@ -18,16 +18,7 @@ from pho._exact import exact_pixels
 from pho.errors import PhoValueError
 
 
-def gaussian_row(flux, x0, y0, fwhm_minor_pix, q, theta_rad):
-    """Packed (A, x0, y0, Fxx, Fxy, Fyy) for a Gaussian of given minor-axis FWHM, axis ratio, angle."""
-    s_minor = fwhm_minor_pix / ref.FWHM_PER_SIGMA
-    s_major = s_minor / q
-    c, s = math.cos(theta_rad), math.sin(theta_rad)
-    rot = np.array([[c, -s], [s, c]])
-    cov = rot @ np.diag([s_major**2, s_minor**2]) @ rot.T
-    f = np.linalg.inv(cov)
-    amp = flux * math.sqrt(np.linalg.det(f)) / (2 * math.pi)
-    return np.array([amp, x0, y0, f[0, 0], f[0, 1], f[1, 1]])
+gaussian_row = ref.packed_gaussian  # (flux, x0, y0, fwhm_minor_pix, q, theta_rad) -> packed row
 
 
 def worst_relative_error(row, shape):

@@ -122,11 +122,7 @@ def _isfloat(s):
 
 # ------------------------------------------------------------------------------------------ rule
 def _row(fwhm_minor, q, theta, x0, y0):
-    s = fwhm_minor / ref.FWHM_PER_SIGMA
-    c, sn = math.cos(theta), math.sin(theta)
-    rot = np.array([[c, -sn], [sn, c]])
-    f = np.linalg.inv(rot @ np.diag([(s / q) ** 2, s * s]) @ rot.T)
-    return np.array([math.sqrt(np.linalg.det(f)) / (2 * math.pi), x0, y0, f[0, 0], f[0, 1], f[1, 1]])
+    return ref.packed_gaussian(1.0, x0, y0, fwhm_minor, q, theta)
 
 
 def rule_errors(fwhm, q, order=None):
@@ -245,8 +241,7 @@ def order_scene(fwhm_pix, n=20, size=96):
 
 
 def box_pixels(g, shape):
-    b = ref.pixel_boxes(ref.check_gaussians(g), shape)
-    return int(np.sum(np.maximum(b[:, 1] - b[:, 0] + 1, 0) * np.maximum(b[:, 3] - b[:, 2] + 1, 0)))
+    return ref.box_pixel_count(ref.pixel_boxes(ref.check_gaussians(g), shape))
 
 
 def kernel_rates(backend, g, shape, repeat, clock=None):

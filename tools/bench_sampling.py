@@ -49,7 +49,7 @@ def render_by_order(like, theta) -> None:
     for order in np.unique(orders):
         sel = orders == order
         gs, bs, os_ = (np.ascontiguousarray(a[sel]) for a in (g, boxes, orders))
-        npix = int(np.sum((bs[:, 1] - bs[:, 0] + 1).clip(0) * (bs[:, 3] - bs[:, 2] + 1).clip(0)))
+        npix = ref.box_pixel_count(bs)
         ms = min(_time_ms(lambda: be._k.render_image(gs, bs, os_, be._nodes, be._wts, img, 1)) for _ in range(3))
         print(f"    order {order}: {int(sel.sum()):4d} Gaussians, {npix:6d} Gaussian-pixels, {ms * 1e3:7.1f} us "
               f"({ms * 1e6 / max(npix, 1):.2f} ns per Gaussian-pixel)")

@@ -22,14 +22,6 @@ from pho import _reference as ref
 from pho._backends import MIN_WORK_PER_THREAD, get_backend, resolve_workers
 
 
-def gaussian_row(flux, x0, y0, fwhm_minor_pix, q, theta_rad):
-    s_minor = fwhm_minor_pix / ref.FWHM_PER_SIGMA
-    c, s = math.cos(theta_rad), math.sin(theta_rad)
-    rot = np.array([[c, -s], [s, c]])
-    f = np.linalg.inv(rot @ np.diag([(s_minor / q) ** 2, s_minor**2]) @ rot.T)
-    return [flux * math.sqrt(np.linalg.det(f)) / (2 * math.pi), x0, y0, f[0, 0], f[0, 1], f[1, 1]]
-
-
 def best_ms(func, batches: int = 5, min_time: float = 0.2) -> float:
     func()
     best = float("inf")
@@ -54,11 +46,10 @@ def main() -> int:
         print("only one core available here: nothing to compare")
         return 0
     for n_gauss, size in [(20, 32), (50, 32), (150, 32), (100, 64), (300, 64), (300, 128), (1000, 128), (3000, 128)]:
-        g = np.array([gaussian_row(1.0, rng.uniform(0, size), rng.uniform(0, size), rng.choice([1.5, 3, 6, 12, 30]),
+        g = np.array([ref.packed_gaussian(1.0, rng.uniform(0, size), rng.uniform(0, size), rng.choice([1.5, 3, 6, 12, 30]),
                                    rng.uniform(0.3, 1.0), rng.uniform(0, math.pi)) for _ in range(n_gauss)])
         shape = (size, size)
-        boxes = ref.pixel_boxes(g, shape)
-        work = int(np.sum(np.maximum(boxes[:, 1] - boxes[:, 0] + 1, 0) * np.maximum(boxes[:, 3] - boxes[:, 2] + 1, 0)))
+        work = ref.box_pixel_count(ref.pixel_boxes(g, shape))
         w = rng.normal(size=shape)
         t1 = best_ms(lambda: (one.render(g, shape), one.gradient(g, w)))
         tn = best_ms(lambda: (many.render(g, shape), many.gradient(g, w)))
