@@ -21,7 +21,7 @@ import numpy as np
 from . import _reference as ref
 from .errors import PhoBackendError, PhoValueError
 
-__all__ = ["BACKEND_NAMES", "get_backend", "available_backends", "resolve_workers"]
+__all__ = ["BACKEND_NAMES", "get_backend", "available_backends", "available_cores", "resolve_workers"]
 
 # OpenMP threads that wait actively (spin) at the end of each parallel region steal the core that a
 # preempted team-mate needs whenever other processes share the machine (a dynesty pool, a second
@@ -32,6 +32,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: All backend names pho knows, in order of preference for speed (fastest last).
 BACKEND_NAMES = ("reference", "cpu", "gpu")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -52,10 +60,7 @@ def resolve_workers(workers: int | None) -> int:
                     f"OMP_NUM_THREADS={env!r} is not a positive integer; set it to e.g. 2 or unset it"
                 ) from None
         else:
-            try:
-                workers = len(os.sched_getaffinity(0))
-            except AttributeError:  # not on Linux
-                workers = os.cpu_count() or 1
+            workers = available_cores()
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise PhoValueError(f"workers={workers!r} must be a positive integer (number of threads) or None for all cores")
     return int(workers)

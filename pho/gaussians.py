@@ -359,10 +359,12 @@ class ExposureModel:
             if flat is None:
                 out, _ = self._point(flux, x, y, J, False)
                 caches.append((J, None))
-            elif self.compiled:
-                S, N = len(flux), flat["N"]
-                T = st.shape @ self.MT  # (S, 3, 3)
-                out = np.empty((S, N, 6))
+                outs.append(out)
+                continue
+            S, N = len(flux), flat["N"]
+            T = st.shape @ self.MT  # (S, 3, 3)
+            out = np.empty((S, N, 6))
+            if self.compiled:
                 base = np.empty((S, N))
                 abase = np.empty((S, N))
                 _render_module().sersic_gaussians(
@@ -371,11 +373,7 @@ class ExposureModel:
                     flat["cxx"], flat["cxy"], flat["cyy"], flat["amp"], flat["px"], flat["py"], flat["m_index"],
                     out, base, abase,
                 )
-                caches.append((J, (flux, T, base, abase, out[:, :, 0], out[:, :, 3], out[:, :, 4], out[:, :, 5])))
-                out = out.reshape(S * N, 6)
             else:
-                S, N = len(flux), flat["N"]
-                T = st.shape @ self.MT  # (S, 3, 3)
                 r2 = flat["r2"]
                 cxx = r2 * T[:, 0, 0:1] + flat["cxx"]
                 cxy = r2 * T[:, 0, 1:2] + flat["cxy"]
@@ -383,17 +381,15 @@ class ExposureModel:
                 inv = 1.0 / (cxx * cyy - cxy * cxy)
                 base = flat["amp"] * np.sqrt(inv)  # (S, N) counts per flux per amplitude
                 abase = st.amps[0][:, flat["m_index"]] * base
-                out = np.empty((S, N, 6))
-                A = out[:, :, 0]
-                np.multiply(flux[:, None], abase, out=A)
+                np.multiply(flux[:, None], abase, out=out[:, :, 0])
                 np.add(x[:, None], flat["px"], out=out[:, :, 1])
                 np.add(y[:, None], flat["py"], out=out[:, :, 2])
-                fxx = np.multiply(cyy, inv, out=out[:, :, 3])
-                fxy = np.multiply(cxy, -inv, out=out[:, :, 4])
-                fyy = np.multiply(cxx, inv, out=out[:, :, 5])
-                out = out.reshape(S * N, 6)
-                caches.append((J, (flux, T, base, abase, A, fxx, fxy, fyy)))
-            outs.append(out)
+                np.multiply(cyy, inv, out=out[:, :, 3])
+                np.multiply(cxy, -inv, out=out[:, :, 4])
+                np.multiply(cxx, inv, out=out[:, :, 5])
+            # cache: the columns A, Fxx, Fxy, Fyy as views of out
+            caches.append((J, (flux, T, base, abase, out[:, :, 0], out[:, :, 3], out[:, :, 4], out[:, :, 5])))
+            outs.append(out.reshape(S * N, 6))
         g_all = outs[0] if len(outs) == 1 else np.concatenate(outs)
         return g_all, caches
 
