@@ -23,7 +23,7 @@ import numpy as np
 from .errors import PhoDataError, PhoDataWarning, PhoRangeError, PhoValueError, warn
 from .psf import PSF_SUM_ERROR_TOLERANCE, PSFMixture
 
-__all__ = ["Exposure", "ASTROMETRY_TOLERANCE_PIX", "unit_vectors"]
+__all__ = ["Exposure", "ASTROMETRY_TOLERANCE_PIX", "unit_vectors", "image_hdu"]
 
 #: Largest allowed difference (pixels) between pho's positions and astropy's over the stamp.
 ASTROMETRY_TOLERANCE_PIX = 1e-4
@@ -202,6 +202,26 @@ class _Astrometry:
         return xy[:, 0], xy[:, 1], J
 
 
+def image_hdu(hdul, path, which=None):
+    """The HDU of ``hdul`` (an open FITS file read from ``path``) holding a 2-d image: ``which``
+    (index or name) or, by default, the first non-empty 2-d image.
+
+    Raises
+    ------
+    PhoValueError
+        No such HDU, or it holds no 2-d image.
+    """
+    if which is None:
+        for h in hdul:
+            if h.is_image and h.header.get("NAXIS", 0) == 2 and h.shape and 0 not in h.shape:
+                return h
+        raise PhoValueError(f"{path} has no HDU with 2-d image data")
+    h = hdul[which]
+    if not h.is_image or h.header.get("NAXIS", 0) != 2:
+        raise PhoValueError(f"{path}[{which}] has no 2-d image data")
+    return h
+
+
 class Exposure:
     """One image: pixels, inverse variance, mask, WCS, PSF, band and flux calibration.
 
@@ -378,6 +398,12 @@ class Exposure:
     def __repr__(self) -> str:
         return f"Exposure({self.name}, band={self.band!r}, shape={self.shape}, counts_per_flux={self.counts_per_flux:g})"
 
+    def with_background(self, background) -> "Exposure":
+        """This exposure with another known background (counts: a scalar or an (ny, nx) array),
+        e.g. the light of sources held fixed; pixels, noise, mask, WCS and PSF are shared."""
+        return Exposure(self.pixels, self.ivar, self.wcs, self.psf, self.band, mask=self.mask,
+                        counts_per_flux=self.counts_per_flux, background=background, name=self.name)
+
     @property
     def D(self) -> np.ndarray:
         """Pixels per arcsec of sky offset ``(dra cos dec0, ddec)`` at the reference point, (2, 2)."""
@@ -484,34 +510,33 @@ class Exposure:
         if (ivar_path is None) == (err_path is None):
             raise PhoValueError("give exactly one of ivar_path (inverse variance) and err_path (sigma) for the noise")
 
-        def read(path, which):
-            with fits.open(path, memmap=False) as hdul:
-                if which is None:
-                    for h in hdul:
-                        if h.data is not None and getattr(h.data, "ndim", 0) == 2:
-                            return np.array(h.data, dtype=np.float64), h.header
-                    raise PhoValueError(f"{path} has no HDU with 2-d image data")
-                h = hdul[which]
-                if h.data is None or h.data.ndim != 2:
-                    raise PhoValueError(f"{path}[{which}] has no 2-d image data")
-                return np.array(h.data, dtype=np.float64), h.header
+        def read(path, which, box):
+            # memory-mapped, and only the cutout's rows and columns are read (hdu.section)
+            with fits.open(path, memmap=True) as hdul:
+                h = image_hdu(hdul, path, which)
+                ny, nx = h.shape
+                if box is None:
+                    return np.array(h.section[:, :], dtype=np.float64), h.header, (ny, nx)
+                x0, y0, x1, y1 = box
+                if not (0 <= x0 < x1 <= nx and 0 <= y0 < y1 <= ny):
+                    raise PhoValueError(
+                        f"cutout {tuple(box)} is not inside the image (0, 0, {nx}, {ny}); need 0 <= x0 < x1 <= nx, "
+                        "0 <= y0 < y1 <= ny"
+                    )
+                return np.array(h.section[y0:y1, x0:x1], dtype=np.float64), h.header, (ny, nx)
 
-        sci, header = read(sci_path, hdu)
+        box = None if cutout is None else tuple(int(v) for v in cutout)
+        sci, header, full_shape = read(sci_path, hdu, box)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(header, naxis=2)
         noise_path = ivar_path if ivar_path is not None else err_path
-        noise, _ = read(noise_path, noise_hdu)
-        if noise.shape != sci.shape:
-            raise PhoValueError(f"{noise_path} has shape {noise.shape} but {sci_path} has {sci.shape}")
+        noise, _, noise_shape = read(noise_path, noise_hdu, box)
+        if noise_shape != full_shape:
+            raise PhoValueError(f"{noise_path} has shape {noise_shape} but {sci_path} has {full_shape}")
         name = Path(sci_path).name
-        if cutout is not None:
-            x0, y0, x1, y1 = (int(v) for v in cutout)
-            ny, nx = sci.shape
-            if not (0 <= x0 < x1 <= nx and 0 <= y0 < y1 <= ny):
-                raise PhoValueError(f"cutout {tuple(cutout)} is not inside the image (0, 0, {nx}, {ny}); need 0 <= x0 < x1 <= nx, 0 <= y0 < y1 <= ny")
-            sci = sci[y0:y1, x0:x1]
-            noise = noise[y0:y1, x0:x1]
+        if box is not None:
+            x0, y0, x1, y1 = box
             wcs = wcs.slice((slice(y0, y1), slice(x0, x1)))
             name = f"{name}[{y0}:{y1}, {x0}:{x1}]"
         if err_path is not None:

@@ -29,6 +29,9 @@ __all__ = ["Likelihood", "render", "OVERLAP_NSIGMA"]
 #: (marginal, along x and y), reaches the stamp.
 OVERLAP_NSIGMA = 5.0
 
+#: Memory of the per-Gaussian derivative images that ``Likelihood.gradient_images`` holds at once.
+GRADIENT_IMAGES_CHUNK_BYTES = 64 * 2**20
+
 
 def _resolve_backend(backend, workers):
     if isinstance(backend, str):
@@ -296,8 +299,8 @@ class Likelihood:
         Returns
         -------
         ndarray of shape (P, ny, nx)
-            Counts per unit of each parameter. Memory ``8 * 6 * G * ny * nx`` bytes on the way:
-            use on stamps, not whole mosaics.
+            Counts per unit of each parameter. Memory ``8 * P * ny * nx`` bytes plus
+            ``GRADIENT_IMAGES_CHUNK_BYTES`` on the way: use on stamps, not whole mosaics.
         """
         from ._reference import render_derivatives
 
@@ -305,11 +308,15 @@ class Likelihood:
         em = self._models[exposure_index]
         e = self.exposures[exposure_index]
         g, jac = em.compute(self._scene_model.prepare(theta))
-        d = render_derivatives(g, e.shape)  # (G, 6, ny, nx)
-        per_local = np.einsum("gcij,gck->gkij", d, jac)  # (G, 7, ny, nx)
         out = np.zeros((self.n_params + 1,) + e.shape)
-        for k in range(N_LOCAL):
-            np.add.at(out, em.param_index[:, k], per_local[:, k])
+        # Gaussians in chunks, so the (chunk, 6, ny, nx) derivative images stay under ~64 MB
+        chunk = max(1, int(GRADIENT_IMAGES_CHUNK_BYTES // (48 * e.shape[0] * e.shape[1])))
+        for start in range(0, len(g), chunk):
+            part = slice(start, start + chunk)
+            d = render_derivatives(g[part], e.shape)  # (chunk, 6, ny, nx)
+            per_local = np.einsum("gcij,gck->gkij", d, jac[part])  # (chunk, 7, ny, nx)
+            for k in range(N_LOCAL):
+                np.add.at(out, em.param_index[part, k], per_local[:, k])
         return out[: self.n_params]
 
     def with_workers(self, workers: int | None) -> "Likelihood":
