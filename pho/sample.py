@@ -8,7 +8,11 @@ gradient (with respect to the unit cube, through the prior transform's diagonal 
 
 Checkpoints: with ``checkpoint_file`` the sampler's state is pickled there every
 ``checkpoint_every_s`` seconds and at the end (dynesty writes a temporary file and renames it);
-``resume=True`` restores it and carries on.
+``resume=True`` restores it and carries on. The checkpoint also holds a fingerprint of the problem
+(data, noise, PSF, astrometry, sources, priors, sampler settings; :mod:`pho.checkpoint`): a resume
+of another problem is refused with a message naming what differs. Ctrl-C during a static run
+saves a last checkpoint before the KeyboardInterrupt propagates (its ``pho_checkpoint`` attribute
+names the file).
 
 Processes: ``processes=N > 1`` evaluates the likelihood in N worker processes (started with
 ``spawn``, never ``fork``: a forked child of a process whose OpenMP threads have started can hang),
@@ -202,6 +206,29 @@ def resolve_processes(processes: int | None) -> int:
     return int(processes)
 
 
+def _run_saving_on_interrupt(sampler, save_to, save: bool, **run_kwargs) -> None:
+    """``sampler.run_nested(**run_kwargs)``; on Ctrl-C, save a last checkpoint to ``save_to`` (if
+    ``save``) and re-raise.
+
+    A static sampler is interrupted almost always while it looks for a new live point, before it
+    changes its live set, so its state is that of the last finished iteration and resumes from
+    there. The re-raised KeyboardInterrupt carries ``pho_checkpoint`` (the file, or None if none
+    was written).
+    """
+    try:
+        sampler.run_nested(**run_kwargs)
+    except KeyboardInterrupt as exc:
+        exc.pho_checkpoint = None
+        if save_to is not None:
+            if save:
+                sampler.save(save_to)
+            if Path(save_to).exists():
+                exc.pho_checkpoint = save_to
+                log.warning("sampling interrupted; checkpoint %s holds iteration %s", save_to,
+                            getattr(sampler, "it", "?"))
+        raise
+
+
 def _summarize(samples, weights, names, priors):
     periodic = set(priors.periodic)
     summary = {}
@@ -330,6 +357,11 @@ def sample(
         "resumed": bool(resume),
         "processes": processes,
     }
+    from .checkpoint import fingerprint_differences, problem_fingerprint
+
+    fingerprint = problem_fingerprint(likelihood, priors, {
+        "sampler": settings["sampler"], "nlive": settings["nlive"], "sample": sample, "bound": bound,
+        "walks": walks, "ndim": ndim, "periodic": list(priors.periodic)})
     run_kwargs = dict(print_progress=progress, checkpoint_every=checkpoint_every_s)
     if checkpoint_file is not None:
         run_kwargs["checkpoint_file"] = checkpoint_file
@@ -351,8 +383,15 @@ def sample(
         cls = dynesty.DynamicNestedSampler if dynamic else dynesty.NestedSampler
         if resume:
             sampler = cls.restore(checkpoint_file, pool=pool)
+            differences = fingerprint_differences(getattr(sampler, "pho_fingerprint", None), fingerprint)
+            if differences:
+                raise PhoValueError(
+                    f"the checkpoint {checkpoint_file} belongs to another problem: {'; '.join(differences)}. Resuming "
+                    "it would continue the old run with the new likelihood; start afresh without resume (delete the "
+                    "checkpoint, or choose another checkpoint file / --outdir)"
+                )
             log.info("resumed sampler from %s at iteration %d", checkpoint_file, getattr(sampler, "it", -1))
-            sampler.run_nested(resume=True, **run_kwargs)
+            _run_saving_on_interrupt(sampler, checkpoint_file, not dynamic, resume=True, **run_kwargs)
         else:
             kwargs = dict(
                 nlive=nlive,
@@ -372,7 +411,8 @@ def sample(
                     )
                 kwargs.update(gradient=_UnitCubeGradient(likelihood, priors), compute_jac=False)
             sampler = cls(_cached_loglike, _cached_prior_transform, ndim, **kwargs)
-            sampler.run_nested(**run_kwargs)
+            sampler.pho_fingerprint = fingerprint  # pickled with the sampler into every checkpoint
+            _run_saving_on_interrupt(sampler, checkpoint_file, not dynamic, **run_kwargs)
     finally:
         if pool is not None:
             pool.close()
