@@ -152,7 +152,11 @@ class _UnitCubeGradient:
 _CACHE: dict = {}
 
 
-def _install(loglike, prior_transform) -> None:
+def _install(loglike, prior_transform, worker: bool = False) -> None:
+    if worker:  # Ctrl-C is the main process's to handle (it stops the run and saves a checkpoint)
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _CACHE["loglike"] = loglike
     _CACHE["prior_transform"] = prior_transform
 
@@ -173,7 +177,7 @@ class _SpawnPool:
 
         self.size = int(processes)
         ctx = multiprocessing.get_context("spawn")
-        self._pool = ctx.Pool(self.size, initializer=_install, initargs=(loglike, prior_transform))
+        self._pool = ctx.Pool(self.size, initializer=_install, initargs=(loglike, prior_transform, True))
 
     def map(self, function, items):
         return self._pool.map(function, items, chunksize=1)
@@ -207,14 +211,38 @@ def resolve_processes(processes: int | None) -> int:
 
 
 def _run_saving_on_interrupt(sampler, save_to, save: bool, **run_kwargs) -> None:
-    """``sampler.run_nested(**run_kwargs)``; on Ctrl-C, save a last checkpoint to ``save_to`` (if
-    ``save``) and re-raise.
+    """``sampler.run_nested(**run_kwargs)``; on Ctrl-C, save a last checkpoint to ``save_to`` and re-raise.
 
-    A static sampler is interrupted almost always while it looks for a new live point, before it
-    changes its live set, so its state is that of the last finished iteration and resumes from
-    there. The re-raised KeyboardInterrupt carries ``pho_checkpoint`` (the file, or None if none
-    was written).
+    For a static sampler (``save``) the first Ctrl-C only asks to stop: the sampler finishes its
+    iteration, so the checkpoint saved is a consistent state, and dynesty prints no traceback of an
+    interrupted likelihood call; a second Ctrl-C stops at once. The re-raised KeyboardInterrupt
+    carries ``pho_checkpoint`` (the checkpoint file, or None if none exists).
     """
+    import signal
+    import threading
+
+    pbar, stop, previous = None, [], None
+    if save:
+        from dynesty.utils import get_print_func
+
+        progress = run_kwargs.pop("print_progress")
+        pbar, show = get_print_func(None, progress, initial=sampler.it - 1)
+
+        def print_func(*args, **kwargs):  # dynesty calls this after every finished iteration
+            if stop and "add_live_it" not in kwargs:
+                raise KeyboardInterrupt
+            if progress:
+                show(*args, **kwargs)
+
+        def on_sigint(signum, frame):
+            if stop:
+                raise KeyboardInterrupt
+            stop.append(True)
+            log.warning("Ctrl-C: stopping after this iteration and saving a checkpoint (Ctrl-C again: stop at once)")
+
+        run_kwargs.update(print_progress=True, print_func=print_func)
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         sampler.run_nested(**run_kwargs)
     except KeyboardInterrupt as exc:
@@ -227,6 +255,11 @@ def _run_saving_on_interrupt(sampler, save_to, save: bool, **run_kwargs) -> None
                 log.warning("sampling interrupted; checkpoint %s holds iteration %s", save_to,
                             getattr(sampler, "it", "?"))
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if pbar is not None:
+            pbar.close()
 
 
 def _summarize(samples, weights, names, priors):
