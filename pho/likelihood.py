@@ -110,7 +110,7 @@ class Likelihood:
         Unknown ``kind``; an exposure band not in the scene, or a scene band without exposure.
     PhoDataError
         An exposure that no source overlaps, or a source that overlaps no exposure (each
-        named); for ``kind="poisson"``, negative data on counted pixels.
+        named); a source on the far side of the sky from an exposure (more than 90 deg away); for ``kind="poisson"``, negative data on counted pixels.
 
     Notes
     -----
@@ -184,6 +184,7 @@ class Likelihood:
         n_src = len(self.scene.sources)
         seen_by = np.zeros(n_src, dtype=bool)
         for em, e in zip(self._models, self.exposures):
+            e._astrometry.check_near_side(state.units, self._scene_model.source_labels, PhoDataError)
             g, _ = em.compute(state, jacobian=False)
             det = g[:, 3] * g[:, 5] - g[:, 4] ** 2
             rx = OVERLAP_NSIGMA * np.sqrt(g[:, 5] / det)
