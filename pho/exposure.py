@@ -449,6 +449,15 @@ class Exposure:
 
         data = np.where(counted, pixels, 0.0)
         weight = np.where(counted, ivar, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            chi2_of_zero_model = float(np.einsum("ij,ij->", data * weight, data))
+        if not math.isfinite(chi2_of_zero_model):
+            raise PhoDataError(
+                f"{label}: the pixel values are so large (max |pixel| {float(np.max(np.abs(data))):.3g} counts, ivar up "
+                f"to {float(np.max(weight)):.3g}) that the likelihood overflows double precision (sum of "
+                "pixel^2 * ivar is infinite); rescale the pixels and the noise (e.g. to counts per second) or check "
+                "their units"
+            )
         for arr in (pixels, ivar, mask, counted, data, weight):
             arr.flags.writeable = False
         self.pixels, self.ivar, self.mask, self.counted = pixels, ivar, mask, counted

@@ -337,3 +337,31 @@ def test_negligible_gaussians_are_left_out_within_their_bound(monkeypatch):
     assert 0 < np.abs(full - culled).sum() <= bound
     np.testing.assert_allclose(grad_culled, grad_full, rtol=1e-5, atol=1e-6 * np.abs(grad_full).max())
     assert lnl_culled != lnl_full
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_overflowing_lnl_is_a_clear_error_not_inf_and_nan(backend):
+    import warnings
+
+    if backend not in pho._backends.available_backends():
+        pytest.skip(f"backend {backend} not built")
+    exp = _blank(tan_wcs(150.0, 2.0, (20.5, 20.5)), background=1.0)
+    scene = pho.Scene([pho.PointSource(150.0, 2.0, {"F814W": 1.0})])
+    like = pho.Likelihood(scene, [exp], backend=backend)
+    theta = scene.get_vector()
+    assert np.isfinite(like.lnlike(theta))
+    for flux in (1e155, 1e200, 1e306):
+        theta[0] = flux
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # before the fix: -inf, NaN gradients and RuntimeWarnings
+            for call in (like.lnlike, like.lnlike_and_grad):
+                with pytest.raises(PhoValueError, match=r"ln L overflows double precision .*bound the fluxes"):
+                    call(theta)
+
+
+def test_pixels_so_large_that_chi2_overflows_are_refused():
+    with pytest.raises(PhoDataError, match=r"pixel values are so large .* overflows double precision.*rescale"):
+        pho.Exposure(np.full((40, 40), 1e160), np.ones((40, 40)), tan_wcs(150.0, 2.0, (20.5, 20.5)),
+                     two_component_psf(), "F814W")
+    # large but representable: accepted
+    pho.Exposure(np.full((40, 40), 1e140), np.ones((40, 40)), tan_wcs(150.0, 2.0, (20.5, 20.5)), two_component_psf(), "F814W")
