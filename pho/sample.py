@@ -241,7 +241,8 @@ def _run_saving_on_interrupt(sampler, save_to, save: bool, **run_kwargs) -> None
             log.warning("Ctrl-C: stopping after this iteration and saving a checkpoint (Ctrl-C again: stop at once)")
 
         run_kwargs.update(print_progress=True, print_func=print_func)
-        if threading.current_thread() is threading.main_thread():
+        # (a process started with Ctrl-C ignored, e.g. a shell's background job, keeps ignoring it)
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         sampler.run_nested(**run_kwargs)

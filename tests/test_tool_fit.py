@@ -91,3 +91,17 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeyp
     monkeypatch.setattr(S._LogLike, "__call__", real_call)
     assert main(argv + ["--resume"]) == 0
     assert (out / "catalog.fits").exists()
+
+
+@pytest.mark.slow
+def test_resume_with_other_data_is_refused_naming_the_difference(tmp_path, capsys):
+    out = tmp_path / "demo"
+    common = ["--outdir", str(out), "--nlive", "25", "--quiet", "--no-plots", "--processes", "1"]
+    assert main(["--demo", "--demo-pix", "24", "--maxcall", "300"] + common) == 0
+    capsys.readouterr()
+    # before the fix: accepted, and the run sat at one iteration forever (its ln L never beat the threshold)
+    rc = main(["--demo", "--demo-pix", "28", "--maxcall", "600", "--resume", "--overwrite"] + common)
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "belongs to another problem: the data differ" in err and "start afresh" in err
+    assert not (out / ".pho.lock").exists()
