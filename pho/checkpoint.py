@@ -1,4 +1,6 @@
-"""Fingerprints of a sampling problem, stored in checkpoints so that a resume can be checked.
+"""Checkpoints of the nested sampler: problem fingerprints, and a last checkpoint on Ctrl-C.
+
+Fingerprints of a sampling problem are stored in checkpoints so that a resume can be checked.
 
 A sampler checkpoint holds the sampler's state (live points, their ln L threshold), not the
 problem. Resuming it with other data, another PSF or another source list would carry on with a
@@ -24,10 +26,14 @@ What is compared:
 from __future__ import annotations
 
 import hashlib
+import logging
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FINGERPRINT_VERSION", "problem_fingerprint", "fingerprint_differences"]
+__all__ = ["FINGERPRINT_VERSION", "problem_fingerprint", "fingerprint_differences", "run_saving_on_interrupt"]
+
+log = logging.getLogger(__name__)
 
 #: Bumped when the fingerprint's contents change; a checkpoint with another version is refused.
 FINGERPRINT_VERSION = 1
@@ -149,3 +155,56 @@ def fingerprint_differences(stored: dict | None, current: dict) -> list[str]:
     if changed:
         out.append("the sampler settings differ (" + ", ".join(changed) + ")")
     return out
+
+
+def run_saving_on_interrupt(sampler, save_to, save: bool, **run_kwargs) -> None:
+    """``sampler.run_nested(**run_kwargs)``; on Ctrl-C, save a last checkpoint to ``save_to`` and re-raise.
+
+    For a static sampler (``save``) the first Ctrl-C only asks to stop: the sampler finishes its
+    iteration, so the checkpoint saved is a consistent state, and dynesty prints no traceback of an
+    interrupted likelihood call; a second Ctrl-C stops at once. The re-raised KeyboardInterrupt
+    carries ``pho_checkpoint`` (the checkpoint file, or None if none exists).
+    """
+    import signal
+    import threading
+
+    pbar, stop, previous = None, [], None
+    if save:
+        from dynesty.utils import get_print_func
+
+        progress = run_kwargs.pop("print_progress")
+        pbar, show = get_print_func(None, progress, initial=sampler.it - 1)
+
+        def print_func(*args, **kwargs):  # dynesty calls this after every finished iteration
+            if stop and "add_live_it" not in kwargs:
+                raise KeyboardInterrupt
+            if progress:
+                show(*args, **kwargs)
+
+        def on_sigint(signum, frame):
+            if stop:
+                raise KeyboardInterrupt
+            stop.append(True)
+            log.warning("Ctrl-C: stopping after this iteration and saving a checkpoint (Ctrl-C again: stop at once)")
+
+        run_kwargs.update(print_progress=True, print_func=print_func)
+        # (a process started with Ctrl-C ignored, e.g. a shell's background job, keeps ignoring it)
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        sampler.run_nested(**run_kwargs)
+    except KeyboardInterrupt as exc:
+        exc.pho_checkpoint = None
+        if save_to is not None:
+            if save:
+                sampler.save(save_to)
+            if Path(save_to).exists():
+                exc.pho_checkpoint = save_to
+                log.warning("sampling interrupted; checkpoint %s holds iteration %s", save_to,
+                            getattr(sampler, "it", "?"))
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if pbar is not None:
+            pbar.close()

@@ -210,59 +210,6 @@ def resolve_processes(processes: int | None) -> int:
     return int(processes)
 
 
-def _run_saving_on_interrupt(sampler, save_to, save: bool, **run_kwargs) -> None:
-    """``sampler.run_nested(**run_kwargs)``; on Ctrl-C, save a last checkpoint to ``save_to`` and re-raise.
-
-    For a static sampler (``save``) the first Ctrl-C only asks to stop: the sampler finishes its
-    iteration, so the checkpoint saved is a consistent state, and dynesty prints no traceback of an
-    interrupted likelihood call; a second Ctrl-C stops at once. The re-raised KeyboardInterrupt
-    carries ``pho_checkpoint`` (the checkpoint file, or None if none exists).
-    """
-    import signal
-    import threading
-
-    pbar, stop, previous = None, [], None
-    if save:
-        from dynesty.utils import get_print_func
-
-        progress = run_kwargs.pop("print_progress")
-        pbar, show = get_print_func(None, progress, initial=sampler.it - 1)
-
-        def print_func(*args, **kwargs):  # dynesty calls this after every finished iteration
-            if stop and "add_live_it" not in kwargs:
-                raise KeyboardInterrupt
-            if progress:
-                show(*args, **kwargs)
-
-        def on_sigint(signum, frame):
-            if stop:
-                raise KeyboardInterrupt
-            stop.append(True)
-            log.warning("Ctrl-C: stopping after this iteration and saving a checkpoint (Ctrl-C again: stop at once)")
-
-        run_kwargs.update(print_progress=True, print_func=print_func)
-        # (a process started with Ctrl-C ignored, e.g. a shell's background job, keeps ignoring it)
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        sampler.run_nested(**run_kwargs)
-    except KeyboardInterrupt as exc:
-        exc.pho_checkpoint = None
-        if save_to is not None:
-            if save:
-                sampler.save(save_to)
-            if Path(save_to).exists():
-                exc.pho_checkpoint = save_to
-                log.warning("sampling interrupted; checkpoint %s holds iteration %s", save_to,
-                            getattr(sampler, "it", "?"))
-        raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-        if pbar is not None:
-            pbar.close()
-
-
 def _summarize(samples, weights, names, priors):
     periodic = set(priors.periodic)
     summary = {}
@@ -354,7 +301,10 @@ def sample(
     Raises
     ------
     PhoValueError
-        Bad settings (``resume`` without an existing checkpoint, nlive too small, unknown sampler).
+        Bad settings (``resume`` without an existing checkpoint, nlive too small, unknown sampler);
+        ``resume`` of a checkpoint written for another problem (the message names what differs).
+    KeyboardInterrupt
+        Ctrl-C; a static run first saves a checkpoint (named by the exception's ``pho_checkpoint``).
 
     Examples
     --------
@@ -391,7 +341,7 @@ def sample(
         "resumed": bool(resume),
         "processes": processes,
     }
-    from .checkpoint import fingerprint_differences, problem_fingerprint
+    from .checkpoint import fingerprint_differences, problem_fingerprint, run_saving_on_interrupt
 
     fingerprint = problem_fingerprint(likelihood, priors, {
         "sampler": settings["sampler"], "nlive": settings["nlive"], "sample": sample, "bound": bound,
@@ -425,7 +375,7 @@ def sample(
                     "checkpoint, or choose another checkpoint file / --outdir)"
                 )
             log.info("resumed sampler from %s at iteration %d", checkpoint_file, getattr(sampler, "it", -1))
-            _run_saving_on_interrupt(sampler, checkpoint_file, not dynamic, resume=True, **run_kwargs)
+            run_saving_on_interrupt(sampler, checkpoint_file, not dynamic, resume=True, **run_kwargs)
         else:
             kwargs = dict(
                 nlive=nlive,
@@ -446,7 +396,7 @@ def sample(
                 kwargs.update(gradient=_UnitCubeGradient(likelihood, priors), compute_jac=False)
             sampler = cls(_cached_loglike, _cached_prior_transform, ndim, **kwargs)
             sampler.pho_fingerprint = fingerprint  # pickled with the sampler into every checkpoint
-            _run_saving_on_interrupt(sampler, checkpoint_file, not dynamic, **run_kwargs)
+            run_saving_on_interrupt(sampler, checkpoint_file, not dynamic, **run_kwargs)
     finally:
         if pool is not None:
             pool.close()
