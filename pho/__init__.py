@@ -7,6 +7,7 @@ PSF. See README.md for the set-up and docs/ for the model and its conventions.
 
 from .errors import (
     PhoBackendError,
+    PhoLockError,
     PhoDataError,
     PhoDataWarning,
     PhoError,
@@ -54,6 +55,7 @@ __all__ = [
     "PhoRangeError",
     "PhoDataError",
     "PhoBackendError",
+    "PhoLockError",
     "PhoWarning",
     "PhoDataWarning",
 ]

@@ -15,6 +15,7 @@ scene vector. See docs/model.md.
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 
@@ -81,6 +82,17 @@ def render(scene, exposure: Exposure, backend="reference", workers: int | None =
     return be.render(_kept(g, em.significant(g)), exposure.shape) + exposure.background
 
 
+def _overflow_message(exposure, model) -> str:
+    """The message of an ln L that is not finite: model or data beyond double precision."""
+    with np.errstate(invalid="ignore"):
+        peak = float(np.nanmax(np.abs(model))) if np.any(~np.isnan(model)) else float("nan")
+    return (
+        f"{exposure.name}: ln L overflows double precision (model peak {peak:.3g} counts against data up to "
+        f"{float(np.max(np.abs(exposure._data))):.3g} counts): the source fluxes are absurdly large for these data; "
+        "bound the fluxes (priors, or a smaller starting flux) or check the flux units (counts_per_flux)"
+    )
+
+
 def _kept(gaussians, keep):
     """The Gaussians a backend renders: all, or those ``keep`` selects (C-contiguous)."""
     return np.ascontiguousarray(gaussians if keep is None else gaussians[keep])
@@ -113,7 +125,7 @@ class Likelihood:
         Unknown ``kind``; an exposure band not in the scene, or a scene band without exposure.
     PhoDataError
         An exposure that no source overlaps, or a source that overlaps no exposure (each
-        named); for ``kind="poisson"``, negative data on counted pixels.
+        named); a source on the far side of the sky from an exposure (more than 90 deg away); for ``kind="poisson"``, negative data on counted pixels.
 
     Notes
     -----
@@ -187,6 +199,7 @@ class Likelihood:
         n_src = len(self.scene.sources)
         seen_by = np.zeros(n_src, dtype=bool)
         for em, e in zip(self._models, self.exposures):
+            e._astrometry.check_near_side(state.units, self._scene_model.source_labels, PhoDataError)
             g, _ = em.compute(state, jacobian=False)
             det = g[:, 3] * g[:, 5] - g[:, 4] ** 2
             rx = OVERLAP_NSIGMA * np.sqrt(g[:, 5] / det)
@@ -219,7 +232,10 @@ class Likelihood:
             wr = e._weight * r
             # einsum, not vdot: a BLAS dot this long wakes OpenBLAS threads, whose spinning then
             # takes the cores the OpenMP pixel kernels need (measured: no 2-thread speed-up)
-            return -0.5 * float(np.einsum("ij,ij->", r, wr)), wr
+            value = -0.5 * float(np.einsum("ij,ij->", r, wr))
+            if not math.isfinite(value):
+                raise PhoValueError(_overflow_message(e, m))
+            return value, wr
         counted = e.counted
         mc = np.where(counted, m, 1.0)
         if not np.all(mc > 0):
@@ -231,6 +247,8 @@ class Likelihood:
             )
         d = e._data
         value = float(np.sum(d * np.log(mc)) - np.sum(m[counted])) - self._lgamma[i]
+        if not math.isfinite(value):
+            raise PhoValueError(_overflow_message(e, m))
         return value, np.where(counted, d / mc - 1.0, 0.0)
 
     def lnlike(self, theta) -> float:
@@ -276,6 +294,12 @@ class Likelihood:
                 gg = gg_all
             local = em.vjp(state, cache, gg)  # (S, 7): chained through the model's Jacobian
             acc += np.bincount(em.vjp_index, weights=local.ravel(), minlength=P + 1)
+        if not np.all(np.isfinite(acc[:P])):
+            bad = [self.parameter_names[k] for k in np.flatnonzero(~np.isfinite(acc[:P]))]
+            raise PhoValueError(
+                f"the gradient of ln L overflows double precision in {', '.join(bad)} at theta = {theta.tolist()} "
+                "(ln L itself is finite); the fluxes are far beyond the data: bound them (priors) or rescale the data"
+            )
         return total, acc[:P]
 
     def model_images(self, theta) -> list[np.ndarray]:
