@@ -375,6 +375,8 @@ def _model_derivatives_fd(likelihood, theta, models) -> list[np.ndarray]:
     scene = getattr(likelihood, "scene", None)
     lo, hi = scene.parameter_bounds() if scene is not None and hasattr(scene, "parameter_bounds") else (None, None)
     steps = FD_STEP * parameter_scales(names, theta)
+    if hasattr(likelihood, "model_derivatives_fd"):  # pho.Likelihood: one source rendered per difference
+        return likelihood.model_derivatives_fd(theta, steps, lo, hi)
     out = [np.empty((len(theta),) + np.shape(m)) for m in models]
     for i, h in enumerate(steps):
         up, down = theta.copy(), theta.copy()

@@ -6,8 +6,8 @@
    (``pho.field.footprints``) give the blends (``pho.field.patches``), cut to at most
    ``max_patch_sources``, and each patch's cutouts and neighbours.
 2. **Passes.** Pass 1 fits every patch with its neighbours at their input values. Each later
-   pass refits only the patches with a neighbour that moved by more than ``tol_sigma`` of its
-   error in the pass before, with every neighbour at its value after that pass (Jacobi
+   pass refits only the patches with a close neighbour (``pho.field.patches``) that moved by more
+   than ``tol_sigma`` of its error in the pass before, with every neighbour at its value after that pass (Jacobi
    iteration: the result does not depend on the order in which workers finish). The field has
    converged when no source moved by more than ``tol_sigma``; the largest change of each pass is
    reported. Patches share no active source, so all patches of a pass run at the same time.
@@ -377,31 +377,32 @@ def plan_field(exposures, sources: FieldSources, settings: FieldSettings, profil
 
 def _task(patch: Patch, pass_index: int, run: FieldRun, sampler: str | None, options: dict) -> PatchTask:
     near = patch.all_neighbours
+    previous = run.sigma[patch.sources]
     return PatchTask(
         patch_index=patch.index, pass_index=pass_index, rows=patch.sources,
         active=run.current.subset(patch.sources), start=run.initial.subset(patch.sources), neighbour_rows=near,
         neighbours=run.current.subset(near) if near.size else None,
         exposures={e: (run.exposures[e], patch.boxes[e], patch.neighbours[e]) for e in patch.boxes},
-        sampler=sampler, options=options,
+        sampler=sampler, options=options, previous_sigma=previous if np.all(np.isfinite(previous)) else None,
     )
 
 
-def _apply(run: FieldRun, result: PatchResult) -> float:
-    """Write a pass's result into the current state; returns the largest change in sigmas."""
+def _apply(run: FieldRun, result: PatchResult) -> dict[int, float]:
+    """Write a pass's result into the current state; returns each source's largest change, in sigmas."""
     if not result.ok:
-        return 0.0
+        return {}
     cols = _columns(run.current.bands)
-    largest = 0.0
+    changes: dict[int, float] = {}
     for row, kind, value, sigma in zip(result.param_rows, result.param_kinds, result.theta, result.sigma):
-        old = run.current.get(int(row), kind)
-        change = value - old
+        row = int(row)
+        change = value - run.current.get(row, kind)
         if kind == "pa":
             change = (change + math.pi / 2) % math.pi - math.pi / 2
         if sigma > 0 and np.isfinite(sigma):
-            largest = max(largest, abs(change) / sigma)
-        run.current.set(int(row), kind, value)
-        run.sigma[int(row), cols.index(kind)] = sigma
-    return largest
+            changes[row] = max(changes.get(row, 0.0), abs(change) / sigma)
+        run.current.set(row, kind, value)
+        run.sigma[row, cols.index(kind)] = sigma
+    return changes
 
 
 def _sample_patches(client, run: FieldRun, store, options: dict, progress: bool, key_prefix: str) -> None:
@@ -546,16 +547,19 @@ def fit_field(
             tasks = [_task(patch, p, run, None, options) for patch in todo]
             results = _run_tasks(c, tasks, store, f"pass{p:02d}", f"pass {p}", progress, key_prefix)
             # Jacobi: every patch of this pass saw the state before it; apply all results together
-            changes = {k: _apply(run, r) for k, r in sorted(results.items())}
+            changes: dict[int, float] = {}
+            for k, r in sorted(results.items()):
+                changes.update(_apply(run, r))
             run.results.update(results)
-            moved = {int(row) for k, ch in changes.items() if ch > settings.tol_sigma for row in results[k].rows}
+            moved = {row for row, ch in changes.items() if ch > settings.tol_sigma}
             largest = max(changes.values(), default=0.0)
             failed = sum(not r.ok for r in results.values())
             run.passes.append({"pass": p, "patches": len(tasks), "failed": failed, "largest_change_sigma": largest,
                                "time_s": time.perf_counter() - tp})
-            log.info("pass %d: %d patches fitted (%d failed) in %.1f s; largest change %.3g sigma", p, len(tasks),
-                     failed, time.perf_counter() - tp, largest)
-            todo = [patch for patch in patches if moved.intersection(int(i) for i in patch.all_neighbours)]
+            log.info("pass %d: %d patches fitted (%d failed) in %.1f s; largest change %.3g sigma, %d sources moved "
+                     "by more than %g sigma", p, len(tasks), failed, time.perf_counter() - tp, largest, len(moved),
+                     settings.tol_sigma)
+            todo = [patch for patch in patches if moved.intersection(int(i) for i in patch.close)]
             if not todo:
                 run.converged = True
                 break
@@ -571,9 +575,12 @@ def fit_field(
         run.time_s = time.perf_counter() - t0
         table = output.catalog_table(run)
         if outdir is not None:
-            output.write_catalog(outdir / "catalog.fits", table, run, run_info or {})
             if residuals:
-                output.write_residuals(c, run, outdir, progress=progress)
+                for st in output.write_residuals(c, run, outdir, progress=progress):
+                    log.info("exposure %d (%s): residual %s, chi2/pixel %.3f (all %d pixels with data), %.3f (%d pixels "
+                             "where the model exceeds the noise)", st["exposure"], st["name"], st["path"],
+                             st["chi2_per_pixel"], st["n_pixels"], st["chi2_per_source_pixel"], st["n_source_pixels"])
+            output.write_catalog(outdir / "catalog.fits", table, run, run_info or {})
             if plots:
                 output.plot_patches(run, outdir / "patches.png")
     return table

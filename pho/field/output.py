@@ -81,6 +81,9 @@ def write_catalog(path: str | os.PathLike, table, run, run_info: dict) -> Path:
     for p in run.passes:
         settings[f"PASS{p['pass']}_PATCHES"] = p["patches"]
         settings[f"PASS{p['pass']}_CHANGE"] = float(p["largest_change_sigma"])
+    for st in run.residual_stats:
+        settings[f"RES{st['exposure']}_CHI2"] = round(float(st["chi2_per_pixel"]), 5)
+        settings[f"RES{st['exposure']}_CHI2SRC"] = round(float(st["chi2_per_source_pixel"]), 5)
     settings.update(run_info)
     for key, value in _header_cards(settings):
         hdu.header[key] = value

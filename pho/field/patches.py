@@ -8,7 +8,10 @@
   sources plus ``margin_pix``, clipped to the image; exposures the box misses are left out.
 - A patch's neighbours in an exposure are the other sources whose light footprint (the low,
   neighbour threshold) reaches the cutout; the patch fit holds them fixed at their current
-  values and adds their light to the model.
+  values and adds their light to the model. The close neighbours are those whose blend
+  footprint reaches the cutout: only their changes make a patch worth refitting (the others put
+  less than the blend threshold, 0.5 sigma, into any of its pixels, so a change of a few per cent
+  of their light is a few hundredths of a sigma).
 
 Patches are disjoint in their active sources, so any set of them can be fitted at the same time.
 """
@@ -38,12 +41,16 @@ class Patch:
         from that exposure.
     neighbours : dict
         ``exposure index -> ndarray of int``, rows of the sources held fixed in that cutout.
+    close : ndarray of int
+        Rows of the neighbours whose blend footprint (not only their faint light) reaches a
+        cutout: the ones whose changes make the patch worth refitting in a later pass.
     """
 
     index: int
     sources: np.ndarray
     boxes: dict = field(default_factory=dict)
     neighbours: dict = field(default_factory=dict)
+    close: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
 
     @property
     def all_neighbours(self) -> np.ndarray:
@@ -151,6 +158,7 @@ def plan_patches(groups, positions_pix, blend_radius_pix, light_radius_pix, shap
     for k, rows in enumerate(groups):
         patch = Patch(index=k, sources=np.asarray(rows, dtype=int))
         active = set(int(r) for r in rows)
+        close: set[int] = set()
         for e, ((x, y), rb, rl, (ny, nx)) in enumerate(zip(positions_pix, blend_radius_pix, light_radius_pix, shapes)):
             ext = rb[rows] + margin_pix
             x0 = max(0, int(math.floor(np.min(x[rows] - ext) + 0.5)))
@@ -167,8 +175,11 @@ def plan_patches(groups, positions_pix, blend_radius_pix, light_radius_pix, shap
             if near.size:
                 dx = np.maximum(np.abs(x[near] - cx) - (x1 - x0) / 2.0, 0.0)
                 dy = np.maximum(np.abs(y[near] - cy) - (y1 - y0) / 2.0, 0.0)
-                near = np.sort(near[np.hypot(dx, dy) < rl[near]])
+                dist = np.hypot(dx, dy)
+                close.update(int(i) for i in near[dist < rb[near]])
+                near = np.sort(near[dist < rl[near]])
             patch.boxes[e] = (x0, y0, x1, y1)
             patch.neighbours[e] = near
+        patch.close = np.array(sorted(close), dtype=int)
         patches.append(patch)
     return patches

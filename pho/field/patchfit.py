@@ -44,6 +44,10 @@ class PatchTask:
         Posterior sampling after the optimization.
     options : dict
         ``position_box_arcsec``, ``seed``, ``nlive``, ``maxcall``, ``draws``, ``tune``.
+    previous_sigma : ndarray of shape (len(rows), B + 6) or None
+        The active sources' errors from an earlier pass (``FieldSources`` column order: fluxes,
+        ra, dec, q, pa, n, rh; NaN where a source has no such parameter): the optimizer's units
+        in a later pass, which saves the Fisher matrix at the start.
     """
 
     patch_index: int
@@ -56,6 +60,7 @@ class PatchTask:
     exposures: dict
     sampler: str | None = None
     options: dict = field(default_factory=dict)
+    previous_sigma: np.ndarray | None = None
 
 
 @dataclass
@@ -123,8 +128,9 @@ def _widen_to_include(priors, theta):
     return priors.replace(out) if out else priors
 
 
-def _preconditioning_scales(likelihood, priors, theta0) -> np.ndarray:
-    """The optimizer's units: each parameter's conditional error ``1 / sqrt(F_ii)`` at the start.
+def _preconditioning_scales(likelihood, priors, theta0, task) -> np.ndarray:
+    """The optimizer's units: each parameter's error from an earlier pass, else its conditional
+    error ``1 / sqrt(F_ii)`` at the start.
 
     Blends of bright and faint sources span orders of magnitude in precision; in these units
     L-BFGS-B converges in ~100 calls where the default scales took 2,000 (measured on a
@@ -132,7 +138,14 @@ def _preconditioning_scales(likelihood, priors, theta0) -> np.ndarray:
     """
     from ..fit import fisher_matrix, parameter_scales
 
-    default = parameter_scales(likelihood.parameter_names, theta0, priors)
+    names = list(likelihood.parameter_names)
+    default = parameter_scales(names, theta0, priors)
+    if task.previous_sigma is not None:
+        kinds = ["flux_" + b for b in task.active.bands] + ["ra", "dec", "q", "pa", "n", "rh"]
+        previous = np.array([task.previous_sigma[int(n.split(".", 1)[0][1:]), kinds.index(n.split(".", 1)[1])]
+                             for n in names])
+        if np.all(np.isfinite(previous) & (previous > 0)):
+            return previous
     diag = np.diag(fisher_matrix(likelihood, theta0, method="fd"))
     with np.errstate(divide="ignore"):
         scales = 1.0 / np.sqrt(diag)
@@ -184,7 +197,8 @@ def fit_patch(task: PatchTask) -> PatchResult:
                 likelihood, theta=theta_start, position_box_arcsec=task.options.get("position_box_arcsec")
             )
             priors = _widen_to_include(priors, theta0)
-            best = optimize(likelihood, priors, theta0=theta0, scales=_preconditioning_scales(likelihood, priors, theta0),
+            best = optimize(likelihood, priors, theta0=theta0, scales=_preconditioning_scales(likelihood, priors, theta0,
+                                                                                               task),
                             fisher_method="fd")
             result.param_kinds = parameter_kinds(names)
             result.param_rows = np.asarray(task.rows)[[int(n.split(".", 1)[0][1:]) for n in names]]

@@ -70,8 +70,10 @@ def goodss_table():
 
 def _truth_columns(tiles: int, max_sources: int | None):
     t = goodss_table()
-    if max_sources is not None:
-        t = t[:max_sources]
+    if max_sources is not None:  # a compact small field: the sources nearest the list's centre
+        ra, dec = np.array(t["ra"], float), np.array(t["dec"], float)
+        d2 = ((ra - np.median(ra)) * math.cos(math.radians(float(np.median(dec))))) ** 2 + (dec - np.median(dec)) ** 2
+        t = t[np.sort(np.argsort(d2, kind="stable")[:max_sources])]
     ra, dec = np.array(t["ra"], float), np.array(t["dec"], float)
     dec0 = float(np.mean(dec))
     cosd = math.cos(math.radians(dec0))
@@ -163,7 +165,7 @@ def simulate_goodss_field(
     seed : int
         Seed of the noise and of the initial catalog's perturbations.
     max_sources : int, optional
-        Use only the first sources of the list (small fields for tests).
+        Use only this many sources, those nearest the list's centre (a compact field for tests).
     overwrite : bool
         Replace files written by an earlier simulation.
     progress : callable, optional
