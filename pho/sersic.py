@@ -308,6 +308,11 @@ class SersicTable:
         """``amplitudes`` for one source: the same spline with scalar arithmetic around one matmul."""
         if not (self._n_lo <= n <= self._n_hi and self._rh_lo <= rh_arcsec <= self._rh_hi):
             self._check_range(np.array([n]), np.array([rh_arcsec]))
+        out = self._amplitudes_rows(n, rh_arcsec)
+        return out[0], out[1], out[2]
+
+    def _amplitudes_rows(self, n: float, rh_arcsec: float) -> np.ndarray:
+        """``_amplitudes_scalar`` as one (3, M) array (value, d/dn, d/drh), the range already checked."""
         x = (n - self._n0) / self._dn
         y = (math.log(rh_arcsec) - self._ln_scale - self._u0) / self._du
         i = min(int(x), self._i_max)
@@ -321,8 +326,7 @@ class SersicTable:
         w = np.array([[a * b for a in tp for b in uq],
                       [a * b * cn for a in dtp for b in uq],
                       [a * b * cr for a in tp for b in duq]])
-        out = w @ self._coef[i, j]  # (3, M)
-        return out[0], out[1], out[2]
+        return w @ self._coef[i, j]
 
 
 @functools.lru_cache(maxsize=1)
@@ -579,13 +583,16 @@ class MultiScaleSersic:
         """
         scalar = np.ndim(n) == 0 and np.ndim(rh_arcsec) == 0
         M = self.n_gauss
-        if np.size(n) == 1 and np.size(rh_arcsec) == 1:  # one source (the common case): scalar arithmetic
-            nn, rh = float(np.ravel(n)[0]), float(np.ravel(rh_arcsec)[0])
+        one = scalar or (np.size(n) == 1 and np.size(rh_arcsec) == 1)
+        if one:  # one source (the common case): scalar arithmetic
+            nn = float(n) if np.ndim(n) == 0 else float(np.ravel(n)[0])
+            rh = float(rh_arcsec) if np.ndim(rh_arcsec) == 0 else float(np.ravel(rh_arcsec)[0])
             if self._n_range[0] <= nn <= self._n_range[1] and self._rh_range[0] <= rh <= self._rh_range[1]:
                 t, w, _ = self._weight(rh)
                 if w == 0.0:
+                    table = self._tables[t]
                     out = np.zeros((3, M))
-                    out[:, self._cols[t]] = self._tables[t]._amplitudes_scalar(nn, rh)
+                    out[:, self._cols[t]] = table._amplitudes_rows(nn, rh)
                     return (out[0], out[1], out[2]) if scalar else (out[0:1], out[1:2], out[2:3])
         n_arr, rh_arr = np.broadcast_arrays(np.asarray(n, dtype=np.float64), np.asarray(rh_arcsec, dtype=np.float64))
         n_arr, rh_arr = n_arr.ravel(), rh_arr.ravel()
