@@ -51,6 +51,7 @@ def test_bench_device_prints_one_table(capsys):
         sys.path.remove(str(REPO / "tools"))
     assert bench_device.main(["--backends", "cpu", "reference", "--scenes", "a", "--quick", "--max-diff", "1e-9"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:2] == ["scene", "backend"] and len(out) == 3
-    cpu, ref = out[1].split(), out[2].split()
+    assert out[0].startswith("pho ") and str(REPO / "pho") in out[0]  # this checkout's pho, not an installed one
+    assert out[1].split()[:2] == ["scene", "backend"] and len(out) == 4
+    cpu, ref = out[2].split(), out[3].split()
     assert cpu[-3:][1:] == ["nan", "nan"] and float(ref[-2]) < 1e-10 and float(ref[-1]) < 1e-10

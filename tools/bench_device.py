@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO))  # this checkout's pho, built in place, before any installed one
 
 SCENES = {
     "a": ("one Sersic, 64x64", dict(n_src=1, size=64, rh_arcsec=(0.2, 0.2))),
@@ -60,6 +62,7 @@ def run(backends, scenes, min_time=0.2, batches=5, out=sys.stdout):
     import pho
 
     rows = []
+    print(f"pho {pho.__version__} from {Path(pho.__file__).parent}", file=out)
     for key in scenes:
         label, kw = SCENES[key]
         scene, exps, theta = bk.make_problem(kw["n_src"], kw["size"], 1, ["F200W"], 3,

@@ -22,9 +22,13 @@ does not count; with ``taskset -c 0`` no extra threads add to it.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pho, not an installed one
 
 
 class NullBackend:
