@@ -124,7 +124,7 @@ def build_demo(rng: np.random.Generator | None = None, shape: tuple[int, int] = 
     shape : (ny, nx)
         Exposure size in pixels.
     profile : optional
-        Sersic profile (default: the shipped table).
+        Sersic profile (default: ``pho.sersic.auto_profile()``, any r_h from 0.001" to 10").
 
     Returns
     -------

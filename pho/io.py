@@ -67,7 +67,7 @@ def read_source_list(
         The bands wanted; default every ``flux_<band>`` column. A band with no column takes the
         ``flux`` column if there is one.
     profile : optional
-        The Sersic profile for every galaxy (default: the shipped table).
+        The Sersic profile for every galaxy (default: ``pho.sersic.auto_profile()``, any r_h from 0.001" to 10").
 
     Returns
     -------

@@ -12,7 +12,8 @@ Default bounds (:func:`default_priors`), all uniform (the seed's choice):
   exposures of that band and ``sigma_ap`` its noise; widened to include the initial flux.
 - ``q``: ``[0.1, 1]``; ``pa``: a window of width pi centred on the initial angle, treated as
   periodic by the sampler (a pi rotation is the same ellipse).
-- ``n`` and ``rh``: the Sersic table's ``n_range`` and ``rh_range_arcsec``.
+- ``n`` and ``rh``: the source's profile's ``n_range`` and ``rh_range_arcsec`` (for the default
+  profile, ``pho.sersic.auto_profile()``: n from 0.5 to 6, r_h from 0.001" to 10").
 - ``g1``, ``g2`` (if the scene uses reduced shear): ``[-0.82, 0.82]`` (|g| = 0.82 is q = 0.1).
 
 Every default can be replaced per parameter (``"s1.rh"``) or for every source (``"rh"``).
@@ -317,7 +318,6 @@ def default_priors(
     if not box_arcsec > 0:
         raise PhoValueError(f"position_box_arcsec must be positive, got {position_box_arcsec}")
 
-    profile = None
     dists: dict[str, object] = {}
     for name in names:
         kind = parameter_kind(name)
@@ -338,8 +338,7 @@ def default_priors(
             gmax = (1 - Q_MIN) / (1 + Q_MIN)
             dists[name] = Uniform(-gmax, gmax)
         elif kind in ("n", "rh"):
-            if profile is None:
-                profile = _profile_of(likelihood, int(src[1:]))
+            profile = _profile_of(likelihood, int(src[1:]))  # per source: profiles may differ
             lo, hi = profile.n_range if kind == "n" else profile.rh_range_arcsec
             dists[name] = Uniform(float(lo), float(hi))
         elif kind == "flux":
@@ -378,7 +377,7 @@ def _profile_of(likelihood, index: int):
     source = scene.sources[index]
     profile = getattr(source, "profile", None)
     if profile is None:
-        from .sersic import default_profile
+        from .sersic import auto_profile
 
-        profile = default_profile()
+        profile = auto_profile()
     return profile

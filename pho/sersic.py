@@ -26,7 +26,8 @@ import numpy as np
 
 from .errors import PhoDataError, PhoRangeError, PhoValueError
 
-__all__ = ["SersicTable", "default_profile", "DEFAULT_SCALE_ARCSEC", "TABLE_RESOURCE"]
+__all__ = ["SersicTable", "MultiScaleSersic", "default_profile", "auto_profile", "DEFAULT_SCALE_ARCSEC",
+           "AUTO_RH_RANGE_ARCSEC", "TABLE_RESOURCE"]
 
 #: Arcsec per table unit used by ``default_profile()`` and ``SersicTable.load()``: 0.03",
 #: about one JWST NIRCam short-wave pixel (0.031") or an HST drizzled pixel (0.03").
@@ -307,6 +308,11 @@ class SersicTable:
         """``amplitudes`` for one source: the same spline with scalar arithmetic around one matmul."""
         if not (self._n_lo <= n <= self._n_hi and self._rh_lo <= rh_arcsec <= self._rh_hi):
             self._check_range(np.array([n]), np.array([rh_arcsec]))
+        out = self._amplitudes_rows(n, rh_arcsec)
+        return out[0], out[1], out[2]
+
+    def _amplitudes_rows(self, n: float, rh_arcsec: float) -> np.ndarray:
+        """``_amplitudes_scalar`` as one (3, M) array (value, d/dn, d/drh), the range already checked."""
         x = (n - self._n0) / self._dn
         y = (math.log(rh_arcsec) - self._ln_scale - self._u0) / self._du
         i = min(int(x), self._i_max)
@@ -320,8 +326,7 @@ class SersicTable:
         w = np.array([[a * b for a in tp for b in uq],
                       [a * b * cn for a in dtp for b in uq],
                       [a * b * cr for a in tp for b in duq]])
-        out = w @ self._coef[i, j]  # (3, M)
-        return out[0], out[1], out[2]
+        return w @ self._coef[i, j]
 
 
 @functools.lru_cache(maxsize=1)
@@ -340,3 +345,294 @@ def default_profile() -> SersicTable:
     True
     """
     return SersicTable.load()
+
+
+# ----------------------------------------------------------------------------------------------
+# Any size without choosing a table: several scales of the shipped table, blended per source
+# ----------------------------------------------------------------------------------------------
+
+#: Half-light radii (arcsec) that ``auto_profile()`` covers: from a thirtieth of a 0.03" pixel
+#: to large nearby galaxies.
+AUTO_RH_RANGE_ARCSEC = (0.001, 10.0)
+
+
+def _smootherstep(x: float):
+    """C2 step from 0 (x <= 0) to 1 (x >= 1) and its derivative: 6x^5 - 15x^4 + 10x^3."""
+    if x <= 0.0:
+        return 0.0, 0.0
+    if x >= 1.0:
+        return 1.0, 0.0
+    x2 = x * x
+    return x2 * x * (x * (6.0 * x - 15.0) + 10.0), 30.0 * x2 * (x - 1.0) ** 2
+
+
+class MultiScaleSersic:
+    """A Sersic profile for any half-light radius: the shipped table at several scales, chosen
+    per source and blended smoothly where two meet.
+
+    The table covers r_h from 0.05 to 42.7 table units, i.e. a factor of 854; one scale (arcsec
+    per table unit) cannot serve 0.001" to 10". This profile holds the table at the scales
+    ``s_k = home_scale_arcsec * ratio**k`` (``ratio`` = ``step`` steps of the table's inner
+    radius ladder, so the inner radii of neighbouring scales coincide) for the k that the range
+    needs. A source uses the home scale (0.03", the shipped default, unchanged results) wherever
+    it can, a smaller one below the home scale's range and the smallest larger one above it (the
+    finest smoothing, 0.3 table units, that still fits r_h). Between two neighbouring scales the
+    amplitudes are blended over a band of r_h::
+
+        a = (1 - w) a_k + w a_{k+1},   w = smootherstep((ln r_h - ln b_lo) / (ln b_hi - ln b_lo))
+
+    w is C2 and flat at both ends of the band, so the amplitudes and their derivatives in n and
+    r_h are continuous everywhere (the image and the gradient too); each scale's amplitudes sum
+    to one, so the blend does. ``radii_arcsec`` is the union of every scale's radii; a source
+    gives non-zero amplitudes only to its scale's radii (to two scales' inside a band), and the
+    zero ones are dropped before rendering (``ExposureModel.significant``).
+
+    Parameters
+    ----------
+    table : SersicTable, optional
+        The table (its scale is ignored); default the shipped one.
+    rh_range_arcsec : (float, float)
+        Half-light radii to cover, arcsec; default ``AUTO_RH_RANGE_ARCSEC``.
+    home_scale_arcsec : float
+        The scale used wherever it covers r_h; default ``DEFAULT_SCALE_ARCSEC``.
+    step : int
+        Neighbouring scales differ by ``step`` steps of the inner radius ladder (ratio 1.355 per
+        step in the shipped table; 2 steps = 1.84x). Smaller steps keep the smoothing closer to
+        the finest a given r_h allows, at the cost of more scales.
+    band_ratio : float
+        Ratio hi / lo of each blending band of r_h (default 1.3).
+    margin : float
+        Fraction of a scale's r_h range kept free at its ends (default 0.1 of ln-range ends:
+        bands end at 0.9 of a scale's largest r_h and start at 1.2x its smallest).
+
+    Examples
+    --------
+    >>> from pho.sersic import auto_profile
+    >>> prof = auto_profile()
+    >>> a, da_dn, da_drh = prof.amplitudes(4.0, 3.0)     # a 3" galaxy: no table to choose
+    >>> round(float(a.sum()), 12), round(float(da_drh.sum()), 12)
+    (1.0, 0.0)
+    """
+
+    def __init__(self, table: SersicTable | None = None, rh_range_arcsec=AUTO_RH_RANGE_ARCSEC,
+                 home_scale_arcsec: float = DEFAULT_SCALE_ARCSEC, step: int = 2, band_ratio: float = 1.3,
+                 margin: float = 0.1):
+        table = SersicTable.load() if table is None else table
+        lo, hi = (float(v) for v in rh_range_arcsec)
+        if not (0 < lo < hi and math.isfinite(hi)):
+            raise PhoValueError(f"rh_range_arcsec={rh_range_arcsec!r} must be (lo, hi) with 0 < lo < hi arcsec")
+        r = np.asarray(table._radii, dtype=np.float64)
+        inner = np.flatnonzero(r > 0)
+        ln_step = float(np.log(r[inner[1]] / r[inner[0]]))
+        n_inner = int(np.sum(np.abs(np.diff(np.log(r[inner]))) - ln_step < 1e-9 * ln_step)) + 1
+        if not (isinstance(step, (int, np.integer)) and 1 <= step < n_inner):
+            raise PhoValueError(f"step={step!r} must be an integer from 1 to {n_inner - 1}")
+        if not (band_ratio > 1 and 0 <= margin < 0.5):
+            raise PhoValueError(f"band_ratio={band_ratio!r} must exceed 1 and margin={margin!r} lie in [0, 0.5)")
+        ratio = math.exp(step * ln_step)
+        t_lo, t_hi = math.exp(table._ln_rh_grid[0]), math.exp(table._ln_rh_grid[-1])
+        f_lo, f_hi = (t_hi / t_lo) ** margin, (t_hi / t_lo) ** -margin  # 1.97 and 0.51 for the shipped table
+        f_lo, f_hi = min(f_lo, 1.2), max(f_hi, 0.9)
+        home = float(home_scale_arcsec)
+        # scales below home while the range starts below what they serve, above while it ends above
+        k_min = 0
+        while lo < f_lo * t_lo * home * ratio**k_min:
+            k_min -= 1
+        k_max = 0
+        while hi > f_hi * t_hi * home * ratio**k_max:
+            k_max += 1
+        self._ks = list(range(k_min, k_max + 1))
+        self._tables = [table.with_scale(home * ratio**k) for k in self._ks]
+        # blending band between scale i and i + 1 (in r_h, arcsec)
+        self._bands = []
+        for i, k in enumerate(self._ks[:-1]):
+            if k + 1 <= 0:  # below home: leave scale k for k + 1 just above k + 1's smallest r_h
+                b_lo = f_lo * t_lo * home * ratio ** (k + 1)
+                b_hi = b_lo * band_ratio
+            else:  # above home: leave k for k + 1 just below k's largest r_h
+                b_hi = f_hi * t_hi * home * ratio**k
+                b_lo = b_hi / band_ratio
+            self._bands.append((b_lo, b_hi, math.log(b_lo), math.log(b_hi / b_lo)))
+        # union of radii: the point, the inner ladder (shared between scales), each scale's outer radii
+        ladder_pos = {}  # (ladder index) -> union column
+        radii = [0.0]
+        point = int(np.flatnonzero(r == 0)[0])
+        cols = [None] * len(self._ks)
+        # home first, so that shared radii are exactly the home scale's (its Gaussians are unchanged)
+        for ti in sorted(range(len(self._ks)), key=lambda i: abs(self._ks[i])):
+            t, k = self._tables[ti], self._ks[ti]
+            col = np.empty(r.size, dtype=np.intp)
+            col[point] = 0
+            for j, m in enumerate(inner):
+                if j < n_inner:
+                    key = ("ladder", j + step * k)
+                else:
+                    key = ("outer", k, j)
+                if key not in ladder_pos:
+                    ladder_pos[key] = len(radii)
+                    radii.append(float(r[m]) * t.scale_arcsec)
+                col[m] = ladder_pos[key]
+            cols[ti] = col
+        order = np.argsort(radii, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        self._cols = [rank[c] for c in cols]
+        self._radii_arcsec = np.array(radii)[order]
+        self._band_lo = np.array([b[0] for b in self._bands])
+        self._band_hi = np.array([b[1] for b in self._bands])
+        self._band_ln_lo = np.array([b[2] for b in self._bands])
+        self._band_ln_width = np.array([b[3] for b in self._bands])
+        self._n_range = table.n_range
+        self._rh_range = (lo, hi)
+        self.table = table
+        self.smoothing_sigma = table.smoothing_sigma
+
+    # interface of a profile object (docs/ARCHITECTURE.md)
+    @property
+    def radii_arcsec(self) -> np.ndarray:
+        """Union of the scales' Gaussian sigmas, arcsec, shape (M,); the first is 0 (a point)."""
+        return self._radii_arcsec
+
+    @property
+    def n_gauss(self) -> int:
+        """Number of Gaussians M of the union (a source uses about 28 of them, 35 in a band)."""
+        return int(self._radii_arcsec.size)
+
+    @property
+    def n_range(self) -> tuple[float, float]:
+        """(lo, hi) of the Sersic index."""
+        return self._n_range
+
+    @property
+    def rh_range_arcsec(self) -> tuple[float, float]:
+        """(lo, hi) of the half-light radius, arcsec."""
+        return self._rh_range
+
+    @property
+    def scales_arcsec(self) -> tuple[float, ...]:
+        """Arcsec per table unit of each scale, increasing."""
+        return tuple(t.scale_arcsec for t in self._tables)
+
+    @property
+    def bands_arcsec(self) -> tuple[tuple[float, float], ...]:
+        """(lo, hi) of r_h of each blending band, arcsec, increasing."""
+        return tuple((b[0], b[1]) for b in self._bands)
+
+    def smoothing_sigma_arcsec(self, rh_arcsec: float) -> float:
+        """Sigma of the fit's smoothing Gaussian for a source of this r_h (the larger scale's in a band)."""
+        i, w, _ = self._weight(float(rh_arcsec))
+        return self.smoothing_sigma * self._tables[i + (w > 0)].scale_arcsec
+
+    def __repr__(self) -> str:
+        return (f"MultiScaleSersic(M={self.n_gauss}, n in [{self._n_range[0]:g}, {self._n_range[1]:g}], "
+                f"rh_arcsec in [{self._rh_range[0]:.3g}, {self._rh_range[1]:.3g}], scales_arcsec="
+                f"{tuple(round(s, 5) for s in self.scales_arcsec)})")
+
+    def _weights(self, rh: np.ndarray):
+        """Arrays (i, w, dw/drh) of :meth:`_weight` for r_h of shape (S,)."""
+        b = np.searchsorted(self._band_lo, rh, side="right") - 1  # last band starting at or below r_h
+        inside = (b >= 0) & (rh < self._band_hi[np.maximum(b, 0)])
+        i = np.where(inside, b, b + 1)
+        w = np.zeros(rh.shape)
+        dw = np.zeros(rh.shape)
+        if inside.any():
+            bi = b[inside]
+            x = (np.log(rh[inside]) - self._band_ln_lo[bi]) / self._band_ln_width[bi]
+            x2 = x * x
+            w[inside] = x2 * x * (x * (6.0 * x - 15.0) + 10.0)
+            dw[inside] = 30.0 * x2 * (x - 1.0) ** 2 / (self._band_ln_width[bi] * rh[inside])
+        return i, w, dw
+
+    def _weight(self, rh: float):
+        """(i, w, dw/drh): scale i, and the weight w of scale i + 1 (0 outside a band)."""
+        for i, (b_lo, b_hi, ln_lo, ln_width) in enumerate(self._bands):
+            if rh < b_lo:
+                return i, 0.0, 0.0
+            if rh < b_hi:
+                w, dw = _smootherstep((math.log(rh) - ln_lo) / ln_width)
+                return i, w, dw / (ln_width * rh)
+        return len(self._bands), 0.0, 0.0
+
+    def _check_range(self, n: np.ndarray, rh_arcsec: np.ndarray) -> None:
+        lo, hi = self._n_range
+        bad = ~((n >= lo) & (n <= hi))
+        if bad.any():
+            v = float(n[np.argmax(bad)])
+            raise PhoRangeError(f"Sersic index n={v:.6g} is outside the table range [{lo:g}, {hi:g}]; bound n in "
+                                "the prior or rebuild the table with a wider --n-range", v, lo, hi)
+        rlo, rhi = self._rh_range
+        bad = ~((rh_arcsec >= rlo) & (rh_arcsec <= rhi))
+        if bad.any():
+            v = float(rh_arcsec[np.argmax(bad)])
+            raise PhoRangeError(
+                f"half-light radius rh_arcsec={v:.6g} is outside the profile's range [{rlo:.6g}, {rhi:.6g}] arcsec; "
+                "bound rh_arcsec in the prior, or build MultiScaleSersic(rh_range_arcsec=...) with a wider range",
+                v, rlo, rhi)
+
+    def amplitudes(self, n, rh_arcsec):
+        """Amplitudes of the M union Gaussians and their derivatives in n and rh_arcsec.
+
+        Same contract as :meth:`SersicTable.amplitudes`: for scalars three arrays of shape
+        (M,), for arrays of S sources three of shape (S, M); ``a`` sums to one per source, the
+        derivatives to zero.
+
+        Raises
+        ------
+        PhoRangeError
+            ``n`` or ``rh_arcsec`` outside ``n_range`` / ``rh_range_arcsec`` (NaN included).
+        """
+        scalar = np.ndim(n) == 0 and np.ndim(rh_arcsec) == 0
+        M = self.n_gauss
+        one = scalar or (np.size(n) == 1 and np.size(rh_arcsec) == 1)
+        if one:  # one source (the common case): scalar arithmetic
+            nn = float(n) if np.ndim(n) == 0 else float(np.ravel(n)[0])
+            rh = float(rh_arcsec) if np.ndim(rh_arcsec) == 0 else float(np.ravel(rh_arcsec)[0])
+            if self._n_range[0] <= nn <= self._n_range[1] and self._rh_range[0] <= rh <= self._rh_range[1]:
+                t, w, _ = self._weight(rh)
+                if w == 0.0:
+                    table = self._tables[t]
+                    out = np.zeros((3, M))
+                    out[:, self._cols[t]] = table._amplitudes_rows(nn, rh)
+                    return (out[0], out[1], out[2]) if scalar else (out[0:1], out[1:2], out[2:3])
+        n_arr, rh_arr = np.broadcast_arrays(np.asarray(n, dtype=np.float64), np.asarray(rh_arcsec, dtype=np.float64))
+        n_arr, rh_arr = n_arr.ravel(), rh_arr.ravel()
+        S = n_arr.size
+        if not (S and n_arr.min() >= self._n_range[0] and n_arr.max() <= self._n_range[1]
+                and rh_arr.min() >= self._rh_range[0] and rh_arr.max() <= self._rh_range[1]):
+            self._check_range(n_arr, rh_arr)
+        i, w, dw = self._weights(rh_arr)
+        out = np.zeros((3, S, M))
+        for t, table in enumerate(self._tables):
+            # sources on scale t alone or as the lower of a band (weight 1 - w), or as the upper (w)
+            for sel, fac, dfac in (((i == t), 1.0 - w, -dw), ((i == t - 1) & (w > 0), w, dw)):
+                idx = np.flatnonzero(sel)
+                if idx.size == 0:
+                    continue
+                a, da_dn, da_drh = table.amplitudes(n_arr[idx], rh_arr[idx])
+                f, df = fac[idx, None], dfac[idx, None]
+                rows_cols = np.ix_(idx, self._cols[t])  # no repeated column within one scale
+                out[0][rows_cols] += f * a
+                out[1][rows_cols] += f * da_dn
+                out[2][rows_cols] += f * da_drh + df * a
+        if scalar:
+            return out[0, 0], out[1, 0], out[2, 0]
+        return out[0], out[1], out[2]
+
+
+@functools.lru_cache(maxsize=1)
+def auto_profile() -> MultiScaleSersic:
+    """The default Sersic profile of a ``pho.Sersic``: ``MultiScaleSersic()`` over
+    ``AUTO_RH_RANGE_ARCSEC``, built on first call and cached (shares the shipped table).
+
+    Returns
+    -------
+    MultiScaleSersic
+        Shared instance; treat it as read-only.
+
+    Examples
+    --------
+    >>> from pho.sersic import auto_profile
+    >>> auto_profile().rh_range_arcsec
+    (0.001, 10.0)
+    """
+    return MultiScaleSersic(default_profile())

@@ -156,11 +156,12 @@ class Sersic(PointSource):
         Sersic index, inside the profile's ``n_range``.
     rh : float
         Half-light radius along the major axis, arcsec, inside the profile's
-        ``rh_range_arcsec``.
+        ``rh_range_arcsec`` (0.001" to 10" for the default profile).
     profile : profile object, optional
         Gaussian-mixture approximation of the Sersic family (``radii_arcsec``,
-        ``amplitudes(n, rh_arcsec)``, ``n_range``, ``rh_range_arcsec``). Default: the shipped
-        table, ``pho.sersic.default_profile()``, loaded at first use.
+        ``amplitudes(n, rh_arcsec)``, ``n_range``, ``rh_range_arcsec``). Default:
+        ``pho.sersic.auto_profile()``, the shipped table at the scales that r_h from 0.001" to
+        10" needs, chosen per source and blended smoothly (loaded at first use).
 
     Raises
     ------
@@ -205,9 +206,9 @@ class Sersic(PointSource):
     def profile(self):
         """The profile object (the shipped Sersic table unless one was given)."""
         if self._profile is None:
-            from .sersic import default_profile
+            from .sersic import auto_profile
 
-            self._profile = default_profile()
+            self._profile = auto_profile()
         return self._profile
 
     def check_profile_range(self) -> None:

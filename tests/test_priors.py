@@ -80,6 +80,8 @@ def test_default_priors_from_data(rng):
     assert p["s0.q"] == Uniform(0.1, 1.0)
     assert p["s0.pa"].periodic and p["s0.pa"].hi - p["s0.pa"].lo == pytest.approx(math.pi)
     assert (p["s0.n"].lo, p["s0.n"].hi) == tuple(like.scene.sources[0].profile.n_range)
+    # the default profile serves any size: r_h from 0.001" to 10" (no longer the one-scale 1.28")
+    assert (p["s0.rh"].lo, p["s0.rh"].hi) == (0.001, 10.0)
     # flux bounds from the aperture sum, in flux units (counts / counts_per_flux, background removed)
     radius = max(4 * 0.2 + 3 * scale, 5 * scale)
     s_ap, sig = aperture_flux(exp, like.scene.sources[0].ra, like.scene.sources[0].dec, radius)
@@ -92,3 +94,24 @@ def test_default_priors_from_data(rng):
     assert default_priors(like, overrides={"rh": (0.1, 0.5)})["s0.rh"] == Uniform(0.1, 0.5)
     with pytest.raises(PhoRangeError, match=r"s0\.rh=0\.2 is outside"):
         default_priors(like, overrides={"s0.rh": (0.3, 0.5)})
+
+
+def test_default_priors_take_each_sources_own_profile(rng):
+    """n and rh bounds come from each source's profile (sources may carry different ones)."""
+    import pho
+    from pho.sersic import MultiScaleSersic
+
+    like, exp, _, _ = _one_galaxy(rng)
+    s0 = like.scene.sources[0]
+    narrow = MultiScaleSersic(rh_range_arcsec=(0.01, 2.0))
+    s1 = pho.Sersic(s0.ra, s0.dec, {"F200W": 3.0}, q=0.5, pa=0.1, n=2.0, rh=0.3, profile=narrow)
+    scene = pho.Scene([s0, s1])
+
+    class L:
+        parameter_names = scene.parameter_names
+        exposures = [exp]
+
+    L.scene = scene
+    p = default_priors(L)
+    assert (p["s0.rh"].lo, p["s0.rh"].hi) == (0.001, 10.0)
+    assert (p["s1.rh"].lo, p["s1.rh"].hi) == (0.01, 2.0)

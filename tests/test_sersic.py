@@ -20,7 +20,7 @@ from scipy.optimize import brentq
 from scipy.special import gamma, gammainc, gammaincinv, i0e
 
 from pho.errors import PhoRangeError, PhoValueError
-from pho.sersic import DEFAULT_SCALE_ARCSEC, SersicTable, default_profile
+from pho.sersic import AUTO_RH_RANGE_ARCSEC, DEFAULT_SCALE_ARCSEC, MultiScaleSersic, SersicTable, auto_profile, default_profile
 
 REPO = Path(__file__).resolve().parents[1]
 N_VALUES = (0.5, 1.0, 2.0, 4.0, 6.0)
@@ -367,3 +367,186 @@ def test_likelihood_gradient_in_n_and_rh_with_the_shipped_table(rng, n, rh_arcse
         fd = (like.lnlike(up) - like.lnlike(down)) / (2 * step)
         assert grad[k] == pytest.approx(fd, rel=1e-5, abs=1e-6 * abs(fd) + 1e-8), name
         assert abs(grad[k]) > 0
+
+
+# ------------------------------------------------------------------------------------------
+# any size: the shipped table at several scales, blended per source (MultiScaleSersic)
+# ------------------------------------------------------------------------------------------
+def _band_points(prof):
+    """r_h at both edges and inside every blending band, and between bands."""
+    pts = []
+    for lo, hi in prof.bands_arcsec:
+        pts += [lo, np.sqrt(lo * hi), lo * 1.1, hi / 1.1, hi]
+    return np.array(pts)
+
+
+def test_auto_profile_is_the_default_and_covers_a_thousandth_to_ten_arcsec():
+    import pho
+
+    prof = auto_profile()
+    assert prof is auto_profile() and prof.rh_range_arcsec == AUTO_RH_RANGE_ARCSEC == (0.001, 10.0)
+    assert pho.Sersic(150.0, 2.0, {"B": 1.0}, 1.0, 0.0, 2.0, 3.0).profile is prof
+    assert prof.radii_arcsec[0] == 0.0 and np.all(np.diff(prof.radii_arcsec) > 0)
+    assert prof.n_range == default_profile().n_range
+    # every scale's range contains its share of r_h, and the home scale is the shipped default
+    assert DEFAULT_SCALE_ARCSEC in prof.scales_arcsec
+    rh = np.geomspace(0.001, 10.0, 400)  # exact end points
+    for n in (0.5, 1.0, 4.0, 6.0):
+        a, da_dn, da_drh = prof.amplitudes(np.full(rh.size, n), rh)
+        np.testing.assert_allclose(a.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(da_dn.sum(axis=1), 0.0, atol=1e-10)
+        np.testing.assert_allclose(da_drh.sum(axis=1) * rh, 0.0, atol=1e-10)
+        # a source uses one scale's 28 radii, two scales' (at most 36) inside a band
+        used = np.count_nonzero(a, axis=1)
+        assert used.min() == default_profile().n_gauss and used.max() <= 36
+
+
+def test_auto_profile_equals_the_shipped_table_at_home():
+    """Where the home scale alone serves r_h, the amplitudes are the shipped table's, bit for bit."""
+    prof, table = auto_profile(), default_profile()
+    home_lo, home_hi = prof.bands_arcsec[0][1], prof.bands_arcsec[1][0]  # between the bands around home
+    assert home_lo < 0.005 and home_hi > 0.85
+    idx = np.searchsorted(prof.radii_arcsec, table.radii_arcsec)
+    assert np.array_equal(prof.radii_arcsec[idx], table.radii_arcsec)  # the same radii, exactly
+    for n, rh in ((0.7, 0.003), (2.3, 0.21), (6.0, 0.8)):
+        mine, ref = prof.amplitudes(n, rh), table.amplitudes(n, rh)
+        for x, y in zip(mine, ref):
+            assert np.array_equal(x[idx], y)
+            assert not np.delete(x, idx).any()
+
+
+def test_auto_profile_scalar_and_vector_paths_agree(rng):
+    prof = auto_profile()
+    rh = np.concatenate([_band_points(prof), np.exp(rng.uniform(np.log(0.0011), np.log(9.9), 20))])
+    n = rng.uniform(0.5, 6.0, size=rh.size)
+    vec = prof.amplitudes(n, rh)
+    for k in range(rh.size):
+        for one in (prof.amplitudes(float(n[k]), float(rh[k])), prof.amplitudes(n[k:k + 1], rh[k:k + 1])):
+            for x, y in zip(one, vec):
+                np.testing.assert_allclose(np.squeeze(x), y[k], rtol=1e-12, atol=1e-14)
+
+
+def test_auto_profile_value_and_derivatives_are_continuous_across_switches():
+    """At both edges of every band the amplitudes and both derivatives agree from either side."""
+    prof = auto_profile()
+    for n in (0.8, 2.0, 5.5):
+        for lo, hi in prof.bands_arcsec:
+            for edge in (lo, hi):
+                below = prof.amplitudes(n, edge * (1 - 1e-9))
+                above = prof.amplitudes(n, edge * (1 + 1e-9))
+                for x, y, scale in zip(below, above, (1.0, 1.0, 1.0 / edge)):
+                    # |jump| bounded by the next derivative times the 2e-9 relative step
+                    assert np.max(np.abs(x - y)) < 1e-6 * scale, (n, edge)
+
+
+@pytest.mark.parametrize("n", [0.6, 1.0, 3.0, 6.0])
+def test_auto_profile_derivatives_match_finite_differences(n):
+    prof = auto_profile()
+    for rh in np.concatenate([_band_points(prof), [0.0011, 0.05, 0.5, 2.5, 4.5, 9.9]]):
+        a, da_dn, da_drh = prof.amplitudes(n, rh)
+        h = 1e-6 * rh
+        fd_rh = (prof.amplitudes(n, rh + h)[0] - prof.amplitudes(n, rh - h)[0]) / (2 * h)
+        np.testing.assert_allclose(fd_rh, da_drh, rtol=0, atol=1e-6 * np.abs(da_drh).max() + 1e-9 / rh)
+        hn = 1e-5
+        lo, hi = min(n + hn, 6.0), max(n - hn, 0.5)
+        fd_n = (prof.amplitudes(lo, rh)[0] - prof.amplitudes(hi, rh)[0]) / (lo - hi)
+        np.testing.assert_allclose(fd_n, da_dn, rtol=0, atol=1e-5 * np.abs(da_dn).max() + 1e-9)
+
+
+@pytest.mark.parametrize("rh_arcsec", [0.0009, 10.5, float("nan")])
+def test_auto_profile_refuses_rh_outside_its_range(rh_arcsec):
+    with pytest.raises(PhoRangeError, match=r"outside the profile's range \[0.001, 10\] arcsec.*MultiScaleSersic"):
+        auto_profile().amplitudes(2.0, rh_arcsec)
+    with pytest.raises(PhoRangeError, match="rh_arcsec"):
+        auto_profile().amplitudes([2.0, 2.0], [0.1, rh_arcsec])
+
+
+def test_multiscale_profile_arguments_are_checked_and_ranges_followed():
+    wide = MultiScaleSersic(rh_range_arcsec=(1e-4, 40.0))
+    assert wide.rh_range_arcsec == (1e-4, 40.0)
+    assert len(wide.scales_arcsec) > len(auto_profile().scales_arcsec)
+    a, _, _ = wide.amplitudes([3.0, 3.0], [1e-4, 40.0])
+    np.testing.assert_allclose(a.sum(axis=1), 1.0, atol=1e-12)
+    for kwargs in (dict(rh_range_arcsec=(1.0, 0.5)), dict(step=0), dict(band_ratio=1.0)):
+        with pytest.raises(PhoValueError):
+            MultiScaleSersic(**kwargs)
+
+
+def _one_galaxy_problem(rng, n, rh_arcsec, size=40):
+    import pho
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [size / 2 + 0.5, size / 2 + 0.5]
+    w.wcs.cd = [[-0.03 / 3600, 0.0], [0.0, 0.03 / 3600]]
+    psf = pho.PSFMixture([0.7, 0.3], [0.0, 0.0], [0.0, 0.0], [1.0, 6.0], [0.0, 0.0], [1.0, 6.0])
+    truth = pho.Sersic(150.0, 2.0, {"B": 100.0}, q=0.7, pa=0.4, n=n, rh=rh_arcsec)
+    blank = pho.Exposure(np.zeros((size, size)), np.ones((size, size)), w, psf, "B")
+    data = pho.render(pho.Scene([truth]), blank) + rng.normal(0.0, 0.05, size=(size, size))
+    exposure = pho.Exposure(data, np.full((size, size), 400.0), w, psf, "B")
+    return exposure
+
+
+#: (n, r_h) inside the bands below home, above home (two of them), and on the top scale alone
+AUTO_CASES = [(2.0, 0.0021), (1.5, 1.0), (4.0, 3.4), (2.5, 8.0)]
+
+
+@pytest.mark.parametrize("n, rh_arcsec", AUTO_CASES)
+def test_likelihood_gradient_with_the_auto_profile(rng, monkeypatch, n, rh_arcsec):
+    """Every parameter's d lnL through pho.Likelihood (default profile) vs central differences,
+    for galaxies inside blending bands and beyond the home scale (reference boxes widened so the
+    model is smooth, as in test_likelihood.py)."""
+    import pho
+    import pho._reference
+    from helpers import check_gradient
+
+    monkeypatch.setattr(pho._reference, "BOX_NSIGMA", 40.0)
+    exposure = _one_galaxy_problem(rng, n, rh_arcsec)
+    scene = pho.Scene([pho.Sersic(150.0, 2.0, {"B": 100.0}, q=0.7, pa=0.4, n=n * 1.03, rh=rh_arcsec * 1.02)])
+    like = pho.Likelihood(scene, [exposure], backend="reference")
+    theta = scene.get_vector()
+    _, grad = like.lnlike_and_grad(theta)
+    steps = [pho_step * max(abs(t), 1.0) if k == "flux" else (1e-6 * rh_arcsec if k == "rh" else None)
+             for k, t, pho_step in zip(scene.parameter_kinds, theta, [1e-4] * theta.size)]
+    from helpers import fd_step
+
+    steps = [s if s is not None else fd_step(k, t) for s, k, t in zip(steps, scene.parameter_kinds, theta)]
+    check_gradient(like.lnlike, grad, theta, scene.parameter_kinds, scene.parameter_names, rtol=1e-5, steps=steps)
+    assert abs(grad[list(like.parameter_names).index("s0.rh")]) > 0
+
+
+@pytest.mark.parametrize("n, rh_arcsec", AUTO_CASES)
+def test_cpu_backend_matches_reference_with_the_auto_profile(rng, n, rh_arcsec):
+    import pho
+    from pho._backends import get_backend
+
+    try:
+        get_backend("cpu")
+    except Exception as err:  # noqa: BLE001 - the compiled backend is optional
+        pytest.skip(f"cpu backend unavailable: {err}")
+    exposure = _one_galaxy_problem(rng, n, rh_arcsec)
+    scene = pho.Scene([pho.Sersic(150.0, 2.0, {"B": 100.0}, q=0.7, pa=0.4, n=n * 1.03, rh=rh_arcsec * 1.02)])
+    theta = scene.get_vector()
+    vr, gr = pho.Likelihood(scene, [exposure], backend="reference").lnlike_and_grad(theta)
+    vf, gf = pho.Likelihood(scene, [exposure], backend="cpu").lnlike_and_grad(theta)
+    assert vf == pytest.approx(vr, rel=1e-10)
+    assert np.all(np.abs(gf - gr) <= 1e-10 * np.maximum(np.abs(gr), 1e-3 * np.max(np.abs(gr))))
+
+
+def test_likelihood_gradient_is_continuous_across_a_switch(rng):
+    """lnL and its gradient just below and just above the edges of a band agree."""
+    import pho
+
+    prof = auto_profile()
+    lo, hi = prof.bands_arcsec[1]  # home scale to the next one up
+    exposure = _one_galaxy_problem(rng, 2.0, lo)
+    for edge in (lo, hi):
+        out = []
+        for rh in (edge * (1 - 1e-9), edge * (1 + 1e-9)):
+            scene = pho.Scene([pho.Sersic(150.0, 2.0, {"B": 100.0}, q=0.7, pa=0.4, n=2.0, rh=rh)])
+            out.append(pho.Likelihood(scene, [exposure], backend="reference").lnlike_and_grad(scene.get_vector()))
+        (v0, g0), (v1, g1) = out
+        assert v1 == pytest.approx(v0, rel=1e-8)
+        np.testing.assert_allclose(g1, g0, rtol=1e-5, atol=1e-5 * np.abs(g0).max())

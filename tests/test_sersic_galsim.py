@@ -1,4 +1,4 @@
-"""Sersic galaxies rendered through pho (pho.render with the shipped table) against GalSim.
+"""Sersic galaxies rendered through pho (pho.render with the default profile) against GalSim.
 
 Each case draws one Sersic galaxy (unit flux) convolved with a Gaussian-mixture PSF into a
 65 x 65 stamp at 0.03"/pixel, through ``pho.render`` (reference backend) and through GalSim's
@@ -104,6 +104,37 @@ def test_sheared_sersic_matches_galsim(n, rh_arcsec, q, pa_rad):
     assert abs(flux_err) < BOUNDS[1], f"flux error {flux_err:.4%}"
 
 
+#: Any size through the default profile (pho.sersic.auto_profile): (psf, n, r_h) below, inside and
+#: above the home scale's range, inside blending bands (0.0021", 1.0", 2.0"), and a 3" galaxy.
+ANY_SIZE_CASES = [("broad", 1.0, 0.001), ("narrow", 4.0, 0.001), ("broad", 2.0, 0.0021), ("narrow", 2.0, 0.002),
+                  ("broad", 1.0, 1.0), ("broad", 4.0, 1.0), ("broad", 2.0, 2.0), ("broad", 1.0, 3.0),
+                  ("narrow", 1.0, 3.0)]
+#: The issue's accuracy target for these: 1e-3 of the peak, 1e-4 in flux (measured worst 4.9e-4, 4.4e-6).
+ANY_SIZE_BOUNDS = (1e-3, 1e-4)
+#: Galaxies much larger than the 2" stamp: the stamp shows only r < 0.4 r_h, where the table's own
+#: surface-brightness error (< 0.6%, docs/sersic_tables.md) and its smoothing (0.3 table units, 0.056"
+#: at the 0.19" scale that serves 5") show; measured 3.4e-3 and 4.3e-3 of the peak.
+LARGE_CASES = [("broad", 2.0, 5.0), ("broad", 1.0, 8.0)]
+
+
+@pytest.mark.parametrize("psf_name, n, rh_arcsec", ANY_SIZE_CASES)
+def test_any_size_matches_galsim(psf_name, n, rh_arcsec):
+    """The default profile serves 0.001" to 3" with the table chosen per source, within 1e-3 of the peak."""
+    resid, flux_err = compare(psf_name, n, rh_arcsec)
+    assert resid < ANY_SIZE_BOUNDS[0], f"worst residual {resid:.4%} of the peak"
+    assert abs(flux_err) < ANY_SIZE_BOUNDS[1], f"flux error {flux_err:.4%}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("psf_name, n, rh_arcsec", LARGE_CASES + [("broad", 4.0, 3.0)])
+def test_large_galaxies_match_galsim(psf_name, n, rh_arcsec):
+    """Up to 8" (GalSim's FFT of n = 4 at 3" takes ~40 s): within the suite's bounds."""
+    resid, flux_err = compare(psf_name, n, rh_arcsec)
+    bound = ANY_SIZE_BOUNDS if (psf_name, n, rh_arcsec) not in LARGE_CASES else BOUNDS
+    assert resid < bound[0], f"worst residual {resid:.4%} of the peak"
+    assert abs(flux_err) < bound[1], f"flux error {flux_err:.4%}"
+
+
 if __name__ == "__main__":
     rows = []
     print(f"{'psf':7s} {'n':>4s} {'rh_arcsec':>9s}  {'resid/peak':>10s}  {'flux err':>9s}")
@@ -117,3 +148,7 @@ if __name__ == "__main__":
         worst_f = max(sub, key=lambda r: abs(r[4]))
         print(f"{label}: worst residual {worst[3]:.4%} of the peak ({worst[0]}, n={worst[1]}, rh={worst[2]}\"); "
               f"worst flux error {worst_f[4]:+.4%} ({worst_f[0]}, n={worst_f[1]}, rh={worst_f[2]}\")")
+    print("any size (default profile, auto_profile):")
+    for psf_name, n, rh in ANY_SIZE_CASES + LARGE_CASES:
+        resid, flux_err = compare(psf_name, n, rh)
+        print(f"{psf_name:7s} {n:4.1f} {rh:9.4f}  {resid:10.4%}  {flux_err:+9.4%}", flush=True)

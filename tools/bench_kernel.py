@@ -306,10 +306,14 @@ def bench_kernel(args):
 
 # ------------------------------------------------------------------------------------------ likelihood
 def _profile():
+    """The default Sersic profile (``auto_profile()``, what ``pho.Sersic`` uses); with
+    ``PHO_BENCH_PROFILE=table`` the shipped table at one scale (the profile before any-size)."""
     try:
-        from pho.sersic import default_profile
+        from pho.sersic import auto_profile, default_profile
 
-        return default_profile(), "shipped Sersic table"
+        if os.environ.get("PHO_BENCH_PROFILE", "auto") == "table":
+            return default_profile(), "shipped Sersic table, one scale (PHO_BENCH_PROFILE=table)"
+        return auto_profile(), "default profile (auto_profile: shipped table, scale chosen per source)"
     except Exception as exc:  # noqa: BLE001 - the table may not exist yet; the stand-in is a fair workload
         from pho.profiles import AnalyticStandInProfile
 

@@ -13,8 +13,8 @@ Prints, per case, microseconds per call of
 - ``lnlike_and_grad (cpu)``: the same with the compiled backend (if built), for context.
 
 Cases: one Sersic in one 64x64 exposure, and 20 Sersics in four 64x64 exposures (two bands).
-The profile is the shipped Sersic table if available (``--profile standin`` for the analytic
-stand-in). Run ``taskset -c 0 python tools/bench_model.py`` (add ``--repeat N`` for more calls).
+The profile is the default of ``pho.Sersic``, ``auto_profile()`` (``--profile table`` for the
+shipped table at one scale, ``--profile standin`` for the analytic stand-in). Run ``taskset -c 0 python tools/bench_model.py`` (add ``--repeat N`` for more calls).
 Times are CPU time (process time), best of 5, so that time spent descheduled on a busy machine
 does not count; with ``taskset -c 0`` no extra threads add to it.
 """
@@ -22,9 +22,13 @@ does not count; with ``taskset -c 0`` no extra threads add to it.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pho, not an installed one
 
 
 class NullBackend:
@@ -87,13 +91,19 @@ def per_call_us(func, repeat):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=200, help="calls per timing (best of 5) [%(default)s]")
-    parser.add_argument("--profile", choices=["table", "standin"], default="table", help="Sersic profile [%(default)s]")
+    parser.add_argument("--profile", choices=["auto", "table", "standin"], default="auto",
+                        help="Sersic profile: auto_profile (the default of pho.Sersic), the shipped table at one "
+                        "scale, or the analytic stand-in [%(default)s]")
     args = parser.parse_args(argv)
 
     import pho
     from pho.likelihood import Likelihood
 
-    if args.profile == "table":
+    if args.profile == "auto":
+        from pho.sersic import auto_profile
+
+        profile = auto_profile()
+    elif args.profile == "table":
         from pho.sersic import default_profile
 
         profile = default_profile()
