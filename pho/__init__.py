@@ -7,6 +7,7 @@ PSF. See README.md for the set-up and docs/ for the model and its conventions.
 
 from .errors import (
     PhoBackendError,
+    PhoConvergenceWarning,
     PhoDataError,
     PhoDataWarning,
     PhoError,
@@ -24,6 +25,7 @@ from .transforms import LogisticTransform, TransformedLikelihood
 from .priors import LogUniform, Priors, Uniform, default_priors
 from .fit import FixedParameters, OptimizeResult, optimize
 from .sample import SampleResult, sample
+from .nuts import sample_nuts
 
 __version__ = "0.1.0"
 
@@ -48,6 +50,7 @@ __all__ = [
     "OptimizeResult",
     "FixedParameters",
     "sample",
+    "sample_nuts",
     "SampleResult",
     "PhoError",
     "PhoValueError",
@@ -55,5 +58,6 @@ __all__ = [
     "PhoDataError",
     "PhoBackendError",
     "PhoWarning",
+    "PhoConvergenceWarning",
     "PhoDataWarning",
 ]

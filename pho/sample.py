@@ -73,8 +73,11 @@ class SampleResult:
         The run's settings (sampler, nlive, bound, dlogz, seed, ...), written to file headers.
     n_calls, n_iter : int
     time_s : float
-    results : dynesty Results
-        dynesty's own object, for dynesty.plotting.
+    results : dynesty Results or dict
+        dynesty's own object, for dynesty.plotting; for :func:`pho.sample_nuts` a dict of per-chain
+        arrays (``chains`` of shape (C, D, P), ``lnl``, ``tree_depth``, ``divergent``, ...).
+    diagnostics : dict
+        MCMC only (:func:`pho.sample_nuts`): ``name -> {"rhat", "ess_bulk", "ess_tail"}``.
     """
 
     samples: np.ndarray
@@ -89,6 +92,7 @@ class SampleResult:
     n_iter: int = 0
     time_s: float = 0.0
     results: object = None
+    diagnostics: dict = field(default_factory=dict)
 
     @property
     def n_effective(self) -> float:
@@ -102,10 +106,18 @@ class SampleResult:
         return resample_equal(self.samples, self.weights, rstate=rng or np.random.default_rng())
 
     def __str__(self) -> str:
-        lines = [
-            f"ln Z = {self.logz:.3f} +/- {self.logz_err:.3f}  ({self.n_iter} iterations, {self.n_calls} calls, "
-            f"{self.time_s:.1f} s, n_eff = {self.n_effective:.0f})"
-        ]
+        if self.diagnostics:
+            ess = min(d["ess_bulk"] for d in self.diagnostics.values())
+            rhat = max(d["rhat"] for d in self.diagnostics.values())
+            lines = [
+                f"NUTS: {len(self.weights)} draws, {self.n_calls} gradient calls, {self.time_s:.1f} s, "
+                f"min ESS (bulk) {ess:.0f}, max R-hat {rhat:.3f}, {self.settings.get('divergences', 0)} divergences"
+            ]
+        else:
+            lines = [
+                f"ln Z = {self.logz:.3f} +/- {self.logz_err:.3f}  ({self.n_iter} iterations, {self.n_calls} calls, "
+                f"{self.time_s:.1f} s, n_eff = {self.n_effective:.0f})"
+            ]
         for n in self.names:
             s = self.summary[n]
             lines.append(f"  {n:<22s} {s['median']:>16.8g} +{s['p84'] - s['median']:.3g} -{s['median'] - s['p16']:.3g}")

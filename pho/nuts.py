@@ -1,0 +1,812 @@
+"""Hamiltonian Monte Carlo with the No-U-Turn rule (NUTS) on pho's exact likelihood gradient.
+
+The sampler follows Hoffman & Gelman (2014, JMLR 15, 1593) with Betancourt's multinomial choice of
+the next state along the trajectory and his generalized no-U-turn criterion (Betancourt 2017,
+arXiv:1701.02434), including the extra checks across the two halves of every merged subtree.
+
+Coordinates: the sampler moves in unconstrained coordinates ``u``. A parameter with a bounded prior
+maps through the logistic ``theta = lo + (hi - lo) sigmoid(u)`` of :class:`pho.LogisticTransform`,
+whose log-Jacobian (and its gradient) is added to the log density. A *periodic* parameter (a
+position angle, ``Uniform(..., periodic=True)``) is not transformed: its density repeats with the
+period of its prior window, so the chain moves on the whole real line without a wall and every
+recorded value is wrapped back into the window. Scenes with ``shape_parameters="g1_g2"`` have no
+angle at all (the reduced shear has no wall and no polar singularity at q = 1); there the region
+``|g| >= 1`` has zero density.
+
+Warm-up (``tune`` iterations) adapts the step size by dual averaging towards a mean acceptance
+statistic ``target_accept`` and a diagonal (or dense) inverse mass matrix from the draws of windows
+of doubling length (75 iterations of step-size-only start, windows of 25, 50, 100, ..., 50 final
+iterations of step size only), as Stan does. The inverse mass matrix starts from the inverse
+curvature of the log density along each axis at the starting point.
+
+Chains run in ``spawn``-ed worker processes, each with its own copy of the likelihood on one kernel
+thread, in time slices; between slices the main process shows progress and writes the checkpoint.
+The random numbers of chain ``c`` come from ``SeedSequence(seed).spawn(chains)[c]`` and nothing
+else, so a seed gives the same draws whatever the number of processes, the slicing, or a resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._progress import Progress
+from .diagnostics import summarize_chains
+from .errors import PhoConvergenceWarning, PhoRangeError, PhoValueError, warn
+from .priors import Priors, default_priors
+from .sample import SampleResult, _summarize, resolve_processes
+from .transforms import LogisticTransform
+
+__all__ = ["sample_nuts", "RHAT_WARN", "CHECKPOINT_FORMAT"]
+
+log = logging.getLogger(__name__)
+
+#: R-hat above which :func:`sample_nuts` warns (Vehtari et al. 2021).
+RHAT_WARN = 1.01
+#: Tag of the checkpoint files written by :func:`sample_nuts`.
+CHECKPOINT_FORMAT = "pho-nuts-1"
+#: Energy error (in units of ln density) above which a trajectory counts as divergent.
+DIVERGENCE_ENERGY = 1000.0
+#: Seconds of sampling per chain between returns to the main process (progress, checkpoints).
+_SLICE_S = 2.0
+
+# Dual averaging constants (Hoffman & Gelman 2014, section 3.2).
+_DA_GAMMA, _DA_T0, _DA_KAPPA = 0.05, 10.0, 0.75
+
+
+# --------------------------------------------------------------------------------------------------
+# The target density in unconstrained coordinates
+# --------------------------------------------------------------------------------------------------
+
+
+class _Target:
+    """ln posterior of ``u`` (log-likelihood + log-prior + log-Jacobian) and its gradient.
+
+    Parameters
+    ----------
+    likelihood : object with ``lnlike_and_grad(theta) -> (float, (P,))``
+    priors : Priors
+    """
+
+    def __init__(self, likelihood, priors: Priors):
+        self.likelihood = likelihood
+        self.priors = priors
+        n = priors.n_params
+        self.periodic = np.zeros(n, bool)
+        self.periodic[priors.periodic] = True
+        self.bounded = ~self.periodic
+        self.lower, self.upper = priors.lower, priors.upper
+        self.width = self.upper - self.lower
+        self.transform = LogisticTransform(self.lower[self.bounded], self.upper[self.bounded]) if self.bounded.any() else None
+        names = list(priors.names)
+        self.shear_pairs = [
+            (i, names.index(name[:-1] + "2")) for i, name in enumerate(names)
+            if name.endswith(".g1") and name[:-1] + "2" in names
+        ]
+        self.n_calls = 0
+
+    def with_workers(self, workers):
+        inner = getattr(self.likelihood, "with_workers", None)
+        if inner is None:
+            return self
+        return _Target(inner(workers), self.priors)
+
+    def wrap(self, theta: np.ndarray) -> np.ndarray:
+        """Periodic parameters wrapped into their prior window ``[lo, hi)``."""
+        theta = np.array(theta, dtype=float)
+        p = self.periodic
+        theta[p] = self.lower[p] + np.mod(theta[p] - self.lower[p], self.width[p])
+        return theta
+
+    def theta_and_derivative(self, u: np.ndarray):
+        """Natural parameters of ``u`` (periodic ones wrapped) and the diagonal ``d theta / d u``."""
+        theta = self.wrap(u)
+        dtheta = np.ones_like(theta)
+        if self.transform is not None:
+            theta[self.bounded], dtheta[self.bounded] = self.transform.from_unconstrained_and_derivative(u[self.bounded])
+        return theta, dtheta
+
+    def to_unconstrained(self, theta: np.ndarray) -> np.ndarray:
+        theta = np.asarray(theta, dtype=float)
+        u = theta.copy()
+        if self.transform is not None:
+            u[self.bounded] = self.transform.to_unconstrained(theta[self.bounded])
+        return u
+
+    def __call__(self, u: np.ndarray, strict: bool = False):
+        """``(ln p(u), d ln p / d u (P,), lnL)``; ``(-inf, nan, -inf)`` where the density is zero.
+
+        With ``strict`` a likelihood that raises re-raises (at the starting point); otherwise a
+        :class:`PhoValueError` from the likelihood (a value outside a table's range) counts as zero
+        density, which the sampler treats as a divergence.
+        """
+        self.n_calls += 1
+        theta, dtheta = self.theta_and_derivative(u)
+        nan = np.full_like(u, np.nan)
+        for i, j in self.shear_pairs:
+            if math.hypot(theta[i], theta[j]) >= 1.0:
+                return -math.inf, nan, -math.inf
+        try:
+            lnl, grad = self.likelihood.lnlike_and_grad(theta)
+        except PhoValueError:
+            if strict:
+                raise
+            return -math.inf, nan, -math.inf
+        lnl = float(lnl)
+        lnprior = self.priors.ln_prob(theta)
+        if not (math.isfinite(lnl) and math.isfinite(lnprior)):
+            return -math.inf, nan, -math.inf
+        g = (np.asarray(grad, dtype=float) + self.priors.grad_ln_prob(theta)) * dtheta
+        logp = lnl + lnprior
+        if self.transform is not None:
+            log_jac, grad_jac = self.transform.log_jacobian_and_grad(u[self.bounded])
+            logp += log_jac
+            g[self.bounded] += grad_jac
+        return logp, g, lnl
+
+
+# --------------------------------------------------------------------------------------------------
+# Metric (mass matrix)
+# --------------------------------------------------------------------------------------------------
+
+
+class _Metric:
+    """Gaussian kinetic energy ``K(p) = p . Minv p / 2`` with a diagonal or dense inverse mass ``Minv``."""
+
+    def __init__(self, minv: np.ndarray):
+        self.minv = np.array(minv, dtype=float)
+        self.dense = self.minv.ndim == 2
+        if self.dense:
+            self.chol = np.linalg.cholesky(self.minv)  # Minv = L L^T
+        else:
+            self.sqrt_minv = np.sqrt(self.minv)
+
+    def sample_momentum(self, rng: np.random.Generator) -> np.ndarray:
+        z = rng.standard_normal(self.minv.shape[0])
+        if self.dense:
+            from scipy.linalg import solve_triangular
+
+            return solve_triangular(self.chol.T, z, lower=False)  # cov L^-T L^-1 = Minv^-1
+        return z / self.sqrt_minv
+
+    def sharp(self, p: np.ndarray) -> np.ndarray:
+        return self.minv @ p if self.dense else self.minv * p
+
+    def kinetic(self, p: np.ndarray) -> float:
+        return 0.5 * float(p @ self.sharp(p))
+
+
+# --------------------------------------------------------------------------------------------------
+# One NUTS transition
+# --------------------------------------------------------------------------------------------------
+
+
+class _Point:
+    """A phase-space point: position, momentum, ln density, its gradient, lnL, Minv p."""
+
+    __slots__ = ("u", "p", "logp", "grad", "lnl", "sharp")
+
+    def __init__(self, u, p, logp, grad, lnl, sharp):
+        self.u, self.p, self.logp, self.grad, self.lnl, self.sharp = u, p, logp, grad, lnl, sharp
+
+
+class _Tree:
+    """A subtree: its two end points (``inner`` next to the existing trajectory, ``outer`` to extend
+    from), the point drawn from it, ln of its total weight, the sum of its momenta, bookkeeping."""
+
+    __slots__ = ("inner", "outer", "pick", "log_w", "rho", "n", "sum_accept", "diverging", "turning")
+
+    def __init__(self, inner, outer, pick, log_w, rho, n, sum_accept, diverging=False, turning=False):
+        self.inner, self.outer, self.pick, self.log_w, self.rho = inner, outer, pick, log_w, rho
+        self.n, self.sum_accept, self.diverging, self.turning = n, sum_accept, diverging, turning
+
+
+def _no_u_turn(sharp_a, sharp_b, rho) -> bool:
+    """Betancourt's generalized criterion: the trajectory still expands at both ends."""
+    return float(sharp_a @ rho) > 0.0 and float(sharp_b @ rho) > 0.0
+
+
+class _Integrator:
+    def __init__(self, target, metric: _Metric, step: float, h0: float, rng: np.random.Generator):
+        self.target, self.metric, self.step, self.h0, self.rng = target, metric, step, h0, rng
+
+    def leapfrog(self, point: _Point, direction: int) -> _Point:
+        eps = direction * self.step
+        p = point.p + 0.5 * eps * point.grad
+        u = point.u + eps * self.metric.sharp(p)
+        logp, grad, lnl = self.target(u)
+        p = p + 0.5 * eps * grad
+        return _Point(u, p, logp, grad, lnl, self.metric.sharp(p))
+
+    def build(self, edge: _Point, direction: int, depth: int) -> _Tree:
+        """The subtree of ``2**depth`` leapfrog steps from ``edge`` in ``direction``."""
+        if depth == 0:
+            q = self.leapfrog(edge, direction)
+            h = -q.logp + self.metric.kinetic(q.p) if math.isfinite(q.logp) else math.inf
+            delta = h - self.h0 if math.isfinite(h) else math.inf
+            accept = math.exp(min(0.0, -delta)) if math.isfinite(delta) else 0.0
+            return _Tree(q, q, q, -delta, q.p, 1, accept, diverging=not delta <= DIVERGENCE_ENERGY)
+        first = self.build(edge, direction, depth - 1)
+        if first.diverging or first.turning:
+            return first
+        second = self.build(first.outer, direction, depth - 1)
+        n, sum_accept = first.n + second.n, first.sum_accept + second.sum_accept
+        if second.diverging or second.turning:
+            return _Tree(first.inner, second.outer, first.pick, first.log_w, first.rho, n, sum_accept,
+                         second.diverging, second.turning)
+        log_w = np.logaddexp(first.log_w, second.log_w)
+        # Inside a subtree: uniform (non-biased) progressive sampling by weight.
+        pick = second.pick if math.log(self.rng.random()) < second.log_w - log_w else first.pick
+        rho = first.rho + second.rho
+        turning = not (
+            _no_u_turn(first.inner.sharp, second.outer.sharp, rho)
+            and _no_u_turn(first.inner.sharp, second.inner.sharp, first.rho + second.inner.p)
+            and _no_u_turn(first.outer.sharp, second.outer.sharp, second.rho + first.outer.p)
+        )
+        return _Tree(first.inner, second.outer, pick, log_w, rho, n, sum_accept, False, turning)
+
+
+def _transition(target, metric: _Metric, step: float, start: _Point, rng: np.random.Generator, max_depth: int):
+    """One NUTS transition from ``start``; returns the new point and the transition's statistics."""
+    p0 = metric.sample_momentum(rng)
+    start = _Point(start.u, p0, start.logp, start.grad, start.lnl, metric.sharp(p0))
+    h0 = -start.logp + metric.kinetic(p0)
+    integ = _Integrator(target, metric, step, h0, rng)
+    left = right = pick = start
+    rho = p0.copy()
+    log_w = 0.0
+    depth, n, sum_accept, diverging = 0, 0, 0.0, False
+    while depth < max_depth:
+        direction = 1 if rng.random() < 0.5 else -1
+        near, far = (right, left) if direction > 0 else (left, right)
+        tree = integ.build(near, direction, depth)
+        n += tree.n
+        sum_accept += tree.sum_accept
+        depth += 1
+        if tree.diverging:
+            diverging = True
+            break
+        if tree.turning:
+            break
+        # Across the doublings: biased progressive sampling (favours the new half).
+        if math.log(rng.random()) < tree.log_w - log_w:
+            pick = tree.pick
+        log_w = np.logaddexp(log_w, tree.log_w)
+        total = rho + tree.rho
+        turning = not (
+            _no_u_turn(far.sharp, tree.outer.sharp, total)
+            and _no_u_turn(far.sharp, tree.inner.sharp, rho + tree.inner.p)
+            and _no_u_turn(near.sharp, tree.outer.sharp, tree.rho + near.p)
+        )
+        rho = total
+        if direction > 0:
+            right = tree.outer
+        else:
+            left = tree.outer
+        if turning:
+            break
+    stats = {"depth": depth, "n_leapfrog": n, "accept": sum_accept / max(n, 1), "divergent": diverging}
+    return pick, stats
+
+
+# --------------------------------------------------------------------------------------------------
+# Warm-up schedule and one chain
+# --------------------------------------------------------------------------------------------------
+
+
+def _windows(tune: int) -> tuple[int, list[int]]:
+    """Start of metric adaptation and the ends of its windows (Stan's schedule, scaled if tune < 150)."""
+    if tune < 20:
+        return tune, []
+    init, term, base = 75, 50, 25
+    if init + term + base > tune:
+        init, term = int(0.15 * tune), int(0.1 * tune)
+        base = tune - init - term
+    ends, start, size = [], init, base
+    while True:
+        end = start + size
+        if end + 2 * size > tune - term:
+            ends.append(tune - term)
+            return init, ends
+        ends.append(end)
+        start, size = end, 2 * size
+
+
+def _curvature_minv(target, u: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """Inverse of minus the diagonal second derivative of ln p at ``u`` (central differences of the
+    analytic gradient; 2 P calls), clipped to [1e-10, 4]: a first guess of the posterior variances."""
+    h = 1e-4
+    out = np.ones(len(u))
+    for i in range(len(u)):
+        up, down = u.copy(), u.copy()
+        up[i] += h
+        down[i] -= h
+        gu, gd = target(up)[1], target(down)[1]
+        curv = -(gu[i] - gd[i]) / (2 * h)
+        out[i] = 1.0 / curv if np.isfinite(curv) and curv > 0 else 1.0
+    return np.clip(out, 1e-10, 4.0)
+
+
+def _initial_step(target, metric: _Metric, point: _Point, rng) -> float:
+    """Hoffman & Gelman's heuristic: halve or double the step until one leapfrog step's acceptance
+    crosses 1/2."""
+    step = 1.0
+    p0 = metric.sample_momentum(rng)
+    start = _Point(point.u, p0, point.logp, point.grad, point.lnl, metric.sharp(p0))
+    h0 = -point.logp + metric.kinetic(p0)
+
+    def log_accept(eps):
+        q = _Integrator(target, metric, eps, h0, rng).leapfrog(start, 1)
+        h = -q.logp + metric.kinetic(q.p)
+        return h0 - h if math.isfinite(h) else -math.inf
+
+    direction = 1 if log_accept(step) > math.log(0.5) else -1
+    for _ in range(60):
+        new = step * (2.0 if direction > 0 else 0.5)
+        if (log_accept(new) > math.log(0.5)) != (direction > 0):
+            return new if direction < 0 else step
+        step = new
+    return step
+
+
+def _init_chain(target, u0: np.ndarray, seed_seq: np.random.SeedSequence, settings: dict) -> dict:
+    """The state of a new chain: a jittered start, a first metric and step size."""
+    rng = np.random.default_rng(seed_seq)
+    logp, grad, lnl = target(u0, strict=True)
+    if not math.isfinite(logp):
+        raise PhoValueError("the log posterior is not finite at the starting point; check the data and the starting values")
+    minv0 = _curvature_minv(target, u0, grad)
+    for attempt in range(50):
+        scale = settings["jitter"] * 0.5**attempt
+        u = u0 + scale * np.sqrt(minv0) * rng.standard_normal(len(u0))
+        logp, grad, lnl = target(u)
+        if math.isfinite(logp):
+            break
+    else:
+        u, (logp, grad, lnl) = u0.copy(), target(u0)
+    minv = np.diag(minv0) if settings["metric"] == "dense" else minv0
+    metric = _Metric(minv)
+    point = _Point(u, None, logp, grad, lnl, None)
+    step = _initial_step(target, metric, point, rng)
+    n = len(u0)
+    return {
+        "iteration": 0,
+        "u": u, "logp": logp, "grad": grad, "lnl": lnl,
+        "rng": rng.bit_generator.state,
+        "minv": minv,
+        "step": step,
+        "da": {"mu": math.log(10 * step), "log_step_bar": 0.0, "h_bar": 0.0, "m": 0},
+        "welford": {"n": 0, "mean": np.zeros(n), "m2": np.zeros((n, n)) if settings["metric"] == "dense" else np.zeros(n),
+                    "ref": None},
+        "n_calls": 0,
+        "divergent_warmup": 0,
+    }
+
+
+def _welford_add(w: dict, u: np.ndarray, periodic: np.ndarray, width: np.ndarray) -> None:
+    x = np.array(u, dtype=float)
+    if periodic.any():
+        if w["ref"] is None:
+            w["ref"] = x.copy()
+        ref = w["ref"]
+        x[periodic] = ref[periodic] + np.mod(x[periodic] - ref[periodic] + width[periodic] / 2, width[periodic]) - width[periodic] / 2
+    w["n"] += 1
+    delta = x - w["mean"]
+    w["mean"] += delta / w["n"]
+    if w["m2"].ndim == 2:
+        w["m2"] += np.outer(delta, x - w["mean"])
+    else:
+        w["m2"] += delta * (x - w["mean"])
+
+
+def _welford_metric(w: dict) -> np.ndarray:
+    """Stan's regularized estimate: shrink the sample (co)variance towards 1e-3 with weight 5 / (n + 5)."""
+    n = w["n"]
+    cov = w["m2"] / (n - 1)
+    reg = 1e-3 * 5.0 / (n + 5.0)
+    if cov.ndim == 2:
+        return (n / (n + 5.0)) * cov + reg * np.eye(len(cov))
+    return (n / (n + 5.0)) * cov + reg
+
+
+def _run_slice(target, state: dict, settings: dict, max_seconds: float):
+    """Advance one chain by whole iterations until ``max_seconds`` have passed (at least one iteration)
+    or the chain is done. Returns the new state and the records of the post-warm-up draws."""
+    tune, total = settings["tune"], settings["tune"] + settings["draws"]
+    init, ends = _windows(tune)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state["rng"]
+    metric = _Metric(state["minv"])
+    point = _Point(state["u"], None, state["logp"], state["grad"], state["lnl"], None)
+    da = state["da"]
+    step = state["step"]
+    delta = settings["target_accept"]
+    rec = {"theta": [], "lnl": [], "depth": [], "n_leapfrog": [], "accept": [], "divergent": []}
+    calls0 = target.n_calls
+    t0 = time.perf_counter()
+    i = state["iteration"]
+    while i < total:
+        point, st = _transition(target, metric, step, point, rng, settings["max_tree_depth"])
+        if i < tune:
+            # dual averaging of the step size
+            da["m"] += 1
+            m = da["m"]
+            eta = 1.0 / (m + _DA_T0)
+            da["h_bar"] = (1 - eta) * da["h_bar"] + eta * (delta - st["accept"])
+            log_step = da["mu"] - math.sqrt(m) / _DA_GAMMA * da["h_bar"]
+            w = m ** (-_DA_KAPPA)
+            da["log_step_bar"] = w * log_step + (1 - w) * da["log_step_bar"]
+            step = math.exp(log_step)
+            state["divergent_warmup"] += int(st["divergent"])
+            if init <= i < (ends[-1] if ends else 0):
+                _welford_add(state["welford"], point.u, target.periodic, target.width)
+            if i + 1 in ends:
+                metric = _Metric(_welford_metric(state["welford"]))
+                wf = state["welford"]
+                wf.update(n=0, mean=np.zeros_like(wf["mean"]), m2=np.zeros_like(wf["m2"]), ref=None)
+                step = _initial_step(target, metric, point, rng)
+                da.update(mu=math.log(10 * step), log_step_bar=0.0, h_bar=0.0, m=0)
+            if i + 1 == tune:
+                step = math.exp(da["log_step_bar"]) if da["m"] > 0 else step
+        else:
+            theta, _ = target.theta_and_derivative(point.u)
+            rec["theta"].append(theta)
+            rec["lnl"].append(point.lnl)
+            for k in ("depth", "n_leapfrog", "accept", "divergent"):
+                rec[k].append(st[k])
+        i += 1
+        if time.perf_counter() - t0 >= max_seconds:
+            break
+    state.update(iteration=i, u=point.u, logp=point.logp, grad=point.grad, lnl=point.lnl, rng=rng.bit_generator.state,
+                 minv=metric.minv, step=step)
+    state["n_calls"] += target.n_calls - calls0
+    return state, rec
+
+
+# The target of the running sampler in each worker process (set once by the pool's initializer), so
+# that slices ship only the chain's small state, never the likelihood and its data.
+_WORKER: dict = {}
+
+
+def _install(target) -> None:
+    _WORKER["target"] = target
+
+
+def _slice_in_worker(args):
+    state, settings, max_seconds = args
+    return _run_slice(_WORKER["target"], state, settings, max_seconds)
+
+
+def _init_in_worker(args):
+    u0, seed_seq, settings = args
+    target = _WORKER["target"]
+    calls0 = target.n_calls
+    state = _init_chain(target, u0, seed_seq, settings)
+    state["n_calls"] = target.n_calls - calls0
+    return state
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_checkpoint(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def _read_checkpoint(path: Path, names, settings: dict) -> dict:
+    try:
+        with open(path, "rb") as f:
+            payload = pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        raise PhoValueError(f"cannot read the NUTS checkpoint {path}: {exc}; delete it and run without resume") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise PhoValueError(
+            f"{path} is not a pho NUTS checkpoint (format {CHECKPOINT_FORMAT!r}); was it written by pho.sample "
+            "(dynesty)? Resume it with the sampler that wrote it, or run without resume"
+        )
+    if list(payload["names"]) != list(names):
+        raise PhoValueError(f"the checkpoint {path} is for parameters {payload['names']}, not {list(names)}; run without resume")
+    for key in ("draws", "tune", "chains", "metric", "target_accept", "max_tree_depth"):
+        if payload["settings"][key] != settings[key]:
+            raise PhoValueError(
+                f"the checkpoint {path} has {key}={payload['settings'][key]!r}, this call {key}={settings[key]!r}; "
+                "resume with the same settings or run without resume"
+            )
+    return payload
+
+
+# --------------------------------------------------------------------------------------------------
+# The public function
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise PhoValueError(f"{name}={value!r} must be an integer >= {minimum}")
+    return int(value)
+
+
+def sample_nuts(
+    likelihood,
+    priors: Priors | None = None,
+    *,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 2,
+    seed: int | None = None,
+    processes: int | None = None,
+    checkpoint_file: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    target_accept: float = 0.8,
+    max_tree_depth: int = 10,
+    metric: str = "diag",
+    theta0: np.ndarray | None = None,
+    jitter: float = 1.0,
+    checkpoint_every_s: float = 60.0,
+) -> SampleResult:
+    """Sample the posterior with NUTS (dynamic Hamiltonian Monte Carlo) on the analytic gradient.
+
+    Parameters
+    ----------
+    likelihood : pho.Likelihood or pho.FixedParameters
+        Anything with ``lnlike_and_grad(theta) -> (float, ndarray (P,))`` and ``parameter_names``;
+        its ``initial`` (a :class:`pho.FixedParameters` view) or ``scene.get_vector()`` is the
+        starting point unless ``theta0`` is given.
+    priors : Priors, optional
+        Default :func:`pho.priors.default_priors` (bounded uniform priors; position angles periodic).
+    draws : int
+        Draws kept per chain after warm-up (>= 4). Default 1000.
+    tune : int
+        Warm-up iterations per chain (step size and mass matrix adaptation), discarded. Default 1000;
+        below 150 the adaptation windows are scaled down, below 20 only the step size adapts.
+    chains : int
+        Independent chains (>= 1; 2 or more for a meaningful R-hat). Default 2.
+    seed : int, optional
+        Seed of all random numbers; the same seed gives the same draws whatever ``processes``.
+        None: fresh entropy (recorded in ``result.settings["seed"]``).
+    processes : int or None
+        Worker processes running chains in parallel, each with one kernel thread; 1 runs the chains
+        in this process one after another (on the likelihood's own threads). Default None: one per
+        chain, at most one per available core. Workers are spawned: scripts need the
+        ``if __name__ == "__main__":`` guard.
+    checkpoint_file : path, optional
+        Where to write the chains' state every ``checkpoint_every_s`` seconds and at the end.
+    resume : bool
+        Continue from ``checkpoint_file`` (which must exist and come from a call with the same
+        draws, tune, chains and settings); the draws are then identical to an uninterrupted run.
+    progress : bool
+        A live line on a terminal, a line every 10 s when stderr is redirected; False: silent.
+    target_accept : float
+        Mean acceptance statistic aimed at by the step-size adaptation, in (0, 1). Default 0.8;
+        raise it (0.9-0.99) when there are divergences.
+    max_tree_depth : int
+        At most ``2**max_tree_depth`` leapfrog steps per draw. Default 10.
+    metric : {"diag", "dense"}
+        Inverse mass matrix adapted in warm-up: the posterior variances (default) or the full
+        covariance (better for strongly correlated parameters; P^2 work per step).
+    theta0 : ndarray of shape (P,), optional
+        Starting point (natural units), inside the priors.
+    jitter : float
+        Chains start at ``theta0`` moved by ``jitter`` times a curvature-based standard deviation
+        in the unconstrained coordinates (independently per chain). Default 1.
+    checkpoint_every_s : float
+        Seconds between checkpoints.
+
+    Returns
+    -------
+    SampleResult
+        ``samples`` (chains * draws, P) equal-weight draws in natural units (position angles
+        wrapped into their prior window), ``weights`` all equal, ``logl`` their log-likelihoods,
+        ``logz`` and ``logz_err`` NaN, ``summary``, ``diagnostics`` (``name -> {"rhat",
+        "ess_bulk", "ess_tail"}``), ``settings`` (including ``divergences``, ``max_tree_depth_hits``,
+        ``mean_tree_depth``, ``step_size`` per chain), ``n_calls`` (likelihood-and-gradient
+        evaluations, warm-up included), ``results`` (a dict of per-chain arrays: ``chains``
+        (C, D, P), ``lnl``, ``tree_depth``, ``n_leapfrog``, ``accept``, ``divergent`` (C, D)).
+
+    Raises
+    ------
+    PhoValueError
+        Bad settings, priors that do not match the likelihood, a starting point outside the
+        priors, a non-finite log posterior at the start, ``resume`` without a usable checkpoint.
+
+    Warns
+    -----
+    PhoConvergenceWarning
+        R-hat above 1.01 (naming the parameters) or divergent transitions after warm-up.
+
+    Examples
+    --------
+    >>> post = pho.sample_nuts(likelihood, draws=500, tune=500, seed=1)   # doctest: +SKIP
+    >>> post.diagnostics["s0.rh"]["ess_bulk"]                             # doctest: +SKIP
+    """
+    names = list(likelihood.parameter_names)
+    draws = _check_int("draws", draws, 4)
+    tune = _check_int("tune", tune, 0)
+    chains = _check_int("chains", chains, 1)
+    max_tree_depth = _check_int("max_tree_depth", max_tree_depth, 1)
+    if not 0.0 < float(target_accept) < 1.0:
+        raise PhoValueError(f"target_accept={target_accept!r} must be in (0, 1); 0.8 is usual, 0.95 against divergences")
+    if metric not in ("diag", "dense"):
+        raise PhoValueError(f"metric={metric!r}; use 'diag' or 'dense'")
+    if not jitter >= 0:
+        raise PhoValueError(f"jitter={jitter!r} must be >= 0")
+    if theta0 is None:
+        theta0 = likelihood.initial if hasattr(likelihood, "initial") else likelihood.scene.get_vector()
+    theta0 = np.array(theta0, dtype=float)
+    if theta0.shape != (len(names),):
+        raise PhoValueError(f"theta0 has shape {theta0.shape}, expected ({len(names)},) for parameters {names}")
+    if priors is None:
+        priors = default_priors(likelihood, theta=theta0)
+    if list(priors.names) != names:
+        raise PhoValueError("priors.names differ from likelihood.parameter_names; build the priors from this likelihood")
+    priors.check_inside(theta0, what="starting point")
+    processes = min(chains, resolve_processes(processes))
+    checkpoint_path = None if checkpoint_file is None else Path(checkpoint_file)
+    if resume and (checkpoint_path is None or not checkpoint_path.exists()):
+        raise PhoValueError(f"resume=True but the checkpoint file {checkpoint_file!r} does not exist; run without resume")
+
+    seed_seq = np.random.SeedSequence(seed)
+    settings = {
+        "sampler": "nuts", "draws": draws, "tune": tune, "chains": chains, "metric": metric,
+        "target_accept": float(target_accept), "max_tree_depth": max_tree_depth, "jitter": float(jitter),
+        "seed": seed if seed is not None else str(seed_seq.entropy),
+    }
+    target = _Target(likelihood, priors)
+    # Start strictly inside the bounds (a value on a bound has no finite u): nudge by 1e-6 of the width.
+    lo, hi = priors.lower, priors.upper
+    nudge = 1e-6 * (hi - lo)
+    inside = np.where(target.bounded, np.clip(theta0, lo + nudge, hi - nudge), theta0)
+    u0 = target.to_unconstrained(inside)
+
+    display = Progress("nuts", enabled=progress)
+    t_start = time.perf_counter()
+    records = [{k: [] for k in ("theta", "lnl", "depth", "n_leapfrog", "accept", "divergent")} for _ in range(chains)]
+    states = None
+    resumed = False
+    if resume:
+        payload = _read_checkpoint(checkpoint_path, names, settings)
+        states, records = payload["states"], payload["records"]
+        settings["seed"] = payload["settings"]["seed"]
+        resumed = True
+        log.info("resumed NUTS from %s at iterations %s", checkpoint_path, [s["iteration"] for s in states])
+    else:
+        seed_seq = np.random.SeedSequence(seed)
+    chain_seeds = seed_seq.spawn(chains) if not resumed else None
+    total = tune + draws
+
+    def save():
+        if checkpoint_path is not None:
+            _write_checkpoint(checkpoint_path, {"format": CHECKPOINT_FORMAT, "names": names, "settings": settings,
+                                                "states": states, "records": records})
+
+    def show(force=False):
+        done = sum(s["iteration"] for s in states)
+        div = sum(int(np.sum(r["divergent"])) for r in records)
+        phase = "warm-up" if any(s["iteration"] < tune for s in states) else "sampling"
+        calls = sum(s["n_calls"] for s in states)
+        display.update(f"{done}/{chains * total} iterations ({phase}), {calls} gradient calls, {div} divergences, "
+                       f"{time.perf_counter() - t_start:.0f} s", force=force)
+
+    pool = None
+    try:
+        if processes > 1:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")
+            pool = ctx.Pool(processes, initializer=_install, initargs=(target.with_workers(1),))
+            if states is None:
+                states = pool.map(_init_in_worker, [(u0, s, settings) for s in chain_seeds], chunksize=1)
+        elif states is None:
+            states = []
+            for s in chain_seeds:
+                calls0 = target.n_calls
+                st = _init_chain(target, u0, s, settings)
+                st["n_calls"] = target.n_calls - calls0
+                states.append(st)
+        last_save = time.perf_counter()
+        save()
+        while any(s["iteration"] < total for s in states):
+            todo = [c for c in range(chains) if states[c]["iteration"] < total]
+            if pool is not None:
+                jobs = {c: pool.apply_async(_slice_in_worker, ((states[c], settings, _SLICE_S),)) for c in todo}
+                results = {c: job.get() for c, job in jobs.items()}
+            else:
+                results = {c: _run_slice(target, states[c], settings, _SLICE_S / max(len(todo), 1)) for c in todo}
+            for c, (state, rec) in results.items():
+                states[c] = state
+                for k, v in rec.items():
+                    records[c][k].extend(v)
+            show()
+            if checkpoint_path is not None and time.perf_counter() - last_save >= checkpoint_every_s:
+                save()
+                last_save = time.perf_counter()
+        save()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    elapsed = time.perf_counter() - t_start
+    show(force=True)
+    display.close()
+    return _result(names, priors, target, settings, states, records, processes, resumed, elapsed)
+
+
+def _unwrap_periodic(chains: np.ndarray, target: _Target) -> np.ndarray:
+    """Periodic parameters moved to the branch around their circular mean (for diagnostics)."""
+    out = chains.copy()
+    for i in np.flatnonzero(target.periodic):
+        w = target.width[i]
+        ang = 2 * np.pi * out[..., i] / w
+        centre = w / (2 * np.pi) * math.atan2(np.mean(np.sin(ang)), np.mean(np.cos(ang)))
+        out[..., i] = centre + np.mod(out[..., i] - centre + w / 2, w) - w / 2
+    return out
+
+
+def _result(names, priors, target, settings, states, records, processes, resumed, elapsed) -> SampleResult:
+    theta = np.array([np.asarray(r["theta"], dtype=float) for r in records])  # (C, D, P)
+    lnl = np.array([np.asarray(r["lnl"], dtype=float) for r in records])
+    stats = {k: np.array([np.asarray(r[k]) for r in records]) for k in ("depth", "n_leapfrog", "accept", "divergent")}
+    n_chains, n_draws, n_par = theta.shape
+    samples = theta.reshape(n_chains * n_draws, n_par)
+    weights = np.full(len(samples), 1.0 / len(samples))
+    diagnostics = summarize_chains(_unwrap_periodic(theta, target), names)
+    divergences = int(stats["divergent"].sum())
+    depth_hits = int(np.sum(stats["depth"] >= settings["max_tree_depth"]))
+    n_calls = int(sum(s["n_calls"] for s in states))
+    settings = dict(settings)
+    settings.update(
+        divergences=divergences,
+        divergences_warmup=int(sum(s["divergent_warmup"] for s in states)),
+        max_tree_depth_hits=depth_hits,
+        mean_tree_depth=float(stats["depth"].mean()),
+        mean_accept=float(stats["accept"].mean()),
+        step_size=[float(s["step"]) for s in states],
+        processes=processes,
+        resumed=bool(resumed),
+    )
+    bad = [n for n in names if not diagnostics[n]["rhat"] <= RHAT_WARN]
+    if bad:
+        worst = max(diagnostics[n]["rhat"] for n in bad)
+        warn(
+            f"NUTS chains have not converged: R-hat > {RHAT_WARN} (max {worst:.3g}) for {', '.join(bad)}; "
+            "run more warm-up and draws (tune, draws), start nearer the optimum (pho.optimize) or check for "
+            "several modes",
+            PhoConvergenceWarning,
+            stacklevel=3,
+        )
+    if divergences:
+        warn(
+            f"{divergences} divergent NUTS transitions after warm-up (of {n_chains * n_draws}): the draws may be "
+            "biased near strongly curved regions; raise target_accept (e.g. 0.95) or reparameterize "
+            "(shape_parameters='g1_g2' for nearly round galaxies)",
+            PhoConvergenceWarning,
+            stacklevel=3,
+        )
+    return SampleResult(
+        samples=samples,
+        weights=weights,
+        logl=lnl.reshape(-1),
+        logz=math.nan,
+        logz_err=math.nan,
+        names=list(names),
+        summary=_summarize(samples, weights, names, priors),
+        settings=settings,
+        n_calls=n_calls,
+        n_iter=n_chains * (settings["tune"] + n_draws),
+        time_s=elapsed,
+        results={"chains": theta, "lnl": lnl, "tree_depth": stats["depth"], "n_leapfrog": stats["n_leapfrog"],
+                 "accept": stats["accept"], "divergent": stats["divergent"]},
+        diagnostics=diagnostics,
+    )
