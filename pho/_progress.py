@@ -54,6 +54,7 @@ class Progress:
         self._last = -float("inf")
         self._width = 0
         self._pending = False
+        self._unshown = None
 
     def update(self, text: str, force: bool = False) -> None:
         """Show ``text`` if the interval has passed since the last line (or ``force``)."""
@@ -61,8 +62,10 @@ class Progress:
             return
         now = time.monotonic()
         if not force and now - self._last < self.interval_s:
+            self._unshown = text
             return
         self._last = now
+        self._unshown = None
         line = f"{self.label}: {text}"
         if self.is_tty:
             self.stream.write("\r" + line.ljust(self._width))
@@ -73,9 +76,10 @@ class Progress:
         self.stream.flush()
 
     def close(self, text: str | None = None) -> None:
-        """End the display, with a final line ``text`` if given."""
+        """End the display with a final line: ``text`` if given, else the last status not yet shown."""
         if not self.enabled:
             return
+        text = self._unshown if text is None else text
         if text is not None:
             self.update(text, force=True)
         if self.is_tty and self._pending:

@@ -173,6 +173,26 @@ def _cached_prior_transform(u):
     return _CACHE["prior_transform"](u)
 
 
+class _DynestyProgress:
+    """dynesty's ``print_func``: its status through :class:`pho._progress.Progress` (a live line on a
+    terminal, a line every few seconds in a log, instead of one fragment per iteration)."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def __call__(self, itresult, niter, ncall, add_live_it=None, dlogz=None, stop_val=None, nbatch=None, **_):
+        delta = float(getattr(itresult, "delta_logz", math.nan))
+        logz = float(getattr(itresult, "logz", math.nan))
+        text = f"iter {niter}, {ncall} calls, ln Z {logz:.2f}, dlogz {delta:.3g}"
+        if dlogz is not None:
+            text += f" > {dlogz:.3g}"
+        if nbatch is not None:
+            text += f", batch {nbatch}"
+        if add_live_it is not None:
+            text += f", adding live point {add_live_it}"
+        self.progress.update(text)
+
+
 class _SpawnPool:
     """``processes`` spawned workers, each with its own single-threaded copy of the likelihood."""
 
@@ -289,7 +309,8 @@ def sample(
     resume : bool
         Restore the sampler from ``checkpoint_file`` (which must exist) and continue it.
     progress : bool
-        Show dynesty's progress line (iteration, calls, ln Z, remaining dlogz) on stderr.
+        Show the progress (iteration, calls, ln Z, remaining dlogz) on stderr: a live line on a
+        terminal, one line every 10 s when stderr is redirected to a file (``pho._progress``).
     processes : int or None
         Worker processes evaluating the likelihood in parallel, each with one kernel thread
         (default 1: none, the likelihood's own threads only; None: one per available core). On
@@ -342,7 +363,12 @@ def sample(
         "resumed": bool(resume),
         "processes": processes,
     }
+    from ._progress import Progress
+
+    display = Progress("dynesty", enabled=progress)
     run_kwargs = dict(print_progress=progress, checkpoint_every=checkpoint_every_s)
+    if progress:
+        run_kwargs["print_func"] = _DynestyProgress(display)
     if checkpoint_file is not None:
         run_kwargs["checkpoint_file"] = checkpoint_file
     if dynamic:
@@ -386,6 +412,7 @@ def sample(
             sampler = cls(_cached_loglike, _cached_prior_transform, ndim, **kwargs)
             sampler.run_nested(**run_kwargs)
     finally:
+        display.close()
         if pool is not None:
             pool.close()
         _CACHE.clear()
