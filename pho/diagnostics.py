@@ -113,17 +113,21 @@ def _ess(x: np.ndarray) -> float:
     rho = 1.0 - (mean_var - acov.mean(axis=0)) / var_plus
     rho[0] = 1.0
     # Geyer: sum autocorrelations in pairs while the pair sums stay positive, forced non-increasing.
+    # The first even lag whose pair is not positive still adds its own autocorrelation once, if positive
+    # (Stan's refinement of Geyer's truncation, which reduces its bias for slowly mixing chains).
     t = 0
     pairs = []
-    while t + 1 < n:
+    while t + 1 < n - 2:
         p = rho[t] + rho[t + 1]
-        if p <= 0:
+        if p < 0:
             break
         if pairs and p > pairs[-1]:
             p = pairs[-1]
         pairs.append(p)
         t += 2
     tau = -1.0 + 2.0 * float(np.sum(pairs))
+    if t < n and rho[t] > 0 and t > 0 and rho[t] + rho[min(t + 1, n - 1)] < 0:
+        tau += float(rho[t])
     tau = max(tau, 1.0 / math.log10(m * n))  # antithetic chains: cap the ESS at N log10(N)
     return float(m * n / tau)
 

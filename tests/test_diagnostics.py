@@ -57,3 +57,14 @@ def test_summary_and_bad_shapes(rng):
     with pytest.raises(PhoValueError, match="at least 4 draws"):
         split_rhat(np.zeros((2, 3)))
     assert math.isnan(split_rhat(np.ones((2, 10))))
+
+
+def test_agrees_with_arviz_where_installed(rng):
+    """ArviZ is optional; where it is installed its rank R-hat must equal ours and its ESS be within 3%
+    (the two truncate the autocorrelation sum at the same lag up to Stan's small refinements)."""
+    az = pytest.importorskip("arviz")
+    walk = np.cumsum(rng.normal(size=(4, 300)), axis=1) * 0.1 + rng.normal(size=(4, 300))
+    for x in (rng.normal(size=(2, 500)), walk, rng.standard_t(3, size=(3, 400))):
+        assert split_rhat(x) == pytest.approx(float(az.rhat(x, method="rank")), rel=1e-10)
+        assert ess_bulk(x) == pytest.approx(float(az.ess(x, method="bulk")), rel=0.03)
+        assert ess_tail(x) == pytest.approx(float(az.ess(x, method="tail")), rel=0.03)
