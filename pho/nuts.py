@@ -35,11 +35,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit
 
 from ._progress import Progress
 from .diagnostics import summarize_chains
 from .errors import PhoConvergenceWarning, PhoRangeError, PhoValueError, warn
-from .priors import Priors, default_priors
+from .priors import Priors, Uniform, default_priors
 from .sample import SampleResult, _summarize, resolve_processes
 from .transforms import LogisticTransform
 
@@ -84,6 +85,13 @@ class _Target:
         self.lower, self.upper = priors.lower, priors.upper
         self.width = self.upper - self.lower
         self.transform = LogisticTransform(self.lower[self.bounded], self.upper[self.bounded]) if self.bounded.any() else None
+        # Fast path of the logistic map (every prior bound is finite): theta = lo + span sigmoid(u).
+        self._lo_b = self.lower[self.bounded]
+        self._span_b = self.width[self.bounded]
+        self._log_span = float(np.sum(np.log(self._span_b)))
+        # Uniform priors have a constant density inside their bounds (where the logistic map keeps theta).
+        self._flat = all(type(d) is Uniform for d in priors.distributions)
+        self._flat_lnprior = -float(np.sum(np.log(self.width))) if self._flat else 0.0
         names = list(priors.names)
         self.shear_pairs = [
             (i, names.index(name[:-1] + "2")) for i, name in enumerate(names)
@@ -106,11 +114,19 @@ class _Target:
 
     def theta_and_derivative(self, u: np.ndarray):
         """Natural parameters of ``u`` (periodic ones wrapped) and the diagonal ``d theta / d u``."""
-        theta = self.wrap(u)
-        dtheta = np.ones_like(theta)
-        if self.transform is not None:
-            theta[self.bounded], dtheta[self.bounded] = self.transform.from_unconstrained_and_derivative(u[self.bounded])
+        theta, dtheta, _ = self._map(u)
         return theta, dtheta
+
+    def _map(self, u: np.ndarray):
+        """theta(u), d theta/d u and sigmoid(u) of the bounded parameters (the same numbers as
+        :class:`pho.LogisticTransform`, computed once for the value and the log-Jacobian)."""
+        u = np.asarray(u, dtype=float)
+        theta = self.wrap(u) if self.periodic.any() else u.copy()
+        dtheta = np.ones_like(theta)
+        sig = expit(u[self.bounded])
+        theta[self.bounded] = self._lo_b + self._span_b * sig
+        dtheta[self.bounded] = self._span_b * sig * (1.0 - sig)
+        return theta, dtheta, sig
 
     def to_unconstrained(self, theta: np.ndarray) -> np.ndarray:
         theta = np.asarray(theta, dtype=float)
@@ -127,7 +143,7 @@ class _Target:
         density, which the sampler treats as a divergence.
         """
         self.n_calls += 1
-        theta, dtheta = self.theta_and_derivative(u)
+        theta, dtheta, sig = self._map(u)
         nan = np.full_like(u, np.nan)
         for i, j in self.shear_pairs:
             if math.hypot(theta[i], theta[j]) >= 1.0:
@@ -139,16 +155,18 @@ class _Target:
                 raise
             return -math.inf, nan, -math.inf
         lnl = float(lnl)
-        lnprior = self.priors.ln_prob(theta)
+        if self._flat:
+            lnprior, g = self._flat_lnprior, np.asarray(grad, dtype=float) * dtheta
+        else:
+            lnprior = self.priors.ln_prob(theta)
+            g = (np.asarray(grad, dtype=float) + self.priors.grad_ln_prob(theta)) * dtheta
         if not (math.isfinite(lnl) and math.isfinite(lnprior)):
             return -math.inf, nan, -math.inf
-        g = (np.asarray(grad, dtype=float) + self.priors.grad_ln_prob(theta)) * dtheta
-        logp = lnl + lnprior
-        if self.transform is not None:
-            log_jac, grad_jac = self.transform.log_jacobian_and_grad(u[self.bounded])
-            logp += log_jac
-            g[self.bounded] += grad_jac
-        return logp, g, lnl
+        # ln |d theta/d u| = ln span + ln sigmoid(u) + ln(1 - sigmoid(u)); its derivative 1 - 2 sigmoid(u)
+        ub = u[self.bounded]
+        log_jac = self._log_span - float(np.sum(np.logaddexp(0.0, -ub) + np.logaddexp(0.0, ub)))
+        g[self.bounded] += 1.0 - 2.0 * sig
+        return lnl + lnprior + log_jac, g, lnl
 
 
 # --------------------------------------------------------------------------------------------------
