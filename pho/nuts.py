@@ -45,7 +45,7 @@ from .priors import Priors, Uniform, default_priors
 from .sample import SampleResult, _summarize, resolve_processes
 from .transforms import LogisticTransform
 
-__all__ = ["sample_nuts", "RHAT_WARN", "CHECKPOINT_FORMAT"]
+__all__ = ["sample_nuts", "to_inference_data", "RHAT_WARN", "CHECKPOINT_FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -507,3 +507,39 @@ def _result(names, priors, target, settings, states, records, processes, resumed
                  "accept": stats["accept"], "divergent": stats["divergent"]},
         diagnostics=diagnostics,
     )
+
+
+def to_inference_data(result: SampleResult):
+    """The chains of a :func:`sample_nuts` result as an ArviZ ``InferenceData`` (ArviZ is optional).
+
+    Parameters
+    ----------
+    result : SampleResult
+        From :func:`sample_nuts`.
+
+    Returns
+    -------
+    arviz.InferenceData
+        ``posterior`` with one variable per parameter (dots in names become underscores), shape
+        (chain, draw); ``sample_stats`` with ``lp`` (the log-likelihood), ``tree_depth``,
+        ``n_steps``, ``acceptance_rate`` and ``diverging``.
+
+    Raises
+    ------
+    ImportError
+        ArviZ is not installed (``pip install arviz``).
+    PhoValueError
+        ``result`` has no chains (a nested-sampling result).
+    """
+    res = result.results
+    if not isinstance(res, dict) or "chains" not in res:
+        raise PhoValueError("to_inference_data needs a result of pho.sample_nuts (with chains), not of pho.sample")
+    try:
+        import arviz
+    except ImportError as exc:
+        raise ImportError("to_inference_data needs ArviZ: pip install arviz") from exc
+    chains = np.asarray(res["chains"])
+    posterior = {name.replace(".", "_"): chains[:, :, i] for i, name in enumerate(result.names)}
+    stats = {"lp": res["lnl"], "tree_depth": res["tree_depth"], "n_steps": res["n_leapfrog"],
+             "acceptance_rate": res["accept"], "diverging": res["divergent"]}
+    return arviz.from_dict(posterior=posterior, sample_stats=stats)

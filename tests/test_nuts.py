@@ -275,3 +275,18 @@ def test_interval_coverage_over_noise_realizations():
             lo, hi = np.quantile(res.samples, [0.16, 0.84], axis=0)
             hits += (lo <= MEAN) & (MEAN <= hi)
     assert np.all((8 <= hits) & (hits <= 19)), hits
+
+
+def test_inference_data_export_where_arviz_is_installed():
+    """ArviZ is optional: the export is checked where it is installed (skipped otherwise)."""
+    from pho.nuts import to_inference_data
+
+    _KILL.update(calls=0, limit=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PhoConvergenceWarning)
+        res = sample_nuts(CorrelatedGaussian(), _priors(), draws=10, tune=10, chains=2, seed=0, processes=1, progress=False)
+    az = pytest.importorskip("arviz")
+    idata = to_inference_data(res)
+    assert idata.posterior["s0_q"].shape == (2, 10)
+    np.testing.assert_array_equal(idata.posterior["s0_q"].values, res.results["chains"][:, :, 2])
+    assert float(az.rhat(idata)["s0_q"]) == pytest.approx(res.diagnostics["s0.q"]["rhat"], rel=1e-10)
