@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 import warnings
@@ -180,7 +181,8 @@ def _one_galaxy(rng, shape_parameters="q_pa", shape=(16, 16), flux=40.0, sigma=0
                          demo_psf(1.7), "F200W")
     model = pho.Likelihood(truth, [blank], backend=BACKEND).model_images(truth.get_vector())[0]
     exposure = pho.Exposure(model + rng.normal(size=shape) * sigma, blank.ivar, blank.wcs, blank.psf, "F200W")
-    return truth, pho.Likelihood(truth, [exposure], backend=BACKEND)
+    # The likelihood gets its own copy of the scene: fitting moves it, the truth must stay put.
+    return truth, pho.Likelihood(copy.deepcopy(truth), [exposure], backend=BACKEND)
 
 
 @pytest.mark.parametrize("shape_parameters", ["q_pa", "g1_g2"])
