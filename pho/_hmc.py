@@ -173,12 +173,18 @@ def _transition(target, metric: _Metric, step: float, start: _Point, rng: np.ran
 
 
 def _windows(tune: int) -> tuple[int, list[int]]:
-    """Start of metric adaptation and the ends of its windows (Stan's schedule, scaled if tune < 150)."""
-    if tune < 20:
+    """Start of metric adaptation and the ends of its windows (Stan's schedule, scaled if tune < 150).
+
+    Below 50 warm-up iterations only the step size adapts: a metric estimated from a few draws, and a
+    step size re-tuned for it in the last few iterations, did worse than no metric update (with
+    tune = 20 the final step was 2.5 and every draw diverged). The step size keeps at least 10
+    iterations after the last metric update.
+    """
+    if tune < 50:
         return tune, []
     init, term, base = 75, 50, 25
     if init + term + base > tune:
-        init, term = int(0.15 * tune), int(0.1 * tune)
+        init, term = int(0.15 * tune), max(int(0.1 * tune), 10)
         base = tune - init - term
     ends, start, size = [], init, base
     while True:

@@ -176,7 +176,8 @@ def ess_tail(x) -> float:
     q05, q95 = np.quantile(x, [0.05, 0.95])
     lo = _ess((x <= q05).astype(float))
     hi = _ess((x >= q95).astype(float))
-    return float(np.nanmin([lo, hi]))
+    both = [v for v in (lo, hi) if not math.isnan(v)]
+    return float(min(both)) if both else math.nan
 
 
 def summarize_chains(chains, names) -> dict:
