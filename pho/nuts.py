@@ -264,7 +264,7 @@ def sample_nuts(
         Draws kept per chain after warm-up (>= 4). Default 1000.
     tune : int
         Warm-up iterations per chain (step size and mass matrix adaptation), discarded. Default 1000;
-        below 150 the adaptation windows are scaled down, below 20 only the step size adapts.
+        below 150 the adaptation windows are scaled down, below 50 only the step size adapts.
     chains : int
         Independent chains (>= 1; 2 or more for a meaningful R-hat). Default 2.
     seed : int, optional
