@@ -92,9 +92,9 @@ extensions = [
 ]
 
 setup(
-    packages=["pho", "pho.tools", "pho.tables"],
+    packages=["pho", "pho.tools", "pho.field", "pho.tables"],
     package_dir={"pho": "pho", "pho.tools": "pho/tools", "pho.tables": "tables"},
-    package_data={"pho": ["include/*.h", "*.pyx", "*.pxd"], "pho.tables": ["*.fits", "*.npz", "*.json"]},
+    package_data={"pho": ["include/*.h", "*.pyx", "*.pxd", "data/*.fits", "data/README.md"], "pho.tables": ["*.fits", "*.npz", "*.json"]},
     ext_modules=cythonize(
         extensions,
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True},

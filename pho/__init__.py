@@ -8,6 +8,7 @@ PSF. See README.md for the set-up and docs/ for the model and its conventions.
 from .errors import (
     PhoBackendError,
     PhoConvergenceWarning,
+    PhoLockError,
     PhoDataError,
     PhoDataWarning,
     PhoError,
@@ -57,6 +58,7 @@ __all__ = [
     "PhoRangeError",
     "PhoDataError",
     "PhoBackendError",
+    "PhoLockError",
     "PhoWarning",
     "PhoConvergenceWarning",
     "PhoDataWarning",

@@ -144,6 +144,8 @@ class CpuBackend:
                                     boxes, orders) >= 0:
             ref.check_gaussians(g)  # raises the reference's error naming the bad Gaussian
             raise PhoValueError("image Gaussians failed the compiled check but not the reference one; please report")
+        if len(g) and float(np.max(np.maximum(g[:, 3], g[:, 5]))) > ref.FMAX_LIMIT:
+            ref.check_gaussians(g)  # raises: a Gaussian narrower than the rule integrates (MIN_FWHM_PIX)
         g = g.copy() if g is gaussians else g  # keep our own copy: the caller may modify theirs
         work = ref.box_pixel_count(boxes)
         threads = self.workers if self.min_work_per_thread <= 0 else \

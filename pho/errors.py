@@ -9,6 +9,7 @@ Which class to raise when:
   variance, a PSF that does not sum to about one, a singular WCS, no overlap with any source).
 - ``PhoBackendError``: a compiled kernel returned a failure status, or a backend was asked for
   that is not available (no CuPy, no GPU, extension not built).
+- ``PhoLockError``: an output folder is locked by another live run (``pho.runlock``).
 - ``PhoWarning`` and subclasses: the answer is still right but the user should know.
 
 Wrong types stay ``TypeError``; trouble with files stays ``OSError``.
@@ -24,6 +25,7 @@ __all__ = [
     "PhoRangeError",
     "PhoDataError",
     "PhoBackendError",
+    "PhoLockError",
     "PhoWarning",
     "PhoDataWarning",
     "PhoPerformanceWarning",
@@ -71,6 +73,10 @@ class PhoDataError(PhoValueError):
 
 class PhoBackendError(PhoError, RuntimeError):
     """A kernel reported failure, or a backend is not available."""
+
+
+class PhoLockError(PhoError, RuntimeError):
+    """An output folder is in use by another live run (its lock file names the owner)."""
 
 
 class PhoWarning(UserWarning):

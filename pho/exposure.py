@@ -23,7 +23,7 @@ import numpy as np
 from .errors import PhoDataError, PhoDataWarning, PhoRangeError, PhoValueError, warn
 from .psf import PSF_SUM_ERROR_TOLERANCE, PSFMixture
 
-__all__ = ["Exposure", "ASTROMETRY_TOLERANCE_PIX", "unit_vectors"]
+__all__ = ["Exposure", "ASTROMETRY_TOLERANCE_PIX", "unit_vectors", "image_hdu"]
 
 #: Largest allowed difference (pixels) between pho's positions and astropy's over the stamp.
 ASTROMETRY_TOLERANCE_PIX = 1e-4
@@ -76,6 +76,40 @@ def _monomial_powers(degree: int):
     return [(i, k - i) for k in range(degree + 1) for i in range(k, -1, -1)]
 
 
+def _check_wcs_matrix(wcs, label: str) -> None:
+    """Refuse a WCS whose linear part is non-finite or singular, before astropy sees it.
+
+    wcslib would raise ``SingularMatrixError`` (or, for NaN, give NaN positions that the astrometry
+    fit reports as "too distorted"); the checks here name the exposure and the keyword instead.
+
+    Raises
+    ------
+    PhoDataError
+        Non-finite CRVAL/CRPIX/CD/PC/CDELT, or a singular CD (PC times CDELT) matrix.
+    """
+    w = wcs.wcs
+    if w.has_cd():
+        matrix, what = np.array(w.cd, dtype=float), "CD"
+    else:
+        pc = np.array(w.pc, dtype=float)
+        cdelt = np.array(w.cdelt, dtype=float)
+        matrix, what = np.diag(cdelt) @ pc, "PC and CDELT"
+        if not np.all(np.isfinite(cdelt)):
+            raise PhoDataError(f"{label}: non-finite WCS: CDELT = {cdelt.tolist()}; fix the CDELT keywords of the header")
+    for key, value in (("CRVAL", w.crval), ("CRPIX", w.crpix), (what, matrix)):
+        value = np.asarray(value, dtype=float)
+        if not np.all(np.isfinite(value)):
+            raise PhoDataError(
+                f"{label}: non-finite WCS: {key} = {value.tolist()} holds NaN or infinity; fix the {key} keywords of "
+                "the header"
+            )
+    if matrix.shape == (2, 2) and float(np.linalg.det(matrix)) == 0.0:
+        raise PhoDataError(
+            f"{label}: the WCS is singular ({what} matrix {matrix.tolist()} has determinant 0, e.g. a CDELT of 0 or a "
+            f"CD matrix of zeros), so pixels have no size on the sky; fix the {what} keywords of the header"
+        )
+
+
 class _Astrometry:
     """Sky -> pixel map of one exposure: gnomonic projection + fitted polynomial (see module doc).
 
@@ -85,8 +119,9 @@ class _Astrometry:
     (3S, 3) x (3, 3) product and a few divisions.
     """
 
-    def __init__(self, wcs, shape):
+    def __init__(self, wcs, shape, label: str = "exposure"):
         ny, nx = shape
+        self.label = label
         ctype = [str(c).upper() for c in wcs.wcs.ctype]
         plain_tan = (
             ctype[0].endswith("-TAN") and ctype[1].endswith("-TAN") and wcs.sip is None
@@ -164,14 +199,58 @@ class _Astrometry:
         t = (eta - self._eta_c) / self._scale
         return np.column_stack([s**i * t**j for i, j in powers])
 
-    def project(self, ra_deg, dec_deg, jacobian=True):
+    def project(self, ra_deg, dec_deg, jacobian=True, names=None):
         """Pixel positions (x, y), each shape (S,), and the Jacobian (S, 2, 2), pixels per degree."""
-        return self.project_units(unit_vectors(ra_deg, dec_deg), jacobian)
+        return self.project_units(unit_vectors(ra_deg, dec_deg), jacobian, names)
 
-    def project_units(self, units, jacobian=True):
-        """As :meth:`project`, from ``unit_vectors(ra, dec)`` (shape (3, S, 3))."""
+    def check_near_side(self, units, names=None, error=PhoValueError, w=None) -> None:
+        """Raise ``error`` if a point lies on the far hemisphere of the tangent point (``t . p <= 0``).
+
+        The gnomonic projection maps ``p`` and ``-p`` to the same plane position, so a point on
+        the far side would be drawn at the mirror image of its true place.
+
+        Parameters
+        ----------
+        units : ndarray of shape (3, S, 3)
+            From :func:`unit_vectors`.
+        names : sequence of str, optional
+            Labels of the S points for the message (default ``point k``).
+        error : exception class
+        w : ndarray of shape (S,), optional
+            ``t . p`` if already computed.
+        """
+        w = units[0] @ self._basis[:, 0] if w is None else w
+        far = ~(w > 0)
+        if not far.any():
+            return
+        k = int(np.flatnonzero(far)[0])
+        p = units[0, k]
+        ra = math.degrees(math.atan2(p[1], p[0])) % 360.0
+        dec = math.degrees(math.asin(max(-1.0, min(1.0, p[2]))))
+        t = self._basis[:, 0]
+        ra0 = math.degrees(math.atan2(t[1], t[0])) % 360.0
+        dec0 = math.degrees(math.asin(max(-1.0, min(1.0, t[2]))))
+        sep = math.degrees(math.acos(max(-1.0, min(1.0, float(w[k]))))) if math.isfinite(float(w[k])) else float("nan")
+        who = names[k] if names is not None else f"point {k}"
+        raise error(
+            f"{who} at (ra, dec) = ({ra:.6f}, {dec:.6f}) deg is {sep:.1f} deg from the tangent point "
+            f"({ra0:.6f}, {dec0:.6f}) of {self.label}: on the far side of the sky, where the gnomonic projection "
+            "would draw it at the mirror position. Sources must lie within 90 deg of every exposure: check the "
+            "source's position (and its ra/dec prior), or fit it with other exposures"
+        )
+
+    def project_units(self, units, jacobian=True, names=None):
+        """As :meth:`project`, from ``unit_vectors(ra, dec)`` (shape (3, S, 3)).
+
+        Raises
+        ------
+        PhoValueError
+            A point on the far hemisphere of the tangent point (:meth:`check_near_side`).
+        """
         if self.degree == 1:
             q = units @ self._folded  # (3, S, 3): w, X, Y and their derivatives
+            if not np.all(q[0, :, 0] > 0):
+                self.check_near_side(units, names, w=q[0, :, 0])
             inv = 1.0 / q[0, :, :1]
             xy = q[0, :, 1:] * inv
             if not jacobian:
@@ -182,6 +261,8 @@ class _Astrometry:
             xy += self._offset
             return xy[:, 0], xy[:, 1], J
         q = units @ self._basis
+        if not np.all(q[0, :, 0] > 0):
+            self.check_near_side(units, names, w=q[0, :, 0])
         inv = 1.0 / q[0, :, :1]
         st = q[0, :, 1:] * inv  # (xi, eta) in radians
         dst_dra = (q[1, :, 1:] - st * q[1, :, :1]) * inv / _DEG  # per degree of ra, in degrees
@@ -200,6 +281,32 @@ class _Astrometry:
         J[:, :, 0] = dxy_dxi * dst_dra[:, :1] + dxy_deta * dst_dra[:, 1:]
         J[:, :, 1] = dxy_dxi * dst_ddec[:, :1] + dxy_deta * dst_ddec[:, 1:]
         return xy[:, 0], xy[:, 1], J
+
+
+def image_hdu(hdul, path, which=None):
+    """The HDU of ``hdul`` (an open FITS file read from ``path``) holding a 2-d image: ``which``
+    (index or name) or, by default, the first non-empty 2-d image.
+
+    Raises
+    ------
+    PhoValueError
+        No such HDU, or it holds no 2-d image.
+    """
+    if which is None:
+        for h in hdul:
+            if h.is_image and h.header.get("NAXIS", 0) == 2 and h.shape and 0 not in h.shape:
+                return h
+        if hdul and hdul[0].is_image and (hdul[0].data is None or hdul[0].data.size == 0) and len(hdul) == 1:
+            shape = (0, 0) if hdul[0].data is None else hdul[0].data.shape
+            raise PhoDataError(f"{path}: the image is empty (shape {shape}); give a file with pixel data (or name the "
+                               "HDU that holds them)")
+        raise PhoValueError(f"{path} has no HDU with 2-d image data")
+    h = hdul[which]
+    if not h.is_image or h.header.get("NAXIS", 0) != 2:
+        raise PhoValueError(f"{path}[{which}] has no 2-d image data")
+    if 0 in h.shape:
+        raise PhoDataError(f"{path}[{which}]: the image is empty (shape {h.shape}); give a file with pixel data")
+    return h
 
 
 class Exposure:
@@ -250,12 +357,13 @@ class Exposure:
     Raises
     ------
     PhoValueError
-        Arrays that are not 2-d or whose shapes disagree; an empty band.
+        Arrays that are not 2-d, complex, or whose shapes disagree; an empty band.
     PhoRangeError
         ``counts_per_flux`` not finite and positive.
     PhoDataError
         Negative or infinite ivar, no pixel left to count, a PSF whose amplitudes do not sum to
-        about one, a singular or non-celestial WCS, a non-finite background.
+        about one, a singular (e.g. CD of zeros, CDELT = 0), non-finite or non-celestial WCS, a
+        non-finite background.
     TypeError
         ``wcs`` is not an astropy WCS, ``psf`` not a PSFMixture.
 
@@ -273,6 +381,12 @@ class Exposure:
     def __init__(self, pixels, ivar, wcs, psf, band: str, mask=None, counts_per_flux: float = 1.0, background=0.0, name: str | None = None):
         from astropy.wcs import WCS
 
+        for what, arr in (("pixels", pixels), ("ivar", ivar)):
+            if np.iscomplexobj(arr):
+                raise PhoValueError(
+                    f"{what} are complex (dtype {np.asarray(arr).dtype}); pho needs real numbers: pass the real part "
+                    f"(np.real) if that is what you meant, or the modulus (np.abs)"
+                )
         pixels = np.array(pixels, dtype=np.float64)
         ivar = np.array(ivar, dtype=np.float64)
         if pixels.ndim != 2 or pixels.size == 0:
@@ -342,6 +456,8 @@ class Exposure:
 
         if not isinstance(wcs, WCS):
             raise TypeError(f"wcs must be an astropy.wcs.WCS, got {type(wcs).__name__}")
+        if wcs.naxis == 2:
+            _check_wcs_matrix(wcs, label)  # before astropy's own checks, which raise wcslib's errors
         if wcs.pixel_n_dim != 2 or not wcs.has_celestial or wcs.naxis != 2:
             raise PhoDataError(f"{label}: the WCS must be a 2-d celestial WCS (RA/Dec), got ctype {list(wcs.wcs.ctype)}")
         wcs = wcs.deepcopy()
@@ -355,10 +471,19 @@ class Exposure:
                 f"{label}: the WCS is singular (determinant of its CD matrix = {det:g} deg^2 per pixel^2); "
                 "check the CD/PC and CDELT keywords"
             )
-        self._astrometry = _Astrometry(wcs, shape)
+        self._astrometry = _Astrometry(wcs, shape, label=label if label.startswith("exposure") else f"exposure {label}")
 
         data = np.where(counted, pixels, 0.0)
         weight = np.where(counted, ivar, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            chi2_of_zero_model = float(np.einsum("ij,ij->", data * weight, data))
+        if not math.isfinite(chi2_of_zero_model):
+            raise PhoDataError(
+                f"{label}: the pixel values are so large (max |pixel| {float(np.max(np.abs(data))):.3g} counts, ivar up "
+                f"to {float(np.max(weight)):.3g}) that the likelihood overflows double precision (sum of "
+                "pixel^2 * ivar is infinite); rescale the pixels and the noise (e.g. to counts per second) or check "
+                "their units"
+            )
         for arr in (pixels, ivar, mask, counted, data, weight):
             arr.flags.writeable = False
         self.pixels, self.ivar, self.mask, self.counted = pixels, ivar, mask, counted
@@ -377,6 +502,12 @@ class Exposure:
 
     def __repr__(self) -> str:
         return f"Exposure({self.name}, band={self.band!r}, shape={self.shape}, counts_per_flux={self.counts_per_flux:g})"
+
+    def with_background(self, background) -> "Exposure":
+        """This exposure with another known background (counts: a scalar or an (ny, nx) array),
+        e.g. the light of sources held fixed; pixels, noise, mask, WCS and PSF are shared."""
+        return Exposure(self.pixels, self.ivar, self.wcs, self.psf, self.band, mask=self.mask,
+                        counts_per_flux=self.counts_per_flux, background=background, name=self.name)
 
     @property
     def D(self) -> np.ndarray:
@@ -473,45 +604,57 @@ class Exposure:
         PhoValueError
             Neither or both of ``ivar_path`` and ``err_path``; a cutout outside the image.
         PhoDataError
-            Negative error or inverse variance, as for :class:`Exposure`.
+            Negative error or inverse variance, as for :class:`Exposure`; an empty image; a
+            header WCS that wcslib refuses (singular, e.g. CDELT = 0), naming the file.
+        PhoValueError
+            Complex pixel values.
         OSError
             Unreadable files.
         """
         from astropy.io import fits
-        from astropy.wcs import WCS, FITSFixedWarning
+        from astropy.wcs import WCS, FITSFixedWarning, WcsError
         import warnings
 
         if (ivar_path is None) == (err_path is None):
             raise PhoValueError("give exactly one of ivar_path (inverse variance) and err_path (sigma) for the noise")
 
-        def read(path, which):
-            with fits.open(path, memmap=False) as hdul:
-                if which is None:
-                    for h in hdul:
-                        if h.data is not None and getattr(h.data, "ndim", 0) == 2:
-                            return np.array(h.data, dtype=np.float64), h.header
-                    raise PhoValueError(f"{path} has no HDU with 2-d image data")
-                h = hdul[which]
-                if h.data is None or h.data.ndim != 2:
-                    raise PhoValueError(f"{path}[{which}] has no 2-d image data")
-                return np.array(h.data, dtype=np.float64), h.header
+        def read(path, which, box):
+            # memory-mapped, and only the cutout's rows and columns are read (hdu.section)
+            with fits.open(path, memmap=True) as hdul:
+                h = image_hdu(hdul, path, which)
+                ny, nx = h.shape
+                if np.iscomplexobj(h.data):  # a memory map: nothing is read here
+                    raise PhoValueError(f"{path}: the image holds complex values (dtype {h.data.dtype}); pho needs real "
+                                        "counts: write the real part (or the modulus) as the image")
+                if box is None:
+                    return np.array(h.section[:, :], dtype=np.float64), h.header, (ny, nx)
+                x0, y0, x1, y1 = box
+                if not (0 <= x0 < x1 <= nx and 0 <= y0 < y1 <= ny):
+                    raise PhoValueError(
+                        f"cutout {tuple(box)} is not inside the image (0, 0, {nx}, {ny}); need 0 <= x0 < x1 <= nx, "
+                        "0 <= y0 < y1 <= ny"
+                    )
+                return np.array(h.section[y0:y1, x0:x1], dtype=np.float64), h.header, (ny, nx)
 
-        sci, header = read(sci_path, hdu)
+        box = None if cutout is None else tuple(int(v) for v in cutout)
+        sci, header, full_shape = read(sci_path, hdu, box)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header, naxis=2)
+            try:
+                wcs = WCS(header, naxis=2)
+            except WcsError as exc:  # wcslib's SingularMatrixError and friends
+                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                raise PhoDataError(
+                    f"{sci_path}: the WCS in its header is unusable ({type(exc).__name__}: {reason}); a singular WCS "
+                    "(CDELT = 0, a CD matrix of zeros) gives pixels no size on the sky: fix the CD/PC/CDELT keywords"
+                ) from None
         noise_path = ivar_path if ivar_path is not None else err_path
-        noise, _ = read(noise_path, noise_hdu)
-        if noise.shape != sci.shape:
-            raise PhoValueError(f"{noise_path} has shape {noise.shape} but {sci_path} has {sci.shape}")
+        noise, _, noise_shape = read(noise_path, noise_hdu, box)
+        if noise_shape != full_shape:
+            raise PhoValueError(f"{noise_path} has shape {noise_shape} but {sci_path} has {full_shape}")
         name = Path(sci_path).name
-        if cutout is not None:
-            x0, y0, x1, y1 = (int(v) for v in cutout)
-            ny, nx = sci.shape
-            if not (0 <= x0 < x1 <= nx and 0 <= y0 < y1 <= ny):
-                raise PhoValueError(f"cutout {tuple(cutout)} is not inside the image (0, 0, {nx}, {ny}); need 0 <= x0 < x1 <= nx, 0 <= y0 < y1 <= ny")
-            sci = sci[y0:y1, x0:x1]
-            noise = noise[y0:y1, x0:x1]
+        if box is not None:
+            x0, y0, x1, y1 = box
             wcs = wcs.slice((slice(y0, y1), slice(x0, x1)))
             name = f"{name}[{y0}:{y1}, {x0}:{x1}]"
         if err_path is not None:

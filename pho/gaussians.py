@@ -170,6 +170,8 @@ class SceneModel:
             else:
                 point_rows.append(i)
                 point_idx.append(idx)
+        #: labels of the sources in messages, scene order
+        self.source_labels = [f"source s{i} ({s.kind})" for i, s in enumerate(scene.sources)]
         self.ra_idx = np.array(ra_idx, dtype=np.intp)
         self.dec_idx = np.array(dec_idx, dtype=np.intp)
         self.groups = []
@@ -321,7 +323,7 @@ class ExposureModel:
 
     def compute(self, state: SceneState, jacobian: bool = True):
         """Image Gaussians (G, 6) and, if asked, their Jacobian (G, 6, 7) for a prepared state."""
-        x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units)
+        x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units, names=self.scene_model.source_labels)
         outs, jacs = [], []
         for g, st in zip(self.scene_model.groups, state.groups):
             rows = g.rows
@@ -350,7 +352,7 @@ class ExposureModel:
         ``self.compiled`` set, the galaxies' Gaussians come from the compiled loop (equal to the
         NumPy expressions to rounding).
         """
-        x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units)
+        x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units, names=self.scene_model.source_labels)
         outs, caches = [], []
         for g, st, flat in zip(self.scene_model.groups, state.groups, self._flat):
             rows = g.rows

@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import NOT_OVERWRITING_MSG, PhoValueError
 
-__all__ = ["read_source_list", "write_catalog", "read_catalog", "UNITS"]
+__all__ = ["read_source_list", "read_id_column", "write_catalog", "read_catalog", "write_hdus_atomic", "UNITS"]
 
 #: Unit of each parameter kind in the catalog.
 UNITS = {"flux": "", "ra": "deg", "dec": "deg", "q": "", "pa": "rad", "n": "", "rh": "arcsec", "g1": "", "g2": ""}
@@ -122,6 +122,29 @@ def read_source_list(
                 f"source list {path}, row {i}: type {row['type']!r} is not known; use 'sersic' or 'point' (or 'star')"
             )
     return sources
+
+
+def read_id_column(path: Path, n_rows: int) -> np.ndarray:
+    """The source list's ``id`` column as int64, or the row numbers if it has none.
+
+    Raises
+    ------
+    PhoValueError
+        An ``id`` value that is not an integer.
+    """
+    rows = _rows_from_file(Path(path))
+    if not rows or "id" not in rows[0]:
+        return np.arange(n_rows, dtype=np.int64)
+    out = np.empty(len(rows), dtype=np.int64)
+    for i, row in enumerate(rows):
+        try:
+            value = float(row["id"])
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not (np.isfinite(value) and value == int(value)):
+            raise PhoValueError(f"source list {path}, row {i}: id {row['id']!r} is not an integer")
+        out[i] = int(value)
+    return out
 
 
 def _original_names(path: Path) -> dict:
@@ -260,9 +283,18 @@ def write_catalog(
         for key, value in cards:
             if key in ("PHOVER", "CMDLINE"):
                 hdus[0].header[key] = value
+    return write_hdus_atomic(path, hdus)
+
+
+def write_hdus_atomic(path: str | os.PathLike, hdus) -> Path:
+    """Write a list of FITS HDUs to ``path`` atomically: a hidden temporary file beside it, then
+    ``os.replace`` (readers see the old file or the new one, never half of one)."""
+    from astropy.io import fits
+
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+        fits.HDUList(list(hdus)).writeto(tmp, overwrite=True)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -15,6 +15,7 @@ scene vector. See docs/model.md.
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 
@@ -28,6 +29,9 @@ __all__ = ["Likelihood", "render", "OVERLAP_NSIGMA"]
 #: A source overlaps an exposure when one of its image Gaussians, extended by this many sigma
 #: (marginal, along x and y), reaches the stamp.
 OVERLAP_NSIGMA = 5.0
+
+#: Memory of the per-Gaussian derivative images that ``Likelihood.gradient_images`` holds at once.
+GRADIENT_IMAGES_CHUNK_BYTES = 64 * 2**20
 
 
 def _resolve_backend(backend, workers):
@@ -78,6 +82,17 @@ def render(scene, exposure: Exposure, backend="reference", workers: int | None =
     return be.render(_kept(g, em.significant(g)), exposure.shape) + exposure.background
 
 
+def _overflow_message(exposure, model) -> str:
+    """The message of an ln L that is not finite: model or data beyond double precision."""
+    with np.errstate(invalid="ignore"):
+        peak = float(np.nanmax(np.abs(model))) if np.any(~np.isnan(model)) else float("nan")
+    return (
+        f"{exposure.name}: ln L overflows double precision (model peak {peak:.3g} counts against data up to "
+        f"{float(np.max(np.abs(exposure._data))):.3g} counts): the source fluxes are absurdly large for these data; "
+        "bound the fluxes (priors, or a smaller starting flux) or check the flux units (counts_per_flux)"
+    )
+
+
 def _kept(gaussians, keep):
     """The Gaussians a backend renders: all, or those ``keep`` selects (C-contiguous)."""
     return np.ascontiguousarray(gaussians if keep is None else gaussians[keep])
@@ -110,7 +125,7 @@ class Likelihood:
         Unknown ``kind``; an exposure band not in the scene, or a scene band without exposure.
     PhoDataError
         An exposure that no source overlaps, or a source that overlaps no exposure (each
-        named); for ``kind="poisson"``, negative data on counted pixels.
+        named); a source on the far side of the sky from an exposure (more than 90 deg away); for ``kind="poisson"``, negative data on counted pixels.
 
     Notes
     -----
@@ -184,6 +199,7 @@ class Likelihood:
         n_src = len(self.scene.sources)
         seen_by = np.zeros(n_src, dtype=bool)
         for em, e in zip(self._models, self.exposures):
+            e._astrometry.check_near_side(state.units, self._scene_model.source_labels, PhoDataError)
             g, _ = em.compute(state, jacobian=False)
             det = g[:, 3] * g[:, 5] - g[:, 4] ** 2
             rx = OVERLAP_NSIGMA * np.sqrt(g[:, 5] / det)
@@ -216,7 +232,10 @@ class Likelihood:
             wr = e._weight * r
             # einsum, not vdot: a BLAS dot this long wakes OpenBLAS threads, whose spinning then
             # takes the cores the OpenMP pixel kernels need (measured: no 2-thread speed-up)
-            return -0.5 * float(np.einsum("ij,ij->", r, wr)), wr
+            value = -0.5 * float(np.einsum("ij,ij->", r, wr))
+            if not math.isfinite(value):
+                raise PhoValueError(_overflow_message(e, m))
+            return value, wr
         counted = e.counted
         mc = np.where(counted, m, 1.0)
         if not np.all(mc > 0):
@@ -228,6 +247,8 @@ class Likelihood:
             )
         d = e._data
         value = float(np.sum(d * np.log(mc)) - np.sum(m[counted])) - self._lgamma[i]
+        if not math.isfinite(value):
+            raise PhoValueError(_overflow_message(e, m))
         return value, np.where(counted, d / mc - 1.0, 0.0)
 
     def lnlike(self, theta) -> float:
@@ -273,6 +294,12 @@ class Likelihood:
                 gg = gg_all
             local = em.vjp(state, cache, gg)  # (S, 7): chained through the model's Jacobian
             acc += np.bincount(em.vjp_index, weights=local.ravel(), minlength=P + 1)
+        if not np.all(np.isfinite(acc[:P])):
+            bad = [self.parameter_names[k] for k in np.flatnonzero(~np.isfinite(acc[:P]))]
+            raise PhoValueError(
+                f"the gradient of ln L overflows double precision in {', '.join(bad)} at theta = {theta.tolist()} "
+                "(ln L itself is finite); the fluxes are far beyond the data: bound them (priors) or rescale the data"
+            )
         return total, acc[:P]
 
     def model_images(self, theta) -> list[np.ndarray]:
@@ -296,8 +323,8 @@ class Likelihood:
         Returns
         -------
         ndarray of shape (P, ny, nx)
-            Counts per unit of each parameter. Memory ``8 * 6 * G * ny * nx`` bytes on the way:
-            use on stamps, not whole mosaics.
+            Counts per unit of each parameter. Memory ``8 * P * ny * nx`` bytes plus
+            ``GRADIENT_IMAGES_CHUNK_BYTES`` on the way: use on stamps, not whole mosaics.
         """
         from ._reference import render_derivatives
 
@@ -305,11 +332,15 @@ class Likelihood:
         em = self._models[exposure_index]
         e = self.exposures[exposure_index]
         g, jac = em.compute(self._scene_model.prepare(theta))
-        d = render_derivatives(g, e.shape)  # (G, 6, ny, nx)
-        per_local = np.einsum("gcij,gck->gkij", d, jac)  # (G, 7, ny, nx)
         out = np.zeros((self.n_params + 1,) + e.shape)
-        for k in range(N_LOCAL):
-            np.add.at(out, em.param_index[:, k], per_local[:, k])
+        # Gaussians in chunks, so the (chunk, 6, ny, nx) derivative images stay under ~64 MB
+        chunk = max(1, int(GRADIENT_IMAGES_CHUNK_BYTES // (48 * e.shape[0] * e.shape[1])))
+        for start in range(0, len(g), chunk):
+            part = slice(start, start + chunk)
+            d = render_derivatives(g[part], e.shape)  # (chunk, 6, ny, nx)
+            per_local = np.einsum("gcij,gck->gkij", d, jac[part])  # (chunk, 7, ny, nx)
+            for k in range(N_LOCAL):
+                np.add.at(out, em.param_index[part, k], per_local[:, k])
         return out[: self.n_params]
 
     def with_workers(self, workers: int | None) -> "Likelihood":

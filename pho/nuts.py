@@ -430,6 +430,13 @@ def sample_nuts(
                 save()
                 last_save = time.perf_counter()
         save()
+    except KeyboardInterrupt as exc:
+        # Ctrl-C: keep every finished slice (the one in flight is lost) and say where it is, as pho.sample does.
+        exc.pho_checkpoint = None
+        if checkpoint_path is not None and states is not None:
+            save()
+            exc.pho_checkpoint = checkpoint_path
+        raise
     finally:
         if pool is not None:
             pool.terminate()

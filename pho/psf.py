@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._reference import FWHM_PER_SIGMA, MIN_FWHM_PIX
 from .errors import NOT_OVERWRITING_MSG, PhoDataError, PhoDataWarning, PhoValueError, warn
 
 __all__ = ["PSFMixture"]
@@ -18,6 +19,24 @@ PSF_SUM_WARN_TOLERANCE = 0.01
 PSF_SUM_ERROR_TOLERANCE = 0.2
 
 _COLUMNS = ("amp", "x", "y", "cxx", "cxy", "cyy")
+
+
+def narrowest_fwhm_pix(cxx, cxy, cyy) -> np.ndarray:
+    """FWHM along the narrowest principal axis of Gaussians of covariance ``[[cxx, cxy], [cxy, cyy]]``.
+
+    Parameters
+    ----------
+    cxx, cxy, cyy : array_like of shape (L,)
+        Covariances, pixels squared.
+
+    Returns
+    -------
+    ndarray of shape (L,)
+        ``2 sqrt(2 ln 2) sqrt(lambda_min)``, pixels.
+    """
+    cxx, cxy, cyy = (np.asarray(c, dtype=np.float64) for c in (cxx, cxy, cyy))
+    lam_min = 0.5 * (cxx + cyy) - np.hypot(0.5 * (cxx - cyy), cxy)
+    return FWHM_PER_SIGMA * np.sqrt(np.maximum(lam_min, 0.0))
 
 
 @dataclass(frozen=True)
@@ -42,8 +61,9 @@ class PSFMixture:
     Raises
     ------
     PhoValueError
-        Arrays of different lengths, non-finite values, or a covariance that is not
-        positive definite.
+        Arrays of different lengths, non-finite values, a covariance that is not positive
+        definite, or a component narrower than ``pho._reference.MIN_FWHM_PIX`` (0.35 pixel FWHM
+        along its narrowest axis), which pho's pixel integration cannot draw accurately.
     PhoDataError
         Amplitudes summing to less than 0.8 or more than 1.2: normalize them (``normalized()``)
         or refit the PSF.
@@ -88,6 +108,16 @@ class PSFMixture:
             raise PhoValueError(
                 f"PSFMixture components {bad.tolist()} have covariances that are not positive definite "
                 "(need cxx > 0 and cxx*cyy - cxy**2 > 0); a PSF Gaussian must have a non-zero width"
+            )
+        fwhm = narrowest_fwhm_pix(arrays["cxx"], arrays["cxy"], arrays["cyy"])
+        if np.any(fwhm < MIN_FWHM_PIX):
+            bad = np.flatnonzero(fwhm < MIN_FWHM_PIX)
+            raise PhoValueError(
+                f"PSFMixture components {bad.tolist()} have FWHM {', '.join(f'{f:.3g}' for f in fwhm[bad])} pixel along "
+                f"their narrowest axis, below the {MIN_FWHM_PIX} pixel that pho's pixel integration draws to 1e-3 "
+                "(a Gaussian much narrower than a pixel would get the wrong flux). Such a PSF is undersampled: fit "
+                "the mixture to an oversampled PSF image (python -m pho.tools.fitpsf --oversample N), or widen "
+                f"those components to FWHM >= {MIN_FWHM_PIX} pixel"
             )
         total = float(arrays["amp"].sum())
         if abs(total - 1.0) > PSF_SUM_ERROR_TOLERANCE:

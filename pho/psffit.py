@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PhoDataError, PhoDataWarning, PhoRangeError, PhoValueError, warn
-from .psf import PSFMixture
+from ._reference import MIN_FWHM_PIX
+from .psf import PSFMixture, narrowest_fwhm_pix
 
 __all__ = [
     "PSFFitResult",
@@ -194,6 +195,10 @@ def _check_oversample(oversample: float) -> None:
         )
 
 
+#: A PSF image whose median pixel is above ``1 - FLAT_CONTRAST`` of its peak holds no PSF (flat).
+FLAT_CONTRAST = 0.5
+
+
 def _check_image(image) -> tuple[np.ndarray, np.ndarray, dict]:
     """Validate a PSF image; return (normalized image with NaN kept, finite mask, notes)."""
     image = np.array(image, dtype=np.float64)
@@ -225,6 +230,13 @@ def _check_image(image) -> tuple[np.ndarray, np.ndarray, dict]:
         raise PhoDataError(
             f"PSF image sums to {total:.4g} with maximum {peak:.4g}; a PSF must have positive flux. "
             "Is this the right HDU, or is the image background-subtracted to zero?"
+        )
+    median = float(np.median(vals))
+    if peak - median <= FLAT_CONTRAST * peak:
+        raise PhoDataError(
+            f"the PSF image is flat: its median pixel is {median / peak:.3g} of its peak (a PSF stands out: the median "
+            f"of a PSF image is below {1 - FLAT_CONTRAST:g} of the peak), so no PSF is present to fit. Is this the right "
+            "file and HDU (--hdu), or a cutout smaller than the PSF's core?"
         )
     neg = vals < 0
     notes["n_negative"] = int(neg.sum())
@@ -739,7 +751,9 @@ def fit_psf_mixture(
     PhoRangeError
         Oversampling factor outside [0.5, 50].
     PhoDataError
-        No finite pixels, more than half non-finite, non-positive total flux.
+        No finite pixels, more than half non-finite, non-positive total flux; a flat image (median
+        above half the peak: no PSF present); a fitted component narrower than
+        ``pho._reference.MIN_FWHM_PIX`` (0.35 detector pixel FWHM: the image is too undersampled).
 
     Examples
     --------
@@ -875,6 +889,16 @@ def fit_psf_mixture(
         header[f"EEDAT{r:g}"] = float(d)
         header[f"EEMOD{r:g}"] = float(m)
     header.update(meta or {})
+    fwhm = narrowest_fwhm_pix(cuu, cuv, cvv)
+    if np.any(fwhm < MIN_FWHM_PIX):
+        bad = np.flatnonzero(fwhm < MIN_FWHM_PIX)
+        raise PhoDataError(
+            f"the fitted mixture's components {bad.tolist()} have FWHM {', '.join(f'{f:.3g}' for f in fwhm[bad])} "
+            f"detector pixel along their narrowest axis, below the {MIN_FWHM_PIX} pixel that pho can draw accurately "
+            f"(pho._reference.MIN_FWHM_PIX): the PSF image (oversample {S:g}) is too undersampled to describe the "
+            "PSF's core. Fit an image oversampled by 2 or more (--oversample, or the header's oversampling key), or "
+            "fewer Gaussians (--ngauss); nothing was written"
+        )
     mixture = PSFMixture(a, m1, m2, cuu, cuv, cvv, meta=header)
     return PSFFitResult(
         mixture=mixture,

@@ -8,7 +8,11 @@ gradient (with respect to the unit cube, through the prior transform's diagonal 
 
 Checkpoints: with ``checkpoint_file`` the sampler's state is pickled there every
 ``checkpoint_every_s`` seconds and at the end (dynesty writes a temporary file and renames it);
-``resume=True`` restores it and carries on.
+``resume=True`` restores it and carries on. The checkpoint also holds a fingerprint of the problem
+(data, noise, PSF, astrometry, sources, priors, sampler settings; :mod:`pho.checkpoint`): a resume
+of another problem is refused with a message naming what differs. Ctrl-C during a static run
+saves a last checkpoint before the KeyboardInterrupt propagates (its ``pho_checkpoint`` attribute
+names the file).
 
 Processes: ``processes=N > 1`` evaluates the likelihood in N worker processes (started with
 ``spawn``, never ``fork``: a forked child of a process whose OpenMP threads have started can hang),
@@ -160,7 +164,11 @@ class _UnitCubeGradient:
 _CACHE: dict = {}
 
 
-def _install(loglike, prior_transform) -> None:
+def _install(loglike, prior_transform, worker: bool = False) -> None:
+    if worker:  # Ctrl-C is the main process's to handle (it stops the run and saves a checkpoint)
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _CACHE["loglike"] = loglike
     _CACHE["prior_transform"] = prior_transform
 
@@ -201,7 +209,7 @@ class _SpawnPool:
 
         self.size = int(processes)
         ctx = multiprocessing.get_context("spawn")
-        self._pool = ctx.Pool(self.size, initializer=_install, initargs=(loglike, prior_transform))
+        self._pool = ctx.Pool(self.size, initializer=_install, initargs=(loglike, prior_transform, True))
 
     def map(self, function, items):
         return self._pool.map(function, items, chunksize=1)
@@ -326,7 +334,10 @@ def sample(
     Raises
     ------
     PhoValueError
-        Bad settings (``resume`` without an existing checkpoint, nlive too small, unknown sampler).
+        Bad settings (``resume`` without an existing checkpoint, nlive too small, unknown sampler);
+        ``resume`` of a checkpoint written for another problem (the message names what differs).
+    KeyboardInterrupt
+        Ctrl-C; a static run first saves a checkpoint (named by the exception's ``pho_checkpoint``).
 
     Examples
     --------
@@ -364,8 +375,12 @@ def sample(
         "processes": processes,
     }
     from ._progress import Progress
+    from .checkpoint import fingerprint_differences, problem_fingerprint, run_saving_on_interrupt
 
     display = Progress("dynesty", enabled=progress)
+    fingerprint = problem_fingerprint(likelihood, priors, {
+        "sampler": settings["sampler"], "nlive": settings["nlive"], "sample": sample, "bound": bound,
+        "walks": walks, "ndim": ndim, "periodic": list(priors.periodic)})
     run_kwargs = dict(print_progress=progress, checkpoint_every=checkpoint_every_s)
     if progress:
         run_kwargs["print_func"] = _DynestyProgress(display)
@@ -389,8 +404,15 @@ def sample(
         cls = dynesty.DynamicNestedSampler if dynamic else dynesty.NestedSampler
         if resume:
             sampler = cls.restore(checkpoint_file, pool=pool)
+            differences = fingerprint_differences(getattr(sampler, "pho_fingerprint", None), fingerprint)
+            if differences:
+                raise PhoValueError(
+                    f"the checkpoint {checkpoint_file} belongs to another problem: {'; '.join(differences)}. Resuming "
+                    "it would continue the old run with the new likelihood; start afresh without resume (delete the "
+                    "checkpoint, or choose another checkpoint file / --outdir)"
+                )
             log.info("resumed sampler from %s at iteration %d", checkpoint_file, getattr(sampler, "it", -1))
-            sampler.run_nested(resume=True, **run_kwargs)
+            run_saving_on_interrupt(sampler, checkpoint_file, not dynamic, resume=True, **run_kwargs)
         else:
             kwargs = dict(
                 nlive=nlive,
@@ -410,7 +432,8 @@ def sample(
                     )
                 kwargs.update(gradient=_UnitCubeGradient(likelihood, priors), compute_jac=False)
             sampler = cls(_cached_loglike, _cached_prior_transform, ndim, **kwargs)
-            sampler.run_nested(**run_kwargs)
+            sampler.pho_fingerprint = fingerprint  # pickled with the sampler into every checkpoint
+            run_saving_on_interrupt(sampler, checkpoint_file, not dynamic, **run_kwargs)
     finally:
         display.close()
         if pool is not None:

@@ -188,3 +188,62 @@ def test_from_fits_reads_the_real_cosmos_image(cosmos_image_path, tmp_path):
     x, y = exp.sky_to_pixel(150.416558, 1.998697)
     assert (x, y) == pytest.approx((271.1 - 240, 271.0 - 240), abs=0.1)
     assert exp.pixel_scale_arcsec == pytest.approx(0.03, rel=1e-3)
+
+
+@pytest.mark.parametrize("how", ["cd zeros", "cdelt zero", "one cdelt zero"])
+def test_singular_wcs_names_the_exposure_not_wcslib(how):
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [20.5, 16.5]
+    if how == "cd zeros":
+        w.wcs.cd = [[0.0, 0.0], [0.0, 0.0]]
+    else:
+        w.wcs.cdelt = [0.0, 0.0] if how == "cdelt zero" else [-1e-5, 0.0]
+    with pytest.raises(PhoDataError, match=r"exposure\(band='F814W'.*the WCS is singular .*determinant 0.*fix the"):
+        _make(wcs=w)
+
+
+def test_nan_in_cd_is_reported_as_non_finite_not_distorted():
+    wcs = _wcs()
+    cd = np.array(wcs.wcs.cd)
+    cd[0, 1] = np.nan
+    wcs.wcs.cd = cd
+    with pytest.raises(PhoDataError, match=r"non-finite WCS: CD = .*nan.*fix the CD keywords") as e:
+        _make(wcs=wcs)
+    assert "distorted" not in str(e.value)
+
+
+def test_singular_wcs_in_a_fits_header_names_the_file(tmp_path):
+    header = _wcs().to_header()
+    header["PC1_1"], header["PC1_2"], header["PC2_1"], header["PC2_2"] = 1.0, 0.0, 0.0, 1.0
+    header["CDELT1"] = 0.0
+    fits.writeto(tmp_path / "sci.fits", np.zeros(SHAPE), header)
+    fits.writeto(tmp_path / "err.fits", np.ones(SHAPE))
+    with pytest.raises(PhoDataError, match=r"sci\.fits: the WCS .*(singular|unusable)"):
+        pho.Exposure.from_fits(tmp_path / "sci.fits", err_path=tmp_path / "err.fits", psf=two_component_psf(), band="F")
+
+
+def test_complex_pixels_are_refused(tmp_path):
+    with pytest.raises(PhoValueError, match=r"pixels are complex \(dtype complex128\).*np.real"):
+        _make(pixels=np.zeros(SHAPE) + 1j)
+    with pytest.raises(PhoValueError, match=r"ivar are complex"):
+        _make(ivar=np.ones(SHAPE, dtype=np.complex64))
+
+
+def test_empty_fits_image_is_reported_as_empty(tmp_path):
+    fits.writeto(tmp_path / "empty.fits", np.zeros((0, 0)), _wcs().to_header())
+    fits.writeto(tmp_path / "err.fits", np.ones(SHAPE))
+    with pytest.raises(PhoDataError, match=r"empty\.fits: the image is empty \(shape \(0, 0\)\)"):
+        pho.Exposure.from_fits(tmp_path / "empty.fits", err_path=tmp_path / "err.fits", psf=two_component_psf(), band="F")
+
+
+def test_sky_to_pixel_refuses_the_far_hemisphere():
+    exp = _make()
+    assert np.isfinite(exp.sky_to_pixel(150.0, 2.0)[0])
+    with pytest.raises(PhoValueError, match=r"point 0 at \(ra, dec\) = \(330\.000000, -2\.000000\) deg is 180\.0 deg .*far side"):
+        exp.sky_to_pixel(330.0, -2.0)
+    with pytest.raises(PhoValueError, match="far side"):  # 95 deg away: t . p < 0
+        exp.sky_to_pixel([150.0, 55.0], [2.0, 0.0])

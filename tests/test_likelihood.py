@@ -158,6 +158,34 @@ def test_source_on_no_exposure_is_refused():
         pho.Likelihood(scene, [exp])
 
 
+def test_source_at_the_antipode_is_refused_not_drawn_at_the_centre():
+    exp = _blank(tan_wcs(150.0, 2.0, (20.5, 20.5)), shape=(41, 41))
+    exp = pho.Exposure(exp.pixels, exp.ivar, exp.wcs, exp.psf, "F814W", name="centre_field")
+    star = pho.PointSource(150.0, 2.0, {"F814W": 1.0})
+    # before the fix: accepted, and the antipodal star was drawn at the stamp centre
+    with pytest.raises(PhoDataError, match=r"source s1 \(point\) at \(ra, dec\) = \(330\.000000, -2\.000000\) deg is "
+                       r"180\.0 deg from .* of exposure centre_field: on the far side"):
+        pho.Likelihood(pho.Scene([star, pho.PointSource(330.0, -2.0, {"F814W": 100.0})]), [exp])
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_parameter_vector_moving_a_source_to_the_far_side_is_refused(backend):
+    if backend not in pho._backends.available_backends():
+        pytest.skip(f"backend {backend} not built")
+    exp = _blank(tan_wcs(150.0, 2.0, (20.5, 20.5)))
+    prof = AnalyticStandInProfile()
+    scene = pho.Scene([pho.PointSource(150.0, 2.0, {"F814W": 1.0}),
+                       pho.Sersic(150.0, 2.0001, {"F814W": 1.0}, 0.5, 0.1, 2.0, 0.1, profile=prof)])
+    like = pho.Likelihood(scene, [exp], backend=backend)
+    for i, (ra, dec) in enumerate([(330.0, -2.0), (250.0, 10.0)]):  # the antipode; 99 deg away
+        theta = scene.get_vector()
+        theta[scene.parameter_names.index(f"s{i}.ra")] = ra
+        theta[scene.parameter_names.index(f"s{i}.dec")] = dec
+        for call in (like.lnlike, like.lnlike_and_grad, like.model_images):
+            with pytest.raises(PhoValueError, match=rf"source s{i} \({scene.sources[i].kind}\) .*far side"):
+                call(theta)
+
+
 def test_band_coverage_is_checked():
     exp = _blank(tan_wcs(150.0, 2.0, (20.5, 20.5)))
     with pytest.raises(PhoValueError, match="band 'F814W' is not one of the scene's bands"):
@@ -309,3 +337,31 @@ def test_negligible_gaussians_are_left_out_within_their_bound(monkeypatch):
     assert 0 < np.abs(full - culled).sum() <= bound
     np.testing.assert_allclose(grad_culled, grad_full, rtol=1e-5, atol=1e-6 * np.abs(grad_full).max())
     assert lnl_culled != lnl_full
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_overflowing_lnl_is_a_clear_error_not_inf_and_nan(backend):
+    import warnings
+
+    if backend not in pho._backends.available_backends():
+        pytest.skip(f"backend {backend} not built")
+    exp = _blank(tan_wcs(150.0, 2.0, (20.5, 20.5)), background=1.0)
+    scene = pho.Scene([pho.PointSource(150.0, 2.0, {"F814W": 1.0})])
+    like = pho.Likelihood(scene, [exp], backend=backend)
+    theta = scene.get_vector()
+    assert np.isfinite(like.lnlike(theta))
+    for flux in (1e155, 1e200, 1e306):
+        theta[0] = flux
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # before the fix: -inf, NaN gradients and RuntimeWarnings
+            for call in (like.lnlike, like.lnlike_and_grad):
+                with pytest.raises(PhoValueError, match=r"ln L overflows double precision .*bound the fluxes"):
+                    call(theta)
+
+
+def test_pixels_so_large_that_chi2_overflows_are_refused():
+    with pytest.raises(PhoDataError, match=r"pixel values are so large .* overflows double precision.*rescale"):
+        pho.Exposure(np.full((40, 40), 1e160), np.ones((40, 40)), tan_wcs(150.0, 2.0, (20.5, 20.5)),
+                     two_component_psf(), "F814W")
+    # large but representable: accepted
+    pho.Exposure(np.full((40, 40), 1e140), np.ones((40, 40)), tan_wcs(150.0, 2.0, (20.5, 20.5)), two_component_psf(), "F814W")

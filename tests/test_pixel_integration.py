@@ -164,3 +164,20 @@ def test_bad_gaussians_raise():
         ref.render(np.array([[np.nan, 0, 0, 1.0, 0.0, 1.0]]), (4, 4))
     with pytest.raises(PhoValueError, match="non-negative"):
         ref.render(np.array([[1.0, 0, 0, 1.0, 0.0, 1.0]]), (-1, 4))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_gaussians_narrower_than_the_rule_are_refused_by_every_backend(backend):
+    from pho import _backends
+
+    if backend not in _backends.available_backends():
+        pytest.skip(f"backend {backend} is not built")
+    be = _backends.get_backend(backend)
+    ok = ref.packed_gaussian(100.0, 8.0, 8.0, ref.MIN_FWHM_PIX * 1.001, 1.0, 0.0)[None, :]
+    assert be.render(ok, (17, 17)).sum() == pytest.approx(100.0, rel=1e-3)  # the rule's bound at the limit
+    for fwhm, q, theta in [(0.3, 1.0, 0.0), (0.074, 1.0, 0.0), (2.4e-6, 1.0, 0.0), (0.2, 0.1, 0.7)]:
+        g = np.vstack([ok, ref.packed_gaussian(100.0, 8.25, 8.0, fwhm, q, theta)])
+        with pytest.raises(PhoValueError, match=r"image Gaussian 1 is too narrow .* < 0\.35 pixel"):
+            be.render(g, (17, 17))
+        with pytest.raises(PhoValueError, match="too narrow"):
+            be.gradient(g, np.ones((17, 17)))

@@ -44,3 +44,20 @@ def test_fits_round_trip_and_no_overwrite(tmp_path):
     assert back.meta["SOURCE"] == "test"
     with pytest.raises(FileExistsError, match="not overwriting"):
         psf.write(path)
+
+
+@pytest.mark.parametrize("cov", [(1e-3, 0.0, 1e-3), (1e-12, 0.0, 1e-12), (0.0025, 0.0, 0.0025), (4.0, 0.0, 0.02),
+                                 (1.0, 0.995, 1.0)])
+def test_component_narrower_than_the_rule_is_refused(cov):
+    # before the fix: variance 1e-3 rendered 113, 333 or 0.47 counts of a flux of 100, 1e-12 rendered 0
+    cxx, cxy, cyy = cov
+    with pytest.raises(PhoValueError, match=r"components \[1\] have FWHM .* below the 0\.35 pixel .* undersampled"):
+        PSFMixture([0.5, 0.5], [0, 0], [0, 0], [1.0, cxx], [0.0, cxy], [1.0, cyy])
+
+
+def test_component_at_the_limit_is_accepted():
+    from pho._reference import FWHM_PER_SIGMA, MIN_FWHM_PIX
+
+    var = (MIN_FWHM_PIX / FWHM_PER_SIGMA) ** 2 * (1 + 1e-9)
+    psf = PSFMixture([1.0], [0.0], [0.0], [var], [0.0], [4 * var])
+    assert psf.n_gauss == 1

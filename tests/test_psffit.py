@@ -183,6 +183,11 @@ def test_radius_limits_the_fitted_pixels():
     assert fit.mixture.meta["RADIUS"] == 3.0
 
 
+_YY, _XX = np.mgrid[0:20, 0:20]
+#: A PSF-like image (a Gaussian of sigma 2 pixels), for checks that need an image with a PSF in it.
+_PEAKED = np.exp(-0.5 * ((_XX - 9.6) ** 2 + (_YY - 9.3) ** 2) / 4.0)
+
+
 @pytest.mark.parametrize(
     "image, kwargs, error, match",
     [
@@ -193,15 +198,29 @@ def test_radius_limits_the_fitted_pixels():
         (np.ones((20, 20)), {"ngauss": 0}, PhoValueError, "from 1 to 20"),
         (np.ones((20, 20)), {"n_starts": 5}, PhoValueError, "must be 1, 2 or 3"),
         (np.ones((20, 20)), {"oversample": 0.0}, PhoRangeError, r"outside \[0.5, 50\]"),
-        (np.ones((20, 20)), {"radius_det_pix": 0.1}, PhoValueError, "larger --radius"),
-        (np.ones((20, 20)), {"radius_det_pix": -1.0}, PhoValueError, "positive number"),
-        (np.ones((20, 20)), {"center_pix": (30.0, 5.0)}, PhoValueError, "outside the image"),
+        (_PEAKED, {"radius_det_pix": 0.1}, PhoValueError, "larger --radius"),
+        (_PEAKED, {"radius_det_pix": -1.0}, PhoValueError, "positive number"),
+        (_PEAKED, {"center_pix": (30.0, 5.0)}, PhoValueError, "outside the image"),
     ],
 )
 def test_bad_input_is_refused_with_a_message(image, kwargs, error, match):
     args = {"ngauss": 2, "oversample": 1.0, **kwargs}
     with pytest.raises(error, match=match):
         fit_psf_mixture(image, **args)
+
+
+@pytest.mark.parametrize("image", [np.ones((20, 20)), 1.0 + 0.01 * np.random.default_rng(3).normal(size=(21, 21))])
+def test_flat_image_is_refused_as_holding_no_psf(image):
+    # before the fix: a "fit" with covariances of ~1e6 pixel^2 and exit status 0
+    with pytest.raises(PhoDataError, match=r"the PSF image is flat: its median pixel is .* no PSF is present"):
+        fit_psf_mixture(image, 2, 1.0)
+
+
+def test_one_pixel_psf_is_refused_not_written_too_narrow():
+    image = np.zeros((21, 21))
+    image[10, 10] = 1.0
+    with pytest.raises(PhoDataError, match=r"FWHM .* below the 0\.35 pixel .* too undersampled.*nothing was written"):
+        fit_psf_mixture(image, 2, 1.0)
 
 
 def test_mostly_nan_image_is_refused():

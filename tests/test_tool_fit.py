@@ -85,3 +85,50 @@ def test_demo_with_nuts_end_to_end(tmp_path, capsys):
     assert main(args + ["--resume", "--overwrite"]) == 0
     with fits.open(out / "catalog.fits") as hdul:
         assert hdul["CATALOG"].header["NS_RESUMED"] is True
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeypatch):
+    import importlib
+    import os
+    import signal
+
+    S = importlib.import_module("pho.sample")  # the module (pho.sample is also the function)
+
+    out = tmp_path / "demo"
+    real_call = S._LogLike.__call__
+    calls = {"n": 0}
+
+    def interrupting_call(self, theta):
+        calls["n"] += 1
+        if calls["n"] == 700:  # the user presses Ctrl-C while the sampler is at work
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_call(self, theta)
+
+    monkeypatch.setattr(S._LogLike, "__call__", interrupting_call)
+    argv = ["--demo", "--outdir", str(out), "--nlive", "25", "--maxcall", "1500", "--quiet", "--demo-pix", "24",
+            "--no-plots", "--processes", "1", "--checkpoint-every", "1000"]
+    rc = main(argv)
+    assert rc == 130
+    err = capsys.readouterr().err
+    assert f"saved in {out / 'sampler.pkl'}" in err and "--resume" in err and "Traceback" not in err
+    # the last checkpoint was written at the interruption (the periodic one was never due)
+    assert (out / "sampler.pkl").exists() and not (out / ".pho.lock").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(S._LogLike, "__call__", real_call)
+    assert main(argv + ["--resume"]) == 0
+    assert (out / "catalog.fits").exists()
+
+
+@pytest.mark.slow
+def test_resume_with_other_data_is_refused_naming_the_difference(tmp_path, capsys):
+    out = tmp_path / "demo"
+    common = ["--outdir", str(out), "--nlive", "25", "--quiet", "--no-plots", "--processes", "1"]
+    assert main(["--demo", "--demo-pix", "24", "--maxcall", "300"] + common) == 0
+    capsys.readouterr()
+    # before the fix: accepted, and the run sat at one iteration forever (its ln L never beat the threshold)
+    rc = main(["--demo", "--demo-pix", "28", "--maxcall", "600", "--resume", "--overwrite"] + common)
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "belongs to another problem: the data differ" in err and "start afresh" in err
+    assert not (out / ".pho.lock").exists()

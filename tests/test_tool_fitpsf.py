@@ -177,3 +177,19 @@ def test_parser_help_gives_units_and_defaults():
     assert "detector pixels" in text and "(default: 0)" in text and "(default: 4)" in text
     assert parse_ngauss("2:8") == [2, 3, 4, 5, 6, 7, 8]
     assert parse_ngauss("3") == [3]
+
+
+@pytest.mark.parametrize("which", ["flat", "one pixel"])
+def test_flat_or_one_pixel_image_exits_with_an_error_and_writes_nothing(which, tmp_path, capsys):
+    from astropy.io import fits
+
+    image = np.ones((21, 21)) if which == "flat" else np.zeros((21, 21))
+    image[10, 10] = 1.0
+    fits.writeto(tmp_path / "psf.fits", image)
+    out = tmp_path / "mix.fits"
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "psf.fits"), "--oversample", "1", "--ngauss", "2", "-o", str(out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert ("no PSF is present" if which == "flat" else "too undersampled") in err
+    assert not out.exists()

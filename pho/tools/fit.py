@@ -19,7 +19,14 @@ in many dimensions, R-hat and ESS per parameter).
 Outputs in ``--outdir``: ``catalog.fits`` (pho.io.write_catalog), ``exposures.png`` (data,
 model, residual, chi), ``corner_s<i>.png`` per source, ``trace.png`` (nested sampling) or
 ``chains.png`` (NUTS: traces and rank plots), ``gradients_s0.png``, and the sampler checkpoint
-``sampler.pkl`` (``--resume`` continues from it).
+``sampler.pkl`` (``--resume`` continues from it; a dynesty checkpoint of another problem is
+refused, naming what differs).
+
+One run at a time per ``--outdir``: a run holds the lock file ``OUTDIR/.pho.lock`` (pid and host;
+``pho.runlock``) and a second run into the same folder exits with status 1 and a message naming
+the owner; the lock of a killed run is detected as stale and taken over. Hidden temporary files
+left in the folder by a killed run are removed. Ctrl-C during sampling saves a checkpoint, prints
+the command that resumes it and exits with status 130.
 """
 
 from __future__ import annotations
@@ -307,10 +314,44 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--nlive, --dynamic and --maxcall are dynesty options; with --sampler nuts use --draws, --tune, --chains")
     if args.nlive is not None and args.nlive < 5:
         parser.error(f"--nlive {args.nlive} is too small; use at least 5 (ideally 25 per parameter)")
-    outdir = Path(args.outdir)
-    if (outdir / "catalog.fits").exists() and not args.overwrite:
-        parser.error(f"{outdir / 'catalog.fits'} exists; pass --overwrite to replace it or choose another --outdir")
+    from pho.errors import PhoError, PhoLockError
+    from pho.runlock import clean_temporary_files, output_lock
 
+    outdir = Path(args.outdir)
+    words = list(sys.argv[1:] if argv is None else argv)
+    resume_cmd = "python -m pho.tools.fit " + " ".join(w for w in words if w != "--overwrite") \
+        + ("" if "--resume" in words else " --resume")
+    try:
+        with output_lock(outdir):
+            # Under the lock no other run writes here: what is found was left by earlier runs.
+            clean_temporary_files(outdir)
+            if (outdir / "catalog.fits").exists() and not args.overwrite:
+                parser.error(f"{outdir / 'catalog.fits'} exists; pass --overwrite to replace it or choose another --outdir")
+            checkpoint = outdir / "sampler.pkl"
+            if args.resume and not args.no_sample and not checkpoint.exists():
+                parser.error(f"--resume: there is no checkpoint {checkpoint} to resume; run without --resume")
+            if checkpoint.exists() and not args.resume and not args.overwrite and not args.no_sample:
+                parser.error(
+                    f"{checkpoint} exists: an earlier run into {outdir} was interrupted. Pass --resume to continue it "
+                    "(with the same inputs and settings), --overwrite to start afresh, or choose another --outdir"
+                )
+            return _run(parser, args, argv, outdir)
+    except PhoLockError as exc:
+        print(f"python -m pho.tools.fit: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        saved = getattr(exc, "pho_checkpoint", None)
+        where = (f"the sampler's state is saved in {saved}; continue with:\n  {resume_cmd}"
+                 if saved is not None else "nothing was saved; run the command again")
+        print(f"\ninterrupted; {where}", file=sys.stderr)
+        return 130
+    except PhoError as exc:
+        print(f"python -m pho.tools.fit: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(parser, args, argv, outdir: Path) -> int:
+    """The fit itself, under the output folder's lock (see :func:`main`)."""
     import pho
     from pho.likelihood import Likelihood
 

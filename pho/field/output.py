@@ -1,0 +1,233 @@
+"""Outputs of a field fit: the catalog, residual images and the patch map.
+
+- ``catalog.fits``, HDU ``CATALOG``: one row per input source in input order: ``id``,
+  ``type``, ``patch`` (-1: not fitted), ``flag`` (empty, or why the source was not fitted or its
+  fit failed), and for every parameter kind (``flux_<band>``, ``ra``, ``dec``, ``q``, ``pa``,
+  ``n``, ``rh``) the columns ``<kind>_best`` and ``<kind>_err`` (L-BFGS-B and Fisher errors) and,
+  when sampled, ``<kind>_median``, ``<kind>_p16``, ``<kind>_p84``; NaN where a source has no
+  such parameter (a point source's ``n``) or was not fitted. The header holds the settings, the
+  passes with their largest change, and the residual statistics.
+- ``residual_<k>_<name>.fits`` per exposure: data minus the model of the whole field (counts,
+  float32, NaN where a pixel has no data), with the exposure's WCS; computed in tiles on the
+  Dask workers and written through a memory map, so no process holds a whole mosaic.
+- ``patches.png``: the patches over the field.
+All files are written to a hidden temporary file and renamed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..io import UNITS, _header_cards, write_hdus_atomic
+
+__all__ = ["catalog_table", "write_catalog", "write_residuals", "plot_patches", "RESIDUAL_TILE_PIX"]
+
+#: Side of the square tiles in which the residual images are computed, pixels.
+RESIDUAL_TILE_PIX = 512
+
+
+def _kinds(bands) -> list[str]:
+    return [f"flux_{b}" for b in bands] + ["ra", "dec", "q", "pa", "n", "rh"]
+
+
+def catalog_table(run):
+    """The catalog (module docstring) as an astropy Table."""
+    from astropy.table import Table
+
+    src = run.current
+    kinds = _kinds(src.bands)
+    S = len(src)
+    fitted = run.patch_of >= 0
+    ok = np.array([fitted[i] and not run.flags[i] for i in range(S)])
+    table = Table()
+    table["id"] = src.ids
+    table["type"] = np.where(src.is_point, "point", "sersic")
+    table["patch"] = run.patch_of
+    table["flag"] = np.array(run.flags, dtype=str) if S else np.zeros(0, dtype="U1")
+    for j, kind in enumerate(kinds):
+        best = np.array([src.get(i, kind) for i in range(S)])
+        err = run.sigma[:, j].copy()
+        if kind in ("q", "pa", "n", "rh"):
+            best[src.is_point] = np.nan
+        best[~ok] = np.nan
+        err[~ok] = np.nan
+        unit = UNITS.get("flux" if kind.startswith("flux") else kind, "") or None
+        table[f"{kind}_best"] = best
+        table[f"{kind}_err"] = err
+        table[f"{kind}_best"].unit = table[f"{kind}_err"].unit = unit
+        if run.posterior is not None:
+            for stat in ("median", "p16", "p84"):
+                table[f"{kind}_{stat}"] = run.posterior[stat][:, j]
+                table[f"{kind}_{stat}"].unit = unit
+    return table
+
+
+def write_catalog(path: str | os.PathLike, table, run, run_info: dict) -> Path:
+    """Write the catalog table with the run's settings in its header, atomically."""
+    from astropy.io import fits
+
+    from .. import __version__
+
+    hdu = fits.table_to_hdu(table)
+    hdu.name = "CATALOG"
+    settings = {"PHOVER": __version__, "NSOURCES": len(table), "NPATCHES": len(run.patches),
+                "NPASSES": len(run.passes), "CONVERGED": bool(run.converged), "TIME_S": round(run.time_s, 2)}
+    settings.update({f"FIELD_{k}": v for k, v in run.settings.fingerprint_part().items()})
+    settings["SAMPLER"] = run.settings.sampler or "none"
+    for p in run.passes:
+        settings[f"PASS{p['pass']}_PATCHES"] = p["patches"]
+        settings[f"PASS{p['pass']}_CHANGE"] = float(p["largest_change_sigma"])
+    settings.update(run_info)
+    for key, value in _header_cards(settings):
+        hdu.header[key] = value
+    return write_hdus_atomic(path, [fits.PrimaryHDU(), hdu])
+
+
+# ----------------------------------------------------------------------------------------- residuals
+def _tile_residual(fexp, box, sources, profile):
+    """Worker: data - model over one tile; returns (box, residual float32, chi2, n, chi2_src, n_src)."""
+    import warnings
+
+    from ..errors import PhoWarning
+    from ..likelihood import render
+    from ..sources import Scene
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PhoWarning)
+        cut = fexp.cutout(box)
+        model = np.zeros(cut.shape)
+        if sources is not None and len(sources):
+            scene = Scene(sources.to_sources(range(len(sources)), profile), bands=list(sources.bands))
+            model = render(scene, cut, backend="cpu", workers=1)
+    counted = cut.counted
+    resid = np.where(counted, np.where(counted, cut.pixels, 0.0) - model, np.nan)
+    chi = np.where(counted, resid, 0.0) ** 2 * np.where(counted, cut.ivar, 0.0)
+    # "source pixels": where the model is above the pixel's noise
+    src = counted & (np.abs(model) * np.sqrt(np.where(counted, cut.ivar, 0.0)) > 1.0)
+    return box, resid.astype(np.float32), float(chi.sum()), int(counted.sum()), float(chi[src].sum()), int(src.sum())
+
+
+def _empty_fits(path: Path, shape, header) -> int:
+    """A FITS file of float32 zeros of ``shape`` with ``header``; returns the data's byte offset."""
+    from astropy.io import fits
+
+    ny, nx = shape
+    h = fits.PrimaryHDU(data=np.zeros((1, 1), np.float32), header=header).header
+    h["NAXIS1"], h["NAXIS2"] = nx, ny
+    text = h.tostring()
+    data_bytes = ny * nx * 4
+    with open(path, "wb") as f:
+        f.write(text.encode("ascii"))
+        f.seek(len(text) + data_bytes + (-data_bytes) % 2880 - 1)
+        f.write(b"\0")
+    return len(text)
+
+
+def write_residuals(client, run, outdir: Path, progress: bool = True) -> list[dict]:
+    """Residual image and chi^2 per pixel of every exposure (module docstring).
+
+    Returns
+    -------
+    list of dict
+        Per exposure: ``path``, ``chi2_per_pixel`` (all pixels with data), ``chi2_per_source_pixel``
+        (pixels where the model exceeds the noise) and the pixel counts.
+    """
+    from dask.distributed import as_completed
+    from scipy.spatial import cKDTree
+
+    from .driver import _Progress
+
+    src = run.current
+    stats = []
+    for k, e in enumerate(run.exposures):
+        ny, nx = e.shape
+        x, y = e.sky_to_pixel(src.ra, src.dec)
+        light = run.light_radius_arcsec / e.pixel_scale_arcsec
+        tree = cKDTree(np.column_stack([x, y]))
+        futures = []
+        for y0 in range(0, ny, RESIDUAL_TILE_PIX):
+            for x0 in range(0, nx, RESIDUAL_TILE_PIX):
+                box = (x0, y0, min(nx, x0 + RESIDUAL_TILE_PIX), min(ny, y0 + RESIDUAL_TILE_PIX))
+                cx, cy = 0.5 * (box[0] + box[2] - 1), 0.5 * (box[1] + box[3] - 1)
+                w, h = box[2] - box[0], box[3] - box[1]
+                near = np.array(tree.query_ball_point([cx, cy], math.hypot(w, h) / 2 + float(light.max())), dtype=int)
+                if near.size:
+                    dx = np.maximum(np.abs(x[near] - cx) - w / 2, 0.0)
+                    dy = np.maximum(np.abs(y[near] - cy) - h / 2, 0.0)
+                    near = np.sort(near[np.hypot(dx, dy) < light[near]])
+                sub = src.subset(near) if near.size else None
+                futures.append(client.submit(_tile_residual, e, box, sub, run.profile, pure=False))
+        stem = Path(e.sci_path).name.removesuffix(".gz").removesuffix(".fits").removesuffix(".fit")
+        path = outdir / f"residual_{k}_{stem}.fits"
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        header = e.wcs.to_header()
+        header["BUNIT"] = ("counts", "data minus the model of the whole field")
+        header["PHOSCI"] = (Path(e.sci_path).name, "science image")
+        offset = _empty_fits(tmp, e.shape, header)
+        image = np.memmap(tmp, dtype=">f4", mode="r+", offset=offset, shape=(ny, nx))
+        chi2 = chi2_src = 0.0
+        n = n_src = 0
+        bar = _Progress(f"residuals {k}", len(futures), progress)
+        try:
+            for fut in as_completed(futures):
+                box, resid, c, m, cs, ms = fut.result()
+                image[box[1]:box[3], box[0]:box[2]] = resid
+                chi2, n, chi2_src, n_src = chi2 + c, n + m, chi2_src + cs, n_src + ms
+                bar.update(True)
+                fut.release()
+            image.flush()
+            del image
+            os.replace(tmp, path)
+        finally:
+            bar.close()
+            if tmp.exists():
+                tmp.unlink()
+        stats.append({"exposure": k, "name": e.name, "band": e.band, "path": path, "chi2_per_pixel": chi2 / max(n, 1),
+                      "n_pixels": n, "chi2_per_source_pixel": chi2_src / max(n_src, 1), "n_source_pixels": n_src})
+    run.residual_stats = stats
+    return stats
+
+
+# ----------------------------------------------------------------------------------------- patch map
+def plot_patches(run, path: str | os.PathLike) -> Path:
+    """The patches over the field: sources coloured by patch with their blend footprints, the
+    exposures' outlines, sources not fitted marked with a cross. Written atomically."""
+    from matplotlib.patches import Circle
+
+    from ..plots import _figure, save_figure
+    from .patches import tangent_offsets_arcsec
+
+    src = run.current
+    ra0, dec0 = float(np.mean(src.ra)), float(np.mean(src.dec))
+    xi, eta = tangent_offsets_arcsec(src.ra, src.dec, ra0, dec0)
+    fig = _figure(7.5, 7.0)
+    ax = fig.add_subplot(111)
+    colors = np.array(["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"])
+    for p in run.patches:
+        color = "0.6" if len(p.sources) == 1 else colors[p.index % len(colors)]
+        for i in p.sources:
+            ax.add_patch(Circle((xi[i], eta[i]), run.blend_radius_arcsec[i], fc=color, ec=color, alpha=0.35, lw=0.5))
+        ax.plot(xi[p.sources], eta[p.sources], ".", color=color, ms=2)
+    bad = np.array([bool(f) for f in run.flags])
+    if bad.any():
+        ax.plot(xi[bad], eta[bad], "x", color="k", ms=5, label=f"not fitted or failed ({int(bad.sum())})")
+        ax.legend(loc="upper right", fontsize=8)
+    for k, e in enumerate(run.exposures):
+        ny, nx = e.shape
+        corners = np.array([[-0.5, -0.5], [nx - 0.5, -0.5], [nx - 0.5, ny - 0.5], [-0.5, ny - 0.5], [-0.5, -0.5]])
+        ra, dec = e.wcs.pixel_to_world_values(corners[:, 0], corners[:, 1])
+        cx, cy = tangent_offsets_arcsec(np.asarray(ra), np.asarray(dec), ra0, dec0)
+        ax.plot(cx, cy, "-", lw=0.8, color=f"C{k % 10}", alpha=0.7)
+    sizes = np.array([len(p.sources) for p in run.patches]) if run.patches else np.zeros(1, int)
+    ax.set_title(f"{len(src)} sources in {len(run.patches)} patches (largest {int(sizes.max())}, "
+                 f"{int(np.sum(sizes > 1))} blends); grey: single sources", fontsize=9)
+    ax.set_xlabel('east offset (arcsec)')
+    ax.set_ylabel('north offset (arcsec)')
+    ax.set_aspect("equal")
+    ax.invert_xaxis()  # east to the left, as on the sky
+    ax.autoscale_view()
+    return save_figure(fig, path)

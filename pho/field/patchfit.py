@@ -1,0 +1,234 @@
+"""Fitting one patch: what a Dask worker runs.
+
+:func:`fit_patch` takes a :class:`PatchTask` (the patch's active sources at their current
+values, its neighbours, the exposures it touches and their pixel boxes: a few kB, no pixels),
+reads its cutouts through memory maps, renders the neighbours' light into each cutout as a fixed
+background, and fits the active sources with L-BFGS-B and the analytic gradient (``pho.optimize``:
+Fisher errors), then, if asked, samples their posterior. The cpu backend runs on one kernel
+thread: the parallelism is over patches. Any failure is caught and returned as a failed
+:class:`PatchResult` with the reason, so one bad patch never stops the field.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["PatchTask", "PatchResult", "fit_patch", "parameter_kinds"]
+
+
+@dataclass
+class PatchTask:
+    """Everything a worker needs to fit one patch (no pixels: it reads its own cutouts).
+
+    Attributes
+    ----------
+    patch_index, pass_index : int
+    rows : ndarray of int
+        Input rows of the active sources.
+    active : FieldSources
+        The active sources at their current values (``rows`` order).
+    start : FieldSources
+        The active sources at their input values: the priors are centred there in every pass.
+    neighbour_rows : ndarray of int
+        Input rows of all neighbours; ``neighbours`` holds their current values in that order.
+    neighbours : FieldSources or None
+    exposures : dict
+        ``exposure index -> (FieldExposure, box, neighbour rows in that cutout)``.
+    sampler : {None, "dynesty", "nuts"}
+        Posterior sampling after the optimization.
+    options : dict
+        ``position_box_arcsec``, ``seed``, ``nlive``, ``maxcall``, ``draws``, ``tune``.
+    """
+
+    patch_index: int
+    pass_index: int
+    rows: np.ndarray
+    active: object
+    start: object
+    neighbour_rows: np.ndarray
+    neighbours: object
+    exposures: dict
+    sampler: str | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class PatchResult:
+    """What a patch fit returns (and what the result store writes).
+
+    Attributes
+    ----------
+    patch_index, pass_index : int
+    rows : ndarray of int
+        Input rows of the active sources.
+    param_rows : ndarray of int
+        Input row of each fitted parameter.
+    param_kinds : list of str
+        Kind of each fitted parameter (``"flux_F160W"``, ``"ra"``, ...).
+    theta, sigma : ndarray
+        Best fit and Fisher 1-sigma errors, natural units.
+    ok : bool
+        False when the fit failed (``message`` says why); ``theta`` is then empty.
+    message : str
+    lnlike, chi2, n_pixels, n_calls, time_s, sample_time_s
+        Fit statistics; chi2 over the patch's counted pixels.
+    median, p16, p84 : ndarray or None
+        Posterior summaries (sampled patches only).
+    warnings : list of str
+    """
+
+    patch_index: int
+    pass_index: int
+    rows: np.ndarray
+    param_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    param_kinds: list = field(default_factory=list)
+    theta: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sigma: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ok: bool = False
+    message: str = ""
+    lnlike: float = math.nan
+    chi2: float = math.nan
+    n_pixels: int = 0
+    n_calls: int = 0
+    time_s: float = 0.0
+    sample_time_s: float = 0.0
+    median: np.ndarray | None = None
+    p16: np.ndarray | None = None
+    p84: np.ndarray | None = None
+    warnings: list = field(default_factory=list)
+
+
+def parameter_kinds(names) -> list[str]:
+    """``"s3.flux_F160W"`` -> ``"flux_F160W"`` for each scene parameter name."""
+    return [n.split(".", 1)[1] for n in names]
+
+
+def _widen_to_include(priors, theta):
+    """Priors whose bounds hold ``theta`` (a later pass may start where the first pass's
+    aperture-based flux bounds did not reach once the neighbours changed)."""
+    from ..priors import Uniform
+
+    out = {}
+    for name, d, x in zip(priors.names, priors.distributions, theta):
+        if d.periodic or d.lo <= x <= d.hi:
+            continue
+        width = d.hi - d.lo
+        out[name] = Uniform(min(d.lo, x - 0.1 * width), max(d.hi, x + 0.1 * width))
+    return priors.replace(out) if out else priors
+
+
+def _preconditioning_scales(likelihood, priors, theta0) -> np.ndarray:
+    """The optimizer's units: each parameter's conditional error ``1 / sqrt(F_ii)`` at the start.
+
+    Blends of bright and faint sources span orders of magnitude in precision; in these units
+    L-BFGS-B converges in ~100 calls where the default scales took 2,000 (measured on a
+    5-source GOODS-S patch). Parameters without information keep the default scale.
+    """
+    from ..fit import fisher_matrix, parameter_scales
+
+    default = parameter_scales(likelihood.parameter_names, theta0, priors)
+    diag = np.diag(fisher_matrix(likelihood, theta0, method="fd"))
+    with np.errstate(divide="ignore"):
+        scales = 1.0 / np.sqrt(diag)
+    return np.where(np.isfinite(scales) & (scales > 0) & (diag > 0), scales, default)
+
+
+def _build_likelihood(task: PatchTask):
+    """Cutouts with the neighbours' light as background, and the patch's likelihood."""
+    from ..likelihood import Likelihood, render
+    from ..sources import Scene
+
+    profile = task.options.get("profile")
+    exposures = []
+    bands_seen = []
+    for e_index, (fexp, box, near) in sorted(task.exposures.items()):
+        cut = fexp.cutout(box)
+        if len(near):
+            local = np.searchsorted(task.neighbour_rows, near)
+            scene = Scene(task.neighbours.to_sources(local, profile), bands=list(task.neighbours.bands))
+            background = render(scene, cut, backend="cpu", workers=1)
+            cut = cut.with_background(background)
+        exposures.append(cut)
+        if fexp.band not in bands_seen:
+            bands_seen.append(fexp.band)
+    bands = [b for b in task.active.bands if b in bands_seen]
+    sources = task.active.to_sources(range(len(task.rows)), profile)
+    scene = Scene(sources, bands=bands)
+    likelihood = Likelihood(scene, exposures, backend="cpu", workers=1)
+    start_scene = Scene(task.start.to_sources(range(len(task.rows)), profile), bands=bands)
+    return likelihood, start_scene.get_vector()
+
+
+def fit_patch(task: PatchTask) -> PatchResult:
+    """Fit one patch (module docstring). Never raises: a failure comes back as ``ok=False``."""
+    from ..errors import PhoWarning
+    from ..fit import optimize
+    from ..priors import default_priors
+
+    t0 = time.perf_counter()
+    result = PatchResult(patch_index=task.patch_index, pass_index=task.pass_index, rows=np.asarray(task.rows))
+    caught = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PhoWarning)
+            likelihood, theta_start = _build_likelihood(task)
+            names = list(likelihood.parameter_names)
+            theta0 = likelihood.scene.get_vector()
+            priors = default_priors(
+                likelihood, theta=theta_start, position_box_arcsec=task.options.get("position_box_arcsec")
+            )
+            priors = _widen_to_include(priors, theta0)
+            best = optimize(likelihood, priors, theta0=theta0, scales=_preconditioning_scales(likelihood, priors, theta0),
+                            fisher_method="fd")
+            result.param_kinds = parameter_kinds(names)
+            result.param_rows = np.asarray(task.rows)[[int(n.split(".", 1)[0][1:]) for n in names]]
+            result.theta, result.sigma = best.theta, best.sigma
+            result.lnlike, result.n_calls = best.lnlike, best.n_calls
+            result.chi2 = -2.0 * best.lnlike
+            result.n_pixels = int(sum(int(e.counted.sum()) for e in likelihood.exposures))
+            result.ok = True
+            result.message = "" if best.success else f"optimizer: {best.message}"
+            if best.at_bound:
+                result.message = (result.message + "; " if result.message else "") + "at prior bound: " + ",".join(
+                    parameter_kinds(best.at_bound)
+                )
+            if task.sampler is not None:
+                t1 = time.perf_counter()
+                _sample(task, likelihood, priors, best, result)
+                result.sample_time_s = time.perf_counter() - t1
+    except Exception as exc:  # reported per patch; the field goes on
+        result.ok = False
+        result.message = f"{type(exc).__name__}: {exc}"
+        result.warnings.append(traceback.format_exc(limit=4))
+    result.warnings.extend(str(w.message) for w in caught if issubclass(w.category, Warning))
+    result.time_s = time.perf_counter() - t0
+    return result
+
+
+def _sample(task, likelihood, priors, best, result) -> None:
+    """Posterior summaries of the patch (median, 16th and 84th percentiles) into ``result``."""
+    from ..priors import default_priors
+
+    opts = task.options
+    priors = default_priors(likelihood, theta=best.theta, position_box_arcsec=opts.get("position_box_arcsec"))
+    rng = np.random.default_rng([int(opts.get("seed", 1)), task.patch_index])
+    if task.sampler == "nuts":
+        from .. import sample_nuts
+
+        post = sample_nuts(likelihood, priors, draws=int(opts.get("draws", 1000)), tune=int(opts.get("tune", 1000)),
+                           chains=int(opts.get("chains", 2)), seed=int(rng.integers(2**31)), processes=1, progress=False)
+    else:
+        from ..sample import sample
+
+        nlive = int(opts.get("nlive") or max(50, 10 * len(best.theta)))
+        post = sample(likelihood, priors, nlive=nlive, maxcall=opts.get("maxcall"), rng=rng, processes=1, progress=False)
+    names = list(likelihood.parameter_names)
+    result.median = np.array([post.summary[n]["median"] for n in names])
+    result.p16 = np.array([post.summary[n]["p16"] for n in names])
+    result.p84 = np.array([post.summary[n]["p84"] for n in names])
