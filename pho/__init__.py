@@ -7,6 +7,7 @@ PSF. See README.md for the set-up and docs/ for the model and its conventions.
 
 from .errors import (
     PhoBackendError,
+    PhoConvergenceWarning,
     PhoLockError,
     PhoDataError,
     PhoDataWarning,
@@ -25,6 +26,7 @@ from .transforms import LogisticTransform, TransformedLikelihood
 from .priors import LogUniform, Priors, Uniform, default_priors
 from .fit import FixedParameters, OptimizeResult, optimize
 from .sample import SampleResult, sample
+from .nuts import sample_nuts
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,7 @@ __all__ = [
     "OptimizeResult",
     "FixedParameters",
     "sample",
+    "sample_nuts",
     "SampleResult",
     "PhoError",
     "PhoValueError",
@@ -57,5 +60,6 @@ __all__ = [
     "PhoBackendError",
     "PhoLockError",
     "PhoWarning",
+    "PhoConvergenceWarning",
     "PhoDataWarning",
 ]

@@ -173,7 +173,8 @@ def run_saving_on_interrupt(sampler, save_to, save: bool, **run_kwargs) -> None:
         from dynesty.utils import get_print_func
 
         progress = run_kwargs.pop("print_progress")
-        pbar, show = get_print_func(None, progress, initial=sampler.it - 1)
+        given = run_kwargs.pop("print_func", None)  # pho's own progress line (pho._progress), if any
+        pbar, show = (None, given) if given is not None else get_print_func(None, progress, initial=sampler.it - 1)
 
         def print_func(*args, **kwargs):  # dynesty calls this after every finished iteration
             if stop and "add_live_it" not in kwargs:

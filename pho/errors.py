@@ -29,6 +29,7 @@ __all__ = [
     "PhoWarning",
     "PhoDataWarning",
     "PhoPerformanceWarning",
+    "PhoConvergenceWarning",
     "NOT_OVERWRITING_MSG",
     "warn",
 ]
@@ -88,6 +89,10 @@ class PhoDataWarning(PhoWarning):
 
 class PhoPerformanceWarning(PhoWarning):
     """The result is right but slower than it could be (e.g. no OpenMP)."""
+
+
+class PhoConvergenceWarning(PhoWarning):
+    """A sampler's chains show signs of not having converged (R-hat above 1.01, divergences)."""
 
 
 def warn(message: str, category: type[Warning] = PhoWarning, stacklevel: int = 2) -> None:

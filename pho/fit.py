@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -120,7 +119,9 @@ class _Objective:
         self.bounded[priors.periodic] = False
         self.n_calls = 0
         self.best = -math.inf
-        self.progress = progress
+        from ._progress import Progress
+
+        self.progress = Progress("optimize", enabled=progress)
         self.t0 = time.perf_counter()
 
     def theta(self, z):
@@ -142,14 +143,8 @@ class _Objective:
         g = np.asarray(grad, dtype=float) + self.priors.grad_ln_prob(theta)
         if lnp > self.best:
             self.best = lnp
-        if self.progress and self.n_calls % 20 == 0:
-            print(
-                f"\roptimize: {self.n_calls:5d} calls, best ln posterior {self.best:.3f}, "
-                f"{time.perf_counter() - self.t0:.1f} s",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+        self.progress.update(f"{self.n_calls:5d} calls, best ln posterior {self.best:.3f}, "
+                             f"{time.perf_counter() - self.t0:.1f} s")
         return -lnp, -g * self.scales
 
 
@@ -257,8 +252,7 @@ def optimize(
         if retry.fun < res.fun - 1e-9:
             log.info("restart from q=0.9, pa+pi/2 for %s improved ln posterior by %.3g", names[i_q], res.fun - retry.fun)
             res = retry
-    if progress:
-        print(file=sys.stderr)
+    objective.progress.close()
     theta = objective.theta(res.x)
     for i in periodic:
         lo = priors.lower[i]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import math
 import os
 import sys
 from pathlib import Path
@@ -167,6 +168,8 @@ def _header_cards(settings: Mapping[str, object]) -> list[tuple[str, object]]:
             value = str(value)
         elif isinstance(value, (np.floating, np.integer)):
             value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)  # FITS headers cannot hold NaN or inf (ln Z of an MCMC run is NaN)
         key = str(key).upper()
         cards.append((key if len(key) <= 8 and key.replace("_", "").isalnum() else f"HIERARCH {key}", value))
     return cards

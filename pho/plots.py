@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_exposures", "plot_corner", "plot_trace", "plot_gradients", "save_figure"]
+__all__ = ["plot_exposures", "plot_corner", "plot_trace", "plot_chains", "plot_gradients", "save_figure"]
 
 
 def _figure(width_in: float, height_in: float, layout: str | None = "constrained"):
@@ -212,6 +212,73 @@ def plot_trace(posterior, path: str | os.PathLike | None = None, names: list[str
         ax.set_ylabel(_short(name), fontsize=7)
         ax.tick_params(labelsize=6)
     axes[-1].set_xlabel("-ln X (prior volume)")
+    return _finish(fig, path)
+
+
+def plot_chains(posterior, path: str | os.PathLike | None = None, names: list[str] | None = None, bins: int = 20):
+    """MCMC chains (:func:`pho.sample_nuts`): per parameter, the trace of every chain (left) and the
+    histogram of each chain's ranks among all draws (right, Vehtari et al. 2021). Chains that sample
+    the same distribution have flat, overlapping rank histograms; a chain stuck elsewhere shows as a
+    histogram piled at one end. Divergent draws are marked with red ticks on the traces.
+
+    Parameters
+    ----------
+    posterior : pho.sample.SampleResult
+        From :func:`pho.sample_nuts` (``posterior.results["chains"]`` of shape (C, D, P)).
+    path : path, optional
+        Where to save the figure.
+    names : list of str, optional
+        Parameters to show (default all).
+    bins : int
+        Rank histogram bins.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    PhoValueError
+        ``posterior`` has no chains (a nested-sampling result: use :func:`plot_trace`).
+    """
+    from scipy.stats import rankdata
+
+    from .errors import PhoValueError
+
+    res = posterior.results
+    if not isinstance(res, dict) or "chains" not in res:
+        raise PhoValueError("plot_chains needs an MCMC result (pho.sample_nuts); for nested sampling use plot_trace")
+    chains = np.asarray(res["chains"], dtype=float)
+    divergent = np.asarray(res.get("divergent", np.zeros(chains.shape[:2], bool)), dtype=bool)
+    names = list(posterior.names if names is None else names)
+    n_chains, n_draws = chains.shape[:2]
+    fig = _figure(8.0, 1.2 * len(names) + 0.6)
+    axes = fig.subplots(len(names), 2, squeeze=False, gridspec_kw={"width_ratios": [3, 1]})
+    colors = [f"C{c % 10}" for c in range(n_chains)]
+    for row, name in enumerate(names):
+        j = posterior.names.index(name)
+        x = chains[:, :, j]
+        ax = axes[row, 0]
+        for c in range(n_chains):
+            ax.plot(np.arange(n_draws), x[c], lw=0.5, color=colors[c], alpha=0.8)
+            bad = np.flatnonzero(divergent[c])
+            if bad.size:
+                ax.plot(bad, x[c, bad], "|", color="red", ms=6)
+        ax.set_ylabel(_short(name), fontsize=7)
+        ax.tick_params(labelsize=6)
+        ranks = rankdata(x.ravel()).reshape(x.shape)
+        edges = np.linspace(0.5, x.size + 0.5, bins + 1)
+        axr = axes[row, 1]
+        for c in range(n_chains):
+            axr.stairs(np.histogram(ranks[c], bins=edges)[0], edges, color=colors[c])
+        axr.axhline(n_draws / bins, color="k", lw=0.5, ls=":")
+        axr.set_yticks([])
+        axr.tick_params(labelsize=6)
+        d = posterior.diagnostics.get(name) if posterior.diagnostics else None
+        if d:
+            axr.set_title(f"R-hat {d['rhat']:.3f}, ESS {d['ess_bulk']:.0f}", fontsize=6)
+    axes[-1, 0].set_xlabel("draw (after warm-up)")
+    axes[-1, 1].set_xlabel("rank")
     return _finish(fig, path)
 
 

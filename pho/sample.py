@@ -77,8 +77,11 @@ class SampleResult:
         The run's settings (sampler, nlive, bound, dlogz, seed, ...), written to file headers.
     n_calls, n_iter : int
     time_s : float
-    results : dynesty Results
-        dynesty's own object, for dynesty.plotting.
+    results : dynesty Results or dict
+        dynesty's own object, for dynesty.plotting; for :func:`pho.sample_nuts` a dict of per-chain
+        arrays (``chains`` of shape (C, D, P), ``lnl``, ``tree_depth``, ``divergent``, ...).
+    diagnostics : dict
+        MCMC only (:func:`pho.sample_nuts`): ``name -> {"rhat", "ess_bulk", "ess_tail"}``.
     """
 
     samples: np.ndarray
@@ -93,6 +96,7 @@ class SampleResult:
     n_iter: int = 0
     time_s: float = 0.0
     results: object = None
+    diagnostics: dict = field(default_factory=dict)
 
     @property
     def n_effective(self) -> float:
@@ -106,10 +110,18 @@ class SampleResult:
         return resample_equal(self.samples, self.weights, rstate=rng or np.random.default_rng())
 
     def __str__(self) -> str:
-        lines = [
-            f"ln Z = {self.logz:.3f} +/- {self.logz_err:.3f}  ({self.n_iter} iterations, {self.n_calls} calls, "
-            f"{self.time_s:.1f} s, n_eff = {self.n_effective:.0f})"
-        ]
+        if self.diagnostics:
+            ess = min(d["ess_bulk"] for d in self.diagnostics.values())
+            rhat = max(d["rhat"] for d in self.diagnostics.values())
+            lines = [
+                f"NUTS: {len(self.weights)} draws, {self.n_calls} gradient calls, {self.time_s:.1f} s, "
+                f"min ESS (bulk) {ess:.0f}, max R-hat {rhat:.3f}, {self.settings.get('divergences', 0)} divergences"
+            ]
+        else:
+            lines = [
+                f"ln Z = {self.logz:.3f} +/- {self.logz_err:.3f}  ({self.n_iter} iterations, {self.n_calls} calls, "
+                f"{self.time_s:.1f} s, n_eff = {self.n_effective:.0f})"
+            ]
         for n in self.names:
             s = self.summary[n]
             lines.append(f"  {n:<22s} {s['median']:>16.8g} +{s['p84'] - s['median']:.3g} -{s['median'] - s['p16']:.3g}")
@@ -167,6 +179,26 @@ def _cached_loglike(theta):
 
 def _cached_prior_transform(u):
     return _CACHE["prior_transform"](u)
+
+
+class _DynestyProgress:
+    """dynesty's ``print_func``: its status through :class:`pho._progress.Progress` (a live line on a
+    terminal, a line every few seconds in a log, instead of one fragment per iteration)."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def __call__(self, itresult, niter, ncall, add_live_it=None, dlogz=None, stop_val=None, nbatch=None, **_):
+        delta = float(getattr(itresult, "delta_logz", math.nan))
+        logz = float(getattr(itresult, "logz", math.nan))
+        text = f"iter {niter}, {ncall} calls, ln Z {logz:.2f}, dlogz {delta:.3g}"
+        if dlogz is not None:
+            text += f" > {dlogz:.3g}"
+        if nbatch is not None:
+            text += f", batch {nbatch}"
+        if add_live_it is not None:
+            text += f", adding live point {add_live_it}"
+        self.progress.update(text)
 
 
 class _SpawnPool:
@@ -285,7 +317,8 @@ def sample(
     resume : bool
         Restore the sampler from ``checkpoint_file`` (which must exist) and continue it.
     progress : bool
-        Show dynesty's progress line (iteration, calls, ln Z, remaining dlogz) on stderr.
+        Show the progress (iteration, calls, ln Z, remaining dlogz) on stderr: a live line on a
+        terminal, one line every 10 s when stderr is redirected to a file (``pho._progress``).
     processes : int or None
         Worker processes evaluating the likelihood in parallel, each with one kernel thread
         (default 1: none, the likelihood's own threads only; None: one per available core). On
@@ -341,12 +374,16 @@ def sample(
         "resumed": bool(resume),
         "processes": processes,
     }
+    from ._progress import Progress
     from .checkpoint import fingerprint_differences, problem_fingerprint, run_saving_on_interrupt
 
+    display = Progress("dynesty", enabled=progress)
     fingerprint = problem_fingerprint(likelihood, priors, {
         "sampler": settings["sampler"], "nlive": settings["nlive"], "sample": sample, "bound": bound,
         "walks": walks, "ndim": ndim, "periodic": list(priors.periodic)})
     run_kwargs = dict(print_progress=progress, checkpoint_every=checkpoint_every_s)
+    if progress:
+        run_kwargs["print_func"] = _DynestyProgress(display)
     if checkpoint_file is not None:
         run_kwargs["checkpoint_file"] = checkpoint_file
     if dynamic:
@@ -398,6 +435,7 @@ def sample(
             sampler.pho_fingerprint = fingerprint  # pickled with the sampler into every checkpoint
             run_saving_on_interrupt(sampler, checkpoint_file, not dynamic, **run_kwargs)
     finally:
+        display.close()
         if pool is not None:
             pool.close()
         _CACHE.clear()

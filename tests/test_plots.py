@@ -97,3 +97,30 @@ def test_import_pho_does_not_import_matplotlib():
     code = "import sys, pho; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_plot_chains_draws_traces_and_rank_histograms(tmp_path):
+    from pho.errors import PhoValueError
+
+    rng = np.random.default_rng(0)
+    chains = rng.normal(size=(2, 50, 2))
+    chains[1, :, 1] += 3.0  # a chain elsewhere: its rank histogram piles at the top
+    divergent = np.zeros((2, 50), bool)
+    divergent[0, 7] = True
+    post = SampleResult(samples=chains.reshape(100, 2), weights=np.full(100, 0.01), logl=np.zeros(100),
+                        logz=float("nan"), logz_err=float("nan"), names=["s0.a", "s0.b"], summary={},
+                        results={"chains": chains, "divergent": divergent},
+                        diagnostics={"s0.a": {"rhat": 1.0, "ess_bulk": 90.0, "ess_tail": 80.0}})
+    fig = plots.plot_chains(post, tmp_path / "chains.png", bins=5)
+    assert (tmp_path / "chains.png").stat().st_size > 1000
+    axes = fig.axes
+    assert len(axes) == 4
+    # the shifted chain's ranks all sit in the top bins of parameter b
+    heights = [p.get_data()[0] for p in axes[3].patches]
+    assert heights[1][-1] == 20 and heights[0][-1] <= 2  # bins of 20 ranks: the top one is all chain 1
+    assert "R-hat 1.000" in axes[1].get_title()
+    # the divergence is marked
+    assert any(line.get_marker() == "|" for line in axes[0].lines)
+    with pytest.raises(PhoValueError, match="plot_trace"):
+        plots.plot_chains(SampleResult(samples=chains[0], weights=np.full(50, 0.02), logl=np.zeros(50), logz=0.0,
+                                       logz_err=0.0, names=["s0.a", "s0.b"], summary={}))

@@ -60,6 +60,33 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert np.isnan(cat["rh_best"][2])  # the star has no size
 
 
+def test_demo_with_nuts_end_to_end(tmp_path, capsys):
+    """--sampler nuts: a short run (the chains are not converged; the plumbing is what is checked):
+    the catalog holds equal-weight draws and NaN-free headers, the checkpoint resumes (plots: tests/test_plots.py)."""
+    out = tmp_path / "nuts"
+    args = ["--demo", "--outdir", str(out), "--sampler", "nuts", "--draws", "6", "--tune", "6", "--chains", "1",
+            "--processes", "1", "--quiet", "--demo-pix", "24", "--no-plots"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "sample: NUTS, 1 chains x 6 draws after 6 warm-up" in text and "R-hat" in text
+    for name in ("catalog.fits", "sampler.pkl"):
+        assert (out / name).exists(), name
+        assert str(out / name) in text
+    with fits.open(out / "catalog.fits") as hdul:
+        header = hdul["CATALOG"].header
+        assert header["NS_SAMPLER"] == "nuts" and header["LOGZ"] == "nan"
+        assert len(hdul["SAMPLES"].data) == 6
+        assert np.allclose(hdul["SAMPLES"].data["weight"], 1 / 6)
+    # dynesty-only options are refused with NUTS
+    with pytest.raises(SystemExit):
+        main(args + ["--nlive", "50"])
+    assert "dynesty options" in capsys.readouterr().err
+    # the finished checkpoint resumes at once to the same draws
+    assert main(args + ["--resume", "--overwrite"]) == 0
+    with fits.open(out / "catalog.fits") as hdul:
+        assert hdul["CATALOG"].header["NS_RESUMED"] is True
+
+
 @pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeypatch):
     import importlib

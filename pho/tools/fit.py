@@ -12,10 +12,15 @@ mixture (a FITS file written by ``python -m pho.tools.fitpsf``) and the band nam
 list (FITS or CSV) has columns ``ra``, ``dec``, ``type`` (``sersic`` or ``point``),
 ``flux_<band>`` and, for galaxies, ``q``, ``pa`` (rad), ``n``, ``rh`` (arcsec).
 
+Sampling: dynesty nested sampling by default (it gives the evidence); ``--sampler nuts`` runs
+NUTS on the analytic gradient (:func:`pho.sample_nuts`; no evidence, far fewer likelihood calls
+in many dimensions, R-hat and ESS per parameter).
+
 Outputs in ``--outdir``: ``catalog.fits`` (pho.io.write_catalog), ``exposures.png`` (data,
-model, residual, chi), ``corner_s<i>.png`` per source, ``trace.png``, ``gradients_s0.png``, and
-the sampler checkpoint ``sampler.pkl`` (``--resume`` continues from it; a checkpoint of another
-problem is refused, naming what differs).
+model, residual, chi), ``corner_s<i>.png`` per source, ``trace.png`` (nested sampling) or
+``chains.png`` (NUTS: traces and rank plots), ``gradients_s0.png``, and the sampler checkpoint
+``sampler.pkl`` (``--resume`` continues from it; a dynesty checkpoint of another problem is
+refused, naming what differs).
 
 One run at a time per ``--outdir``: a run holds the lock file ``OUTDIR/.pho.lock`` (pid and host;
 ``pho.runlock``) and a second run into the same folder exits with status 1 and a message naming
@@ -48,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pho.tools.fit",
         description="Fit a scene of galaxies and stars to exposures: L-BFGS-B optimization, then dynesty "
-        "nested sampling; writes a FITS catalog and figures.",
+        "nested sampling or NUTS; writes a FITS catalog and figures.",
     )
     src = p.add_argument_group("inputs")
     src.add_argument("--demo", action="store_true", help="run the built-in demo problem (no inputs needed)")
@@ -68,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     out.add_argument("--no-plots", action="store_true", help="skip the figures")
     run = p.add_argument_group("fitting")
+    run.add_argument("--sampler", choices=("dynesty", "nuts"), default="dynesty",
+                     help="posterior sampler: dynesty nested sampling (gives ln Z) or NUTS on the analytic gradient "
+                     "(no ln Z; fewer likelihood calls in many dimensions) (default %(default)s)")
+    run.add_argument("--draws", type=int, default=1000, help="NUTS: draws kept per chain (default %(default)s)")
+    run.add_argument("--tune", type=int, default=1000, help="NUTS: warm-up iterations per chain (default %(default)s)")
+    run.add_argument("--chains", type=int, default=2, help="NUTS: independent chains (default %(default)s)")
     run.add_argument("--nlive", type=int, default=None,
                      help="dynesty live points (default 45 for --demo, else 200)")
     run.add_argument("--dynamic", action="store_true", help="dynamic nested sampling instead of static")
@@ -83,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("auto", "cpu", "reference"), default="auto",
                      help="likelihood backend (default %(default)s: cpu if compiled, else reference)")
     run.add_argument("--processes", type=int, default=None,
-                     help="worker processes for nested sampling, each with one kernel thread (default: one per "
-                     "available core; 1: sample in this process)")
+                     help="worker processes for sampling, each with one kernel thread (default: one per "
+                     "available core, for NUTS at most one per chain; 1: sample in this process)")
     run.add_argument("--seed", type=int, default=1, help="random seed of the sampler (default %(default)s)")
     run.add_argument("--checkpoint-every", type=float, default=60.0,
                      help="seconds between sampler checkpoints (default %(default)s)")
@@ -156,6 +167,10 @@ def run_job(
     *,
     truth: dict | None = None,
     nlive: int = 200,
+    sampler: str = "dynesty",
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 2,
     dynamic: bool = False,
     sample_method: str = "rwalk",
     dlogz: float | None = None,
@@ -181,6 +196,7 @@ def run_job(
     from pho.fit import optimize
     from pho.io import write_catalog
     from pho.priors import default_priors
+    from pho.nuts import sample_nuts
     from pho.sample import sample
 
     timings = {} if timings is None else timings
@@ -208,15 +224,29 @@ def run_job(
         # Re-centre the position and angle priors on the best fit (the data have spoken).
         priors = default_priors(likelihood, position_box_arcsec=position_box_arcsec, theta=best.theta)
         t = time.perf_counter()
-        posterior = sample(
-            likelihood, priors, nlive=nlive, dynamic=dynamic, sample=sample_method, dlogz=dlogz, maxcall=maxcall,
-            rng=np.random.default_rng(seed), checkpoint_file=checkpoint, checkpoint_every_s=checkpoint_every_s,
-            resume=resume, progress=progress, processes=processes,
-        )
-        timings["sample"] = time.perf_counter() - t
-        print(f"sample: ln Z = {posterior.logz:.2f} +/- {posterior.logz_err:.2f}, {posterior.n_iter} iterations, "
-              f"{posterior.n_calls} likelihood calls, n_eff = {posterior.n_effective:.0f} ({timings['sample']:.1f} s)",
-              file=out)
+        if sampler == "nuts":
+            posterior = sample_nuts(
+                likelihood, priors, draws=draws, tune=tune, chains=chains, seed=seed, processes=processes,
+                checkpoint_file=checkpoint, checkpoint_every_s=checkpoint_every_s, resume=resume, progress=progress,
+                theta0=best.theta,
+            )
+            timings["sample"] = time.perf_counter() - t
+            diag = posterior.diagnostics
+            worst = min(diag, key=lambda n: diag[n]["ess_bulk"])
+            print(f"sample: NUTS, {chains} chains x {draws} draws after {tune} warm-up, {posterior.n_calls} "
+                  f"likelihood+gradient calls, min ESS {diag[worst]['ess_bulk']:.0f} ({worst}), max R-hat "
+                  f"{max(d['rhat'] for d in diag.values()):.3f}, {posterior.settings['divergences']} divergences "
+                  f"({timings['sample']:.1f} s)", file=out)
+        else:
+            posterior = sample(
+                likelihood, priors, nlive=nlive, dynamic=dynamic, sample=sample_method, dlogz=dlogz, maxcall=maxcall,
+                rng=np.random.default_rng(seed), checkpoint_file=checkpoint, checkpoint_every_s=checkpoint_every_s,
+                resume=resume, progress=progress, processes=processes,
+            )
+            timings["sample"] = time.perf_counter() - t
+            print(f"sample: ln Z = {posterior.logz:.2f} +/- {posterior.logz_err:.2f}, {posterior.n_iter} iterations, "
+                  f"{posterior.n_calls} likelihood calls, n_eff = {posterior.n_effective:.0f} ({timings['sample']:.1f} s)",
+                  file=out)
 
     scene = best.scene
     print("", file=out)
@@ -247,12 +277,23 @@ def run_job(
                 path = outdir / f"corner_s{i}.png"
                 P.plot_corner(posterior, path, names=names, truths=truth)
                 paths[f"corner_s{i}"] = path
-            paths["trace"] = outdir / "trace.png"
-            P.plot_trace(posterior, paths["trace"])
+            if sampler == "nuts":
+                paths["chains"] = outdir / "chains.png"
+                P.plot_chains(posterior, paths["chains"])
+            else:
+                paths["trace"] = outdir / "trace.png"
+                P.plot_trace(posterior, paths["trace"])
         timings["plots"] = time.perf_counter() - t
     for key, path in paths.items():
         print(f"wrote {key}: {path}", file=out)
     return {"paths": paths, "best": best, "posterior": posterior, "timings": timings}
+
+
+def _n_processes(args) -> int:
+    from pho.sample import resolve_processes
+
+    n = resolve_processes(args.processes)
+    return min(n, args.chains) if args.sampler == "nuts" else n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--demo-pix {args.demo_pix} is too small for the demo's sources; use at least 24")
     if args.processes is not None and args.processes < 1:
         parser.error(f"--processes {args.processes} must be at least 1")
+    for flag, value, low in (("--draws", args.draws, 4), ("--tune", args.tune, 0), ("--chains", args.chains, 1)):
+        if value < low:
+            parser.error(f"{flag} {value} must be at least {low}")
+    if args.sampler == "nuts" and (args.nlive is not None or args.dynamic or args.maxcall is not None):
+        parser.error("--nlive, --dynamic and --maxcall are dynesty options; with --sampler nuts use --draws, --tune, --chains")
     if args.nlive is not None and args.nlive < 5:
         parser.error(f"--nlive {args.nlive} is too small; use at least 5 (ideally 25 per parameter)")
     from pho.errors import PhoError, PhoLockError
@@ -308,7 +354,6 @@ def _run(parser, args, argv, outdir: Path) -> int:
     """The fit itself, under the output folder's lock (see :func:`main`)."""
     import pho
     from pho.likelihood import Likelihood
-    from pho.sample import resolve_processes
 
     backend = choose_backend() if args.backend == "auto" else args.backend
     timings: dict = {}
@@ -344,10 +389,12 @@ def _run(parser, args, argv, outdir: Path) -> int:
     likelihood = Likelihood(scene, exposures, backend=backend)
     timings["build"] = time.perf_counter() - t0
     print(f"pho {pho.__version__}: {len(scene.sources)} sources, {scene.n_params} parameters, "
-          f"{len(exposures)} exposures, backend {backend}, nlive {nlive}"
-          + ("" if args.no_sample else f", {resolve_processes(args.processes)} sampling process(es)"))
+          f"{len(exposures)} exposures, backend {backend}, "
+          + (f"nlive {nlive}" if args.sampler == "dynesty" else f"NUTS {args.chains} chains")
+          + ("" if args.no_sample else f", {_n_processes(args)} sampling process(es)"))
     result = run_job(
-        likelihood, outdir, truth=truth, nlive=nlive, dynamic=args.dynamic, sample_method=args.sample_method,
+        likelihood, outdir, truth=truth, nlive=nlive, sampler=args.sampler, draws=args.draws, tune=args.tune,
+        chains=args.chains, dynamic=args.dynamic, sample_method=args.sample_method,
         dlogz=args.dlogz, maxcall=args.maxcall, do_sample=not args.no_sample, plots=not args.no_plots,
         position_box_arcsec=args.position_box_arcsec, seed=args.seed, checkpoint_every_s=args.checkpoint_every,
         resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, processes=args.processes,
