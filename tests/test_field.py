@@ -59,6 +59,21 @@ def test_plan_patches_boxes_and_neighbours():
     assert 3 not in patches[2].neighbours[0]
 
 
+def test_colouring_puts_adjacent_patches_in_order_brightest_first():
+    from pho.field.driver import _dependency_order, colour_patches
+    from pho.field.patches import Patch
+
+    # patch 0 (faint) and patch 2 (bright) hold each other's close neighbours; patch 1 is alone
+    patches = [Patch(0, np.array([0]), close=np.array([2])), Patch(1, np.array([1])), Patch(2, np.array([2]))]
+    sources = FieldSources(ids=np.arange(3), is_point=np.ones(3, bool), ra=np.zeros(3), dec=np.zeros(3),
+                           q=np.full(3, np.nan), pa=np.full(3, np.nan), n=np.full(3, np.nan), rh=np.full(3, np.nan),
+                           flux=np.array([[1.0], [5.0], [100.0]]), bands=("F",))
+    colour, adjacent = colour_patches(patches, sources)
+    assert colour.tolist() == [1, 0, 0]  # the bright patch first, its faint neighbour after it
+    assert adjacent[0] == {2} and adjacent[2] == {0} and adjacent[1] == set()
+    assert _dependency_order([0, 1, 2], {0: [2]}) == [2, 0, 1]
+
+
 def test_footprint_radius_grows_with_flux_and_falls_with_threshold(small_field):
     sources = FieldSources.read(small_field.initial_path, list(SIM_BANDS))
     exposures = [FieldExposure.open(*e) for e in small_field.exposures]
@@ -332,3 +347,33 @@ def test_sources_outside_the_sersic_table_are_refused_before_fitting(small_field
     sources.rh[3] = 50.0
     with pytest.raises(PhoRangeError, match=r"row 3, id 3, n=2, rh=50"):
         fit_field(small_field.exposures, sources, client=client, progress=False)
+
+
+def test_a_patch_is_sampled_with_nuts(small_field, small_run):
+    from pho.field.driver import FieldRun, _task, plan_field
+    from pho.field.patchfit import fit_patch
+
+    exposures = [FieldExposure.open(*e) for e in small_field.exposures]
+    _, table = small_run
+    fitted = FieldSources.read(small_field.initial_path, list(SIM_BANDS))
+    start = fitted.copy()
+    for i in range(len(fitted)):  # the field's best fit as the state around the patch
+        for kind in fitted.kinds(i):
+            fitted.set(i, kind, float(table[f"{kind}_best"][i]))
+    patches, flags, blend, light = plan_field(exposures, start, FieldSettings())
+    patch = min((p for p in patches if len(p.sources) == 2), key=lambda p: p.n_pixels, default=patches[0])
+    run = FieldRun(exposures=exposures, initial=start, current=fitted, sigma=np.full((len(start), 8), np.nan),
+                   patches=patches, patch_of=np.zeros(len(start), int), flags=flags, light_radius_arcsec=light,
+                   blend_radius_arcsec=blend, settings=FieldSettings())
+    task = _task(patch, 0, run, "nuts", {"draws": 150, "tune": 150, "chains": 2, "seed": 4})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PhoWarning)
+        result = fit_patch(task)
+    assert result.ok, result.message
+    assert np.all(result.p16 < result.median) and np.all(result.median < result.p84)
+    half = (result.p84 - result.median + result.median - result.p16) / 2
+    pa = np.array([k == "pa" for k in result.param_kinds])
+    diff = np.where(pa, (result.median - result.theta + np.pi / 2) % np.pi - np.pi / 2, result.median - result.theta)
+    assert np.all(np.abs(diff) < 4 * half)  # the posterior sits on the optimum
+    flux = np.array([k.startswith("flux") for k in result.param_kinds])
+    assert np.all((half[flux] > 0.5 * result.sigma[flux]) & (half[flux] < 2 * result.sigma[flux]))

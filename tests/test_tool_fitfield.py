@@ -74,11 +74,15 @@ def test_patches_are_sampled_with_dynesty(tiny_field, tmp_path):
             tiny_field.exposures, tiny_field.initial_path, workers=2, outdir=tmp_path / "s", residuals=False, plots=False,
             progress=False, settings=FieldSettings(sampler="dynesty", nlive=30, max_passes=2),
         )
-    med, lo, hi = (np.asarray(table[f"flux_F160W_{s}"], float) for s in ("median", "p16", "p84"))
-    assert np.all(np.isfinite(med)) and np.all(lo < med) and np.all(med < hi)
-    best, err = np.asarray(table["flux_F160W_best"]), np.asarray(table["flux_F160W_err"])
-    # the posterior agrees with the optimum and its Fisher error
-    assert np.all(np.abs(med - best) < 3 * err)
-    assert np.all((hi - lo) / 2 < 3 * err) and np.all((hi - lo) / 2 > err / 3)
+    truth = Table.read(tiny_field.truth_path)
+    for band in ("F125W", "F160W"):
+        med, lo, hi = (np.asarray(table[f"flux_{band}_{s}"], float) for s in ("median", "p16", "p84"))
+        assert np.all(np.isfinite(med)) and np.all(lo < med) and np.all(med < hi)
+        half = (hi - lo) / 2
+        assert np.all(np.abs(med - truth[f"flux_{band}"]) < 4 * half)  # the truth inside the posterior
+        best, err = np.asarray(table[f"flux_{band}_best"]), np.asarray(table[f"flux_{band}_err"])
+        bright = best / err > 20  # where the posterior is near Gaussian, its width is the Fisher error
+        assert bright.sum() >= 2
+        assert np.all((half[bright] > 0.5 * err[bright]) & (half[bright] < 2 * err[bright]))
     with fits.open(tmp_path / "s" / "catalog.fits") as h:
         assert h["CATALOG"].header["SAMPLER"] == "dynesty"

@@ -5,12 +5,16 @@
 1. **Plan.** Sources off every exposure are flagged and not fitted. Footprint radii
    (``pho.field.footprints``) give the blends (``pho.field.patches``), cut to at most
    ``max_patch_sources``, and each patch's cutouts and neighbours.
-2. **Passes.** Pass 1 fits every patch with its neighbours at their input values. Each later
-   pass refits only the patches with a close neighbour (``pho.field.patches``) that moved by more
-   than ``tol_sigma`` of its error in the pass before, with every neighbour at its value after that pass (Jacobi
-   iteration: the result does not depend on the order in which workers finish). The field has
-   converged when no source moved by more than ``tol_sigma``; the largest change of each pass is
-   reported. Patches share no active source, so all patches of a pass run at the same time.
+2. **Passes** (Gauss-Seidel over a colouring, :func:`colour_patches`). Patches that hold each
+   other's close neighbours (``pho.field.patches``) are adjacent; the brightest patches get the
+   lowest colours. In a pass a patch waits on the cluster for its lower-coloured neighbours and
+   fits with their new values, and with everything else at its value after the previous pass;
+   so a faint source is never fitted against a bright neighbour's initial guess once that
+   neighbour has been fitted, and the answer does not depend on which worker finishes first.
+   Patches share no active source, and patches of one colour run at the same time. A later pass
+   refits only the patches with a close neighbour that moved by more than ``tol_sigma`` of its
+   error after the patch last saw it. The field has converged when no patch needs a refit; the
+   largest change of each pass is reported.
 3. **Sampling** (optional): once the passes are done, every patch's posterior is sampled with its
    neighbours at their best fits: dynesty for patches of up to ``DYNESTY_MAX_PARAMS`` parameters,
    NUTS (``pho.sample_nuts``) above that where it is available.
@@ -48,8 +52,11 @@ __all__ = ["fit_field", "FieldSettings", "FieldRun", "connect", "DYNESTY_MAX_PAR
 
 log = logging.getLogger("pho.field")
 
-#: Patches with more parameters than this are sampled with NUTS (when available), not dynesty.
-DYNESTY_MAX_PARAMS = 18
+#: Patches with more parameters than this are sampled with NUTS, not dynesty. Measured by
+#: tools/bench_samplers.py (docs/fitting.md): per 1,000 effective samples dynesty needed 0.6x the
+#: calls of NUTS on a 7-parameter galaxy and 2.8x on the demo's 20 parameters; a one-source patch
+#: in two bands (9 parameters) stays with dynesty, two sources (18) go to NUTS.
+DYNESTY_MAX_PARAMS = 10
 
 
 @dataclass
@@ -67,7 +74,7 @@ class FieldSettings:
     margin_pix : float
         Pixels around the blend footprints in each cutout (default 3).
     max_passes : int
-        Passes over the field at most (default 4).
+        Passes over the field at most (default 8).
     tol_sigma : float
         Convergence: the largest change of a parameter in a pass, in units of its error (default 0.1).
     sampler : {None, "auto", "dynesty", "nuts"}
@@ -82,7 +89,7 @@ class FieldSettings:
     blend_threshold_sigma: float = 0.5
     light_threshold_sigma: float = 0.02
     margin_pix: float = 3.0
-    max_passes: int = 4
+    max_passes: int = 8
     tol_sigma: float = 0.1
     sampler: str | None = None
     position_box_arcsec: float | None = None
@@ -185,45 +192,38 @@ def connect(client=None, scheduler: str | None = None, workers: int | None = Non
         cluster.close()
 
 
-class _Progress:
-    """Patches done: a live line on a terminal, a line every ``every_s`` seconds otherwise."""
+class _PatchProgress:
+    """Patches done, through pho's shared progress line (live on a terminal, every 10 s in a log)."""
 
-    def __init__(self, label: str, total: int, enabled: bool, stream=None, every_s: float = 10.0):
-        self.label, self.total, self.enabled = label, total, enabled
-        self.stream = sys.stderr if stream is None else stream
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.every_s = every_s
-        self.done = self.failed = 0
-        self.t0 = self._last = time.perf_counter()
+    def __init__(self, label: str, total: int, enabled: bool, unit: str = "patches"):
+        from .._progress import Progress
+
+        self.total, self.done, self.failed, self.unit = total, 0, 0, unit
+        self.t0 = time.perf_counter()
+        self.line = Progress(label, enabled=enabled and total > 0)
 
     def update(self, ok: bool) -> None:
         self.done += 1
         self.failed += 0 if ok else 1
-        now = time.perf_counter()
-        if not self.enabled or self.done == self.total:
-            return
-        if self.tty:
-            print("\r" + self._line(now), end="", file=self.stream, flush=True)
-        elif now - self._last >= self.every_s:
-            print(self._line(now), file=self.stream, flush=True)
-            self._last = now
-
-    def _line(self, now: float) -> str:
-        elapsed = now - self.t0
-        left = elapsed / self.done * (self.total - self.done) if self.done else math.nan
+        elapsed = time.perf_counter() - self.t0
+        left = elapsed / self.done * (self.total - self.done)
         failed = f", {self.failed} failed" if self.failed else ""
-        return f"{self.label}: {self.done}/{self.total} patches{failed}, {elapsed:.0f} s, ~{left:.0f} s left"
+        self.line.update(f"{self.done}/{self.total} {self.unit}{failed}, {elapsed:.0f} s, ~{left:.0f} s left")
 
     def close(self) -> None:
-        if self.enabled and self.tty and self.total:
-            print("\r" + " " * 78 + "\r", end="", file=self.stream, flush=True)
+        self.line.close()
 
 
 def _run_tasks(client, tasks: list[PatchTask], store: ResultStore | None, stage: str, label: str, progress: bool,
-               key_prefix: str) -> dict[int, PatchResult]:
-    """Fit ``tasks`` on the cluster; each result is stored as it arrives. Returns index -> result."""
+               key_prefix: str, upstream: dict[int, list[int]] | None = None) -> dict[int, PatchResult]:
+    """Fit ``tasks`` on the cluster; each result is stored as it arrives. Returns index -> result.
+
+    ``upstream[k]`` lists the patches (among ``tasks``) whose results of this stage patch ``k``
+    must see: its task waits for them on the cluster and takes their values for its neighbours.
+    """
     from dask.distributed import as_completed
 
+    upstream = upstream or {}
     results: dict[int, PatchResult] = {}
     todo = []
     for t in tasks:
@@ -234,14 +234,20 @@ def _run_tasks(client, tasks: list[PatchTask], store: ResultStore | None, stage:
             todo.append(t)
     if len(results):
         log.info("%s: %d of %d patches already done (resumed)", label, len(results), len(tasks))
-    bar = _Progress(label, len(todo), progress)
-    # the biggest patches first, so that no long patch starts last
-    todo.sort(key=lambda t: -(len(t.rows) * sum((b[2] - b[0]) * (b[3] - b[1]) for _, b, _ in t.exposures.values())))
-    futures = {}
-    for rank, t in enumerate(todo):
-        fut = client.submit(fit_patch, t, key=f"{key_prefix}-{stage}-patch{t.patch_index:05d}", pure=False,
-                            priority=len(todo) - rank)
+    bar = _PatchProgress(label, len(todo), progress)
+    # the biggest patches first, so that no long patch starts last; upstream patches before their dependents
+    size = {t.patch_index: len(t.rows) * sum((b[2] - b[0]) * (b[3] - b[1]) for _, b, _ in t.exposures.values())
+            for t in todo}
+    by_index = {t.patch_index: t for t in todo}
+    order = _dependency_order(sorted(by_index, key=lambda k: -size[k]), upstream)
+    futures, submitted = {}, {}
+    for rank, k in enumerate(order):
+        t = by_index[k]
+        inputs = [submitted[u] if u in submitted else results[u] for u in upstream.get(k, []) if u in submitted or u in results]
+        fut = client.submit(fit_patch, t, *inputs, key=f"{key_prefix}-{stage}-patch{k:05d}", pure=False,
+                            priority=len(order) - rank)
         futures[fut] = t
+        submitted[k] = fut
     try:
         for fut in as_completed(list(futures)):
             t = futures.pop(fut)
@@ -264,8 +270,58 @@ def _run_tasks(client, tasks: list[PatchTask], store: ResultStore | None, stage:
     finally:
         for fut in futures:
             fut.cancel()
+        submitted.clear()
         bar.close()
     return results
+
+
+def _dependency_order(keys: list[int], upstream: dict[int, list[int]]) -> list[int]:
+    """``keys`` reordered so that every patch comes after its upstream patches (stable otherwise)."""
+    placed, out = set(), []
+
+    def place(k):
+        if k in placed:
+            return
+        placed.add(k)
+        for u in upstream.get(k, []):
+            if u in wanted:
+                place(u)
+        out.append(k)
+
+    wanted = set(keys)
+    for k in keys:
+        place(k)
+    return out
+
+
+def colour_patches(patches: list[Patch], sources: FieldSources) -> np.ndarray:
+    """Gauss-Seidel order of the patches: a colour per patch, brightest patches first.
+
+    Two patches are adjacent when one holds a close neighbour of the other. Patches are coloured
+    greedily in order of their brightest source (total flux over the bands), each with the smallest
+    colour none of its already-coloured neighbours has. Within a pass a patch sees the new values
+    of its neighbours of lower colour (it waits for them on the cluster) and the previous pass's
+    values of the others; patches of one colour run at the same time.
+    """
+    owner = np.full(len(sources), -1)
+    for p in patches:
+        owner[p.sources] = p.index
+    adjacent: list[set] = [set() for _ in patches]
+    for p in patches:
+        for n in p.close:
+            q = int(owner[int(n)])
+            if q >= 0 and q != p.index:
+                adjacent[p.index].add(q)
+                adjacent[q].add(p.index)
+    brightness = [float(np.max(np.sum(np.abs(sources.flux[p.sources]), axis=1))) for p in patches]
+    colour = np.full(len(patches), -1)
+    for k in sorted(range(len(patches)), key=lambda k: (-brightness[k], k)):
+        used = {int(colour[q]) for q in adjacent[k] if colour[q] >= 0}
+        c = 0
+        while c in used:
+            c += 1
+        colour[k] = c
+    return colour, adjacent
 
 
 # ----------------------------------------------------------------------------------------- planning
@@ -311,9 +367,9 @@ def _warn_unused_bands(path: Path, bands) -> None:
 
 
 def _check_profile_ranges(sources: FieldSources, profile) -> None:
-    from ..sersic import default_profile
+    from ..sersic import auto_profile
 
-    profile = default_profile() if profile is None else profile
+    profile = auto_profile() if profile is None else profile
     gal = ~sources.is_point
     (nlo, nhi), (rlo, rhi) = profile.n_range, profile.rh_range_arcsec
     bad = np.flatnonzero(gal & ~((sources.n >= nlo) & (sources.n <= nhi) & (sources.rh >= rlo) & (sources.rh <= rhi)))
@@ -541,12 +597,16 @@ def fit_field(
     with connect(client, scheduler, workers) as c:
         n_workers = len(c.scheduler_info().get("workers", {}))
         log.info("Dask: %d worker(s) at %s", n_workers, c.scheduler.address)
+        colour, adjacent = colour_patches(patches, run.initial)
+        owner = run.patch_of
         todo = list(patches)
         for p in range(1, settings.max_passes + 1):
             tp = time.perf_counter()
+            in_pass = {patch.index for patch in todo}
+            upstream = {k: sorted(q for q in adjacent[k] if q in in_pass and colour[q] < colour[k]) for k in in_pass}
             tasks = [_task(patch, p, run, None, options) for patch in todo]
-            results = _run_tasks(c, tasks, store, f"pass{p:02d}", f"pass {p}", progress, key_prefix)
-            # Jacobi: every patch of this pass saw the state before it; apply all results together
+            results = _run_tasks(c, tasks, store, f"pass{p:02d}", f"pass {p}", progress, key_prefix, upstream)
+            # patches share no source, so the results go into the state in any order
             changes: dict[int, float] = {}
             for k, r in sorted(results.items()):
                 changes.update(_apply(run, r))
@@ -559,7 +619,16 @@ def fit_field(
             log.info("pass %d: %d patches fitted (%d failed) in %.1f s; largest change %.3g sigma, %d sources moved "
                      "by more than %g sigma", p, len(tasks), failed, time.perf_counter() - tp, largest, len(moved),
                      settings.tol_sigma)
-            todo = [patch for patch in patches if moved.intersection(int(i) for i in patch.close)]
+            # refit a patch whose close neighbour moved after the patch last looked at it
+            todo = []
+            for patch in patches:
+                stale = False
+                for n in (int(i) for i in patch.close if int(i) in moved):
+                    q = int(owner[n])
+                    seen = patch.index in in_pass and q in in_pass and colour[q] < colour[patch.index]
+                    stale = stale or not seen
+                if stale:
+                    todo.append(patch)
             if not todo:
                 run.converged = True
                 break

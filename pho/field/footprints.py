@@ -52,7 +52,7 @@ def footprint_radii_arcsec(sources, exposures, threshold_sigma: float, profile=N
     threshold_sigma : float
         The footprint's edge, in units of each exposure's typical pixel noise (> 0).
     profile : optional
-        Sersic profile (default: the shipped table).
+        Sersic profile (default: ``pho.sersic.auto_profile()``, as for ``pho.Sersic``).
 
     Returns
     -------
@@ -60,9 +60,9 @@ def footprint_radii_arcsec(sources, exposures, threshold_sigma: float, profile=N
         Radii in arcsec, at least 3 sigma of the widest PSF core and at most ``MAX_RADIUS_ARCSEC``.
     """
     if profile is None:
-        from ..sersic import default_profile
+        from ..sersic import auto_profile
 
-        profile = default_profile()
+        profile = auto_profile()
     if not threshold_sigma > 0:
         raise ValueError(f"threshold_sigma must be positive, got {threshold_sigma}")
     S = len(sources)

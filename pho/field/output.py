@@ -142,7 +142,7 @@ def write_residuals(client, run, outdir: Path, progress: bool = True) -> list[di
     from dask.distributed import as_completed
     from scipy.spatial import cKDTree
 
-    from .driver import _Progress
+    from .driver import _PatchProgress
 
     src = run.current
     stats = []
@@ -174,7 +174,7 @@ def write_residuals(client, run, outdir: Path, progress: bool = True) -> list[di
         image = np.memmap(tmp, dtype=">f4", mode="r+", offset=offset, shape=(ny, nx))
         chi2 = chi2_src = 0.0
         n = n_src = 0
-        bar = _Progress(f"residuals {k}", len(futures), progress)
+        bar = _PatchProgress(f"residuals {k}", len(futures), progress, unit="tiles")
         try:
             for fut in as_completed(futures):
                 box, resid, c, m, cs, ms = fut.result()

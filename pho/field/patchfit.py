@@ -11,6 +11,7 @@ thread: the parallelism is over patches. Any failure is caught and returned as a
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import traceback
@@ -178,8 +179,30 @@ def _build_likelihood(task: PatchTask):
     return likelihood, start_scene.get_vector()
 
 
-def fit_patch(task: PatchTask) -> PatchResult:
-    """Fit one patch (module docstring). Never raises: a failure comes back as ``ok=False``."""
+def _take_upstream(task: PatchTask, upstream) -> None:
+    """Set the task's neighbours to the values just fitted in their own patches (``upstream``)."""
+    if task.neighbours is None:
+        return
+    position = {int(r): j for j, r in enumerate(task.neighbour_rows)}
+    for res in upstream:
+        if not res.ok:
+            continue
+        for row, kind, value in zip(res.param_rows, res.param_kinds, res.theta):
+            j = position.get(int(row))
+            if j is not None:
+                task.neighbours.set(j, kind, float(value))
+
+
+def fit_patch(task: PatchTask, *upstream: PatchResult) -> PatchResult:
+    """Fit one patch (module docstring). Never raises: a failure comes back as ``ok=False``.
+
+    ``upstream`` are this pass's results of patches that hold some of its neighbours: their new
+    values replace the task's (Gauss-Seidel order, ``pho.field.driver.colour_patches``).
+    """
+    if upstream:
+        task = copy.copy(task)
+        task.neighbours = task.neighbours.copy() if task.neighbours is not None else None
+        _take_upstream(task, upstream)
     from ..errors import PhoWarning
     from ..fit import optimize
     from ..priors import default_priors

@@ -130,9 +130,9 @@ def _exposure_wcs(cols, dx_pix, dy_pix, rot_deg):
 
 def _optimal_snr(cols, band: str, psf, pixel_scale: float, sigma: float, n_exposures: int) -> np.ndarray:
     """Optimal S/N per source of the circularized mixture (module docstring), one band."""
-    from ..sersic import default_profile
+    from ..sersic import auto_profile
 
-    prof = default_profile()
+    prof = auto_profile()
     a = np.asarray(prof.amplitudes(cols["n"], cols["rh"])[0])  # (S, M)
     r2 = prof.radii_arcsec[None, :] ** 2 * np.sqrt(cols["q"])[:, None]  # geometric-mean variance
     v = 0.5 * (psf.cxx + psf.cyy) * pixel_scale**2  # (L,)

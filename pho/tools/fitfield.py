@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="posterior sampler per patch (default auto: dynesty for small patches, NUTS for large ones "
                      "where available; the demo samples only when this is given)")
     fit.add_argument("--max-patch-sources", type=int, default=12, help="largest patch (default %(default)s)")
-    fit.add_argument("--max-passes", type=int, default=4, help="passes over the field at most (default %(default)s)")
+    fit.add_argument("--max-passes", type=int, default=8, help="passes over the field at most (default %(default)s)")
     fit.add_argument("--tol-sigma", type=float, default=0.1,
                      help="converged when no parameter moves by more than this many sigma in a pass (default %(default)s)")
     fit.add_argument("--position-box-arcsec", type=float, default=None,
