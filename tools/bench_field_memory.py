@@ -26,6 +26,7 @@ def measure(sim_dir: str, n_patches: int) -> None:
     from pho.field.driver import FieldRun, FieldSettings, _as_exposures, _as_sources, _task, plan_field
     from pho.field.output import _tile_residual
     from pho.field.patchfit import fit_patch
+    from pho.field.patches import distance_to_box
     from pho.field.simulate import SIM_BANDS, SIM_DITHERS
 
     bands = list(SIM_BANDS)
@@ -50,10 +51,7 @@ def measure(sim_dir: str, n_patches: int) -> None:
     for y0 in range(0, ny, 512):
         for x0 in range(0, nx, 512):
             box = (x0, y0, min(nx, x0 + 512), min(ny, y0 + 512))
-            cx, cy = (box[0] + box[2] - 1) / 2, (box[1] + box[3] - 1) / 2
-            dx = np.maximum(np.abs(x - cx) - (box[2] - box[0]) / 2, 0)
-            dy = np.maximum(np.abs(y - cy) - (box[3] - box[1]) / 2, 0)
-            near = np.flatnonzero(np.hypot(dx, dy) < reach)
+            near = np.flatnonzero(distance_to_box(x, y, box) < reach)
             _tile_residual(e, box, sources.subset(near) if near.size else None, None)
     print(f"  after the residual tiles of exposure 1 ({nx} x {ny} pixels): {_status()} MiB")
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -139,10 +138,6 @@ class FieldRun:
     time_s: float = 0.0
     profile: object = None
     residual_stats: list = field(default_factory=list)
-
-
-def _columns(bands) -> list[str]:
-    return [f"flux_{b}" for b in bands] + ["ra", "dec", "q", "pa", "n", "rh"]
 
 
 # ----------------------------------------------------------------------------------------- Dask
@@ -447,7 +442,7 @@ def _apply(run: FieldRun, result: PatchResult) -> dict[int, float]:
     """Write a pass's result into the current state; returns each source's largest change, in sigmas."""
     if not result.ok:
         return {}
-    cols = _columns(run.current.bands)
+    cols = run.current.column_kinds
     changes: dict[int, float] = {}
     for row, kind, value, sigma in zip(result.param_rows, result.param_kinds, result.theta, result.sigma):
         row = int(row)
@@ -479,7 +474,7 @@ def _sample_patches(client, run: FieldRun, store, options: dict, progress: bool,
             raise PhoValueError("sampler='nuts' needs pho.sample_nuts, which this pho does not have; use 'dynesty'")
         tasks.append(_task(patch, 0, run, sampler, options))
     results = _run_tasks(client, tasks, store, "sample", "sampling", progress, key_prefix)
-    cols = _columns(run.current.bands)
+    cols = run.current.column_kinds
     S = len(run.current)
     post = {k: np.full((S, len(cols)), np.nan) for k in ("median", "p16", "p84")}
     for r in results.values():
@@ -563,7 +558,7 @@ def fit_field(
     _check_profile_ranges(sources, profile)
 
     patches, flags, blend, light = plan_field(exposures, sources, settings, profile)
-    S, K = len(sources), len(_columns(bands))
+    S, K = len(sources), len(sources.column_kinds)
     run = FieldRun(
         exposures=exposures, initial=sources, current=sources.copy(), sigma=np.full((S, K), np.nan), patches=patches,
         patch_of=np.full(S, -1), flags=flags, light_radius_arcsec=light, blend_radius_arcsec=blend, settings=settings,

@@ -30,16 +30,12 @@ __all__ = ["catalog_table", "write_catalog", "write_residuals", "plot_patches", 
 RESIDUAL_TILE_PIX = 512
 
 
-def _kinds(bands) -> list[str]:
-    return [f"flux_{b}" for b in bands] + ["ra", "dec", "q", "pa", "n", "rh"]
-
-
 def catalog_table(run):
     """The catalog (module docstring) as an astropy Table."""
     from astropy.table import Table
 
     src = run.current
-    kinds = _kinds(src.bands)
+    kinds = src.column_kinds
     S = len(src)
     fitted = run.patch_of >= 0
     ok = np.array([fitted[i] and not run.flags[i] for i in range(S)])
@@ -143,6 +139,7 @@ def write_residuals(client, run, outdir: Path, progress: bool = True) -> list[di
     from scipy.spatial import cKDTree
 
     from .driver import _PatchProgress
+    from .patches import distance_to_box
 
     src = run.current
     stats = []
@@ -159,9 +156,7 @@ def write_residuals(client, run, outdir: Path, progress: bool = True) -> list[di
                 w, h = box[2] - box[0], box[3] - box[1]
                 near = np.array(tree.query_ball_point([cx, cy], math.hypot(w, h) / 2 + float(light.max())), dtype=int)
                 if near.size:
-                    dx = np.maximum(np.abs(x[near] - cx) - w / 2, 0.0)
-                    dy = np.maximum(np.abs(y[near] - cy) - h / 2, 0.0)
-                    near = np.sort(near[np.hypot(dx, dy) < light[near]])
+                    near = np.sort(near[distance_to_box(x[near], y[near], box) < light[near]])
                 sub = src.subset(near) if near.size else None
                 futures.append(client.submit(_tile_residual, e, box, sub, run.profile, pure=False))
         stem = Path(e.sci_path).name.removesuffix(".gz").removesuffix(".fits").removesuffix(".fit")

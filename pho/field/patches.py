@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Patch", "group_sources", "plan_patches", "tangent_offsets_arcsec"]
+__all__ = ["Patch", "group_sources", "plan_patches", "tangent_offsets_arcsec", "distance_to_box"]
 
 
 @dataclass
@@ -72,6 +72,17 @@ def tangent_offsets_arcsec(ra_deg, dec_deg, ra0_deg: float, dec0_deg: float):
     xi = np.cos(dec) * np.sin(ra - a0) / cosc
     eta = (math.cos(d0) * np.sin(dec) - math.sin(d0) * np.cos(dec) * np.cos(ra - a0)) / cosc
     return np.degrees(xi) * 3600.0, np.degrees(eta) * 3600.0
+
+
+def distance_to_box(x, y, box) -> np.ndarray:
+    """Distance (pixels) of points from the pixel box ``(x0, y0, x1, y1)`` (``x0 <= x < x1``), whose
+    edges are at ``x0 - 1/2`` .. ``x1 - 1/2``; zero inside. A disk of radius r reaches the box when
+    its centre's distance is below r."""
+    x0, y0, x1, y1 = box
+    cx, cy = 0.5 * (x0 + x1 - 1), 0.5 * (y0 + y1 - 1)
+    dx = np.maximum(np.abs(np.asarray(x, float) - cx) - (x1 - x0) / 2.0, 0.0)
+    dy = np.maximum(np.abs(np.asarray(y, float) - cy) - (y1 - y0) / 2.0, 0.0)
+    return np.hypot(dx, dy)
 
 
 def _split(rows: np.ndarray, x: np.ndarray, y: np.ndarray, max_sources: int) -> list[np.ndarray]:
@@ -173,9 +184,7 @@ def plan_patches(groups, positions_pix, blend_radius_pix, light_radius_pix, shap
             near = np.array(trees[e].query_ball_point([cx, cy], half + max_light[e]), dtype=int)
             near = near[[int(i) not in active for i in near]] if near.size else near
             if near.size:
-                dx = np.maximum(np.abs(x[near] - cx) - (x1 - x0) / 2.0, 0.0)
-                dy = np.maximum(np.abs(y[near] - cy) - (y1 - y0) / 2.0, 0.0)
-                dist = np.hypot(dx, dy)
+                dist = distance_to_box(x[near], y[near], (x0, y0, x1, y1))
                 close.update(int(i) for i in near[dist < rb[near]])
                 near = np.sort(near[dist < rl[near]])
             patch.boxes[e] = (x0, y0, x1, y1)

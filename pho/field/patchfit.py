@@ -142,7 +142,7 @@ def _preconditioning_scales(likelihood, priors, theta0, task) -> np.ndarray:
     names = list(likelihood.parameter_names)
     default = parameter_scales(names, theta0, priors)
     if task.previous_sigma is not None:
-        kinds = ["flux_" + b for b in task.active.bands] + ["ra", "dec", "q", "pa", "n", "rh"]
+        kinds = task.active.column_kinds
         previous = np.array([task.previous_sigma[int(n.split(".", 1)[0][1:]), kinds.index(n.split(".", 1)[1])]
                              for n in names])
         if np.all(np.isfinite(previous) & (previous > 0)):

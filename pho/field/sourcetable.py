@@ -138,6 +138,11 @@ class FieldSources:
         else:
             getattr(self, kind)[row] = value
 
+    @property
+    def column_kinds(self) -> list[str]:
+        """Every parameter kind of the table's columns: fluxes in ``bands`` order, then ``SHAPE_KINDS``."""
+        return [f"flux_{b}" for b in self.bands] + list(SHAPE_KINDS)
+
     def kinds(self, row: int) -> list[str]:
         """Scene parameter kinds of a source, in scene order (fluxes first)."""
         base = ["ra", "dec"] if self.is_point[row] else list(SHAPE_KINDS)
