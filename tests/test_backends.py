@@ -28,7 +28,7 @@ def scene_gaussians(rng, shape):
     rows.append(_gaussian(5.0, -30.0, ny / 2, 2.0, 1.0, 0.0))         # wholly outside
     rows.append(_gaussian(5.0, nx + 4.0, ny / 2, 10.0, 0.5, 1.0))     # box partly inside
     rows.append(_gaussian(3.0, nx / 2, ny / 2, 60.0, 0.05, 0.785))    # very elongated and wide
-    assert set(ref.integration_orders(np.array(rows)).tolist()) >= {0, 3, 4, 5, 6, 7, 8}
+    assert set(ref.integration_orders(np.array(rows)).tolist()) >= {0, ref.ORDER_FOURTH, 3, 4, 5, 6, 7, 8}
     rows.append(_gaussian(5.0, nx / 2, ny / 2, 1.5, 0.03, 0.785))     # exponent > PHO_EXPARG_MAX in box corners
     return np.array(rows)
 
@@ -90,12 +90,14 @@ def test_recurrence_rounding_is_negligible(name):
 
 
 @pytest.mark.parametrize("name", FAST)
-def test_extreme_rows_of_a_wide_gaussian(name, rng):
-    """Second-order Gaussian so elongated that box-corner exponents exceed PHO_EXPARG_MAX (exp path)."""
+@pytest.mark.parametrize("fwhm, order", [(13.0, 0), (4.0, ref.ORDER_FOURTH)])
+def test_extreme_rows_of_a_wide_gaussian(name, fwhm, order, rng):
+    """Second- and fourth-order Gaussians so elongated that box-corner exponents exceed PHO_EXPARG_MAX
+    (the exp-per-point path)."""
     be = backend_or_skip(name)
     shape = (400, 400)
-    g = np.array([_gaussian(5.0, 200.2, 199.7, 13.0, 0.01, 0.785)])
-    assert ref.integration_orders(g)[0] == 0
+    g = np.array([_gaussian(5.0, 200.2, 199.7, fwhm, 0.01, 0.785)])
+    assert ref.integration_orders(g)[0] == order
     want, got = ref.render(g, shape), be.render(g, shape)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-300)
     w = rng.normal(size=shape)

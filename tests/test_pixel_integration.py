@@ -60,7 +60,7 @@ def test_seed_figure1_case_is_accurate():
     assert abs(img[20, 20] / ex - 1) < 1e-3
 
 
-FWHMS = [0.5, 0.7, 1.0, 1.5, 2.0, 4.0, 8.0, 12.0]
+FWHMS = [0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 3.2, 4.0, 8.0, 12.0]
 SHIFTS = [(0.0, 0.0), (0.25, 0.25), (0.5, 0.1), (0.37, -0.41)]
 ANGLES = [0.0, 0.3, math.pi / 4, 1.2]
 
@@ -80,8 +80,8 @@ def test_rule_error_below_1e3(fwhm, q):
 
 
 def test_orders_follow_thresholds():
-    rows = np.array([gaussian_row(1.0, 0, 0, f, 1.0, 0.0) for f in [0.45, 0.5, 0.6, 1.0, 1.5, 3.0, 9.0]])
-    assert ref.integration_orders(rows).tolist() == [7, 7, 6, 5, 4, 3, 0]
+    rows = np.array([gaussian_row(1.0, 0, 0, f, 1.0, 0.0) for f in [0.45, 0.5, 0.6, 1.0, 1.5, 3.0, 4.0, 8.0, 9.0]])
+    assert ref.integration_orders(rows).tolist() == [7, 7, 6, 5, 4, 3, ref.ORDER_FOURTH, ref.ORDER_FOURTH, 0]
     # rotation: the effective width is that of the narrower cross-section along x or y
     r = gaussian_row(1.0, 0, 0, 1.0, 0.3, math.pi / 4)
     assert 1.0 < ref.FWHM_PER_SIGMA / math.sqrt(max(r[3], r[5])) < 1.5
@@ -117,6 +117,8 @@ CASES = [  # (fwhm_minor, q, theta, shift) covering every order
     (0.9, 0.7, 1.0, (0.25, 0.25)),
     (1.5, 0.4, 2.0, (-0.3, 0.1)),
     (3.0, 0.6, 0.5, (0.45, 0.05)),
+    (4.0, 0.7, 0.3, (0.15, -0.3)),   # fourth-order correction
+    (6.5, 0.4, 2.3, (-0.4, 0.45)),   # fourth-order correction, elongated
     (10.0, 0.5, 0.9, (0.2, -0.35)),
 ]
 

@@ -5,6 +5,9 @@
  * is (x, y) = (j, i)). Its value on a pixel is the integral over the unit pixel by pho's rule
  * (docs/pixel_integration.md; the executable specification is pho/_reference.py):
  *   order 0:  A e (1 + (Vx^2 + Vy^2 - Fxx - Fyy) / 24), e = exp(-Q/2) at the centre, V = F d;
+ *   order 1 (PHO_ORDER_FOURTH): A e B, the fourth-order correction, B = 1 + (Px + Py) / 24 + (Rx + Ry) / 1920
+ *             + Cxy / 576 with Px = Vx^2 - Fxx, Rx = Vx^4 - 6 Fxx Vx^2 + 3 Fxx^2 (likewise y) and
+ *             Cxy = Px Py - 4 Fxy Vx Vy + 2 Fxy^2 (see pho._reference._fourth_order_rule);
  *   order n:  A sum_ab w_a w_b exp(-Q(x + u_a, y + u_b) / 2), n x n Gauss-Legendre nodes u, weights w
  *             (sum w = 1), passed in by the caller as a table nodes[n * PHO_MAX_ORDER + k].
  * The caller supplies the integer pixel box and the order of each Gaussian (computed once, in Python).
@@ -65,6 +68,7 @@
 
 #define PHO_OK 0
 #define PHO_ERR_ORDER 1
+#define PHO_ORDER_FOURTH 1  /* integration order code of the fourth-order correction (a 1 x 1 GL rule is never used) */
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* Point formulas (used by the exp-per-point path; identical in form to pho/_reference.py).              */
@@ -86,6 +90,36 @@ PHO_FN double pho_so_point(double a, double fxx, double fxy, double fyy, double 
         acc[3] += w * (-0.5 * val * dx * dx + ae * (2.0 * vx * dx - 1.0) / 24.0);
         acc[4] += w * (-val * dx * dy + ae * (vx * dy + vy * dx) / 12.0);
         acc[5] += w * (-0.5 * val * dy * dy + ae * (2.0 * vy * dy - 1.0) / 24.0);
+    }
+    return val;
+}
+
+/* Fourth-order rule at one pixel; same outputs as pho_so_point (the formulas of pho._reference._fourth_order_rule). */
+PHO_FN double pho_fo_point(double a, double fxx, double fxy, double fyy, double dx, double dy,
+                           double w, double *acc)
+{
+    double vx = fxx * dx + fxy * dy;
+    double vy = fxy * dx + fyy * dy;
+    double e = exp(-0.5 * (dx * vx + dy * vy));
+    double px = vx * vx - fxx, py = vy * vy - fyy;
+    double rx = px * px - 4.0 * fxx * vx * vx + 2.0 * fxx * fxx;
+    double ry = py * py - 4.0 * fyy * vy * vy + 2.0 * fyy * fyy;
+    double cxy = px * py - 4.0 * fxy * vx * vy + 2.0 * fxy * fxy;
+    double b = 1.0 + (px + py) / 24.0 + (rx + ry) / 1920.0 + cxy / 576.0;
+    double val = a * e * b;
+    if (acc) {
+        double ae = a * e;
+        double bvx = vx / 12.0 + (4.0 * vx * px - 8.0 * fxx * vx) / 1920.0 + (2.0 * vx * py - 4.0 * fxy * vy) / 576.0;
+        double bvy = vy / 12.0 + (4.0 * vy * py - 8.0 * fyy * vy) / 1920.0 + (2.0 * vy * px - 4.0 * fxy * vx) / 576.0;
+        double bfxx = -1.0 / 24.0 + (6.0 * fxx - 6.0 * vx * vx) / 1920.0 - py / 576.0;
+        double bfyy = -1.0 / 24.0 + (6.0 * fyy - 6.0 * vy * vy) / 1920.0 - px / 576.0;
+        double bfxy = (4.0 * fxy - 4.0 * vx * vy) / 576.0;
+        acc[0] += w * (e * b);
+        acc[1] += w * (ae * (b * vx - (bvx * fxx + bvy * fxy)));
+        acc[2] += w * (ae * (b * vy - (bvx * fxy + bvy * fyy)));
+        acc[3] += w * (ae * (-0.5 * dx * dx * b + bvx * dx + bfxx));
+        acc[4] += w * (ae * (-dx * dy * b + bvx * dy + bvy * dx + bfxy));
+        acc[5] += w * (ae * (-0.5 * dy * dy * b + bvy * dy + bfyy));
     }
     return val;
 }
@@ -194,7 +228,7 @@ PHO_FN int pho_gauss_table(const double *gs, int order, const double *nodes, con
     tab[1] = exp(-fxx * (double)(PHO_LANES * PHO_LANES));
     tab[2] = 1.0 / fxx;
     tab[3] = (fxx * fyy - fxy * fxy) / fxx;
-    if (order == 0) return PHO_OK;
+    if (order == 0 || order == PHO_ORDER_FOURTH) return PHO_OK;
     if (order < 1 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
     {
         const double *u = nodes + order * PHO_MAX_ORDER;
@@ -387,6 +421,107 @@ PHO_FN void pho_gl_dispatch(const double *tab, const double *u, int m, double vx
     }
 }
 
+/* ---------------------------------------------------------------------------------------------------- */
+/* Fourth-order correction along a row. With t the offset from the row's peak (as for order 0), Vx = Fxx t,
+   Vy = Fxy t + beta and dx = t + c0 are linear in t, so the bracket B and every partial's factor are
+   polynomials in t (degree <= 6): render is a Horner step per pixel, the gradient seven moment sums
+   T_k = sum w e t^k per row, combined with the coefficients below once per row. Polynomials are
+   coefficient arrays of PHO_PLEN entries, lowest degree first. */
+#define PHO_PLEN 7
+
+/* out[0..la+lb-1) += s a b (a has la coefficients, b has lb; la + lb - 1 <= PHO_PLEN). */
+PHO_FN void pho_p_muladd(double s, const double *a, int la, const double *b, int lb, double *out)
+{
+    int i, j;
+    for (i = 0; i < la; i++)
+        for (j = 0; j < lb; j++) out[i + j] += s * a[i] * b[j];
+}
+
+/* out[0..l) += s a */
+PHO_FN void pho_p_add(double s, const double *a, int l, double *out)
+{
+    int i;
+    for (i = 0; i < l; i++) out[i] += s * a[i];
+}
+
+/* The bracket B(t) (5 coefficients) and, if grad != 0, the six partial factors G_c(t) (PHO_PLEN
+   coefficients each, grad[c * PHO_PLEN + k]) with dI/d(column c) = A e G_c (c >= 1), e B (c = 0). */
+PHO_FN void pho_fo_row_poly(double fxx, double fxy, double fyy, double beta, double c0, double dy,
+                            double *bp, double *grad)
+{
+    double vx[2], vy[2], px[3], py[3], rx[5], ry[5], cxy[5], vx2[3], vy2[3];
+    double bvx[4], bvy[4], bfxx[3], bfyy[3], bfxy[3], dxp[2], dx2[3];
+    int k;
+    for (k = 0; k < 5; k++) { rx[k] = 0.0; ry[k] = 0.0; cxy[k] = 0.0; bp[k] = 0.0; }
+    vx[0] = 0.0; vx[1] = fxx;
+    vy[0] = beta; vy[1] = fxy;
+    vx2[0] = 0.0; vx2[1] = 0.0; vx2[2] = fxx * fxx;
+    vy2[0] = beta * beta; vy2[1] = 2.0 * beta * fxy; vy2[2] = fxy * fxy;
+    px[0] = -fxx; px[1] = 0.0; px[2] = vx2[2];
+    py[0] = vy2[0] - fyy; py[1] = vy2[1]; py[2] = vy2[2];
+    pho_p_muladd(1.0, px, 3, px, 3, rx);
+    pho_p_add(-4.0 * fxx, vx2, 3, rx);
+    rx[0] += 2.0 * fxx * fxx;
+    pho_p_muladd(1.0, py, 3, py, 3, ry);
+    pho_p_add(-4.0 * fyy, vy2, 3, ry);
+    ry[0] += 2.0 * fyy * fyy;
+    pho_p_muladd(1.0, px, 3, py, 3, cxy);
+    pho_p_muladd(-4.0 * fxy, vx, 2, vy, 2, cxy);
+    cxy[0] += 2.0 * fxy * fxy;
+    bp[0] = 1.0;
+    pho_p_add(1.0 / 24.0, px, 3, bp);
+    pho_p_add(1.0 / 24.0, py, 3, bp);
+    pho_p_add(1.0 / 1920.0, rx, 5, bp);
+    pho_p_add(1.0 / 1920.0, ry, 5, bp);
+    pho_p_add(1.0 / 576.0, cxy, 5, bp);
+    if (!grad) return;
+    for (k = 0; k < 4; k++) { bvx[k] = 0.0; bvy[k] = 0.0; }
+    for (k = 0; k < 3; k++) { bfxx[k] = 0.0; bfyy[k] = 0.0; bfxy[k] = 0.0; }
+    /* B's partials: b_vx = Vx/12 + (4 Vx Px - 8 Fxx Vx)/1920 + (2 Vx Py - 4 Fxy Vy)/576, likewise b_vy */
+    pho_p_add(1.0 / 12.0 - 8.0 * fxx / 1920.0, vx, 2, bvx);
+    pho_p_muladd(4.0 / 1920.0, vx, 2, px, 3, bvx);
+    pho_p_muladd(2.0 / 576.0, vx, 2, py, 3, bvx);
+    pho_p_add(-4.0 * fxy / 576.0, vy, 2, bvx);
+    pho_p_add(1.0 / 12.0 - 8.0 * fyy / 1920.0, vy, 2, bvy);
+    pho_p_muladd(4.0 / 1920.0, vy, 2, py, 3, bvy);
+    pho_p_muladd(2.0 / 576.0, vy, 2, px, 3, bvy);
+    pho_p_add(-4.0 * fxy / 576.0, vx, 2, bvy);
+    /* explicit F terms: b_fxx = -1/24 + (6 Fxx - 6 Vx^2)/1920 - Py/576, b_fxy = (4 Fxy - 4 Vx Vy)/576 */
+    bfxx[0] = -1.0 / 24.0 + 6.0 * fxx / 1920.0;
+    pho_p_add(-6.0 / 1920.0, vx2, 3, bfxx);
+    pho_p_add(-1.0 / 576.0, py, 3, bfxx);
+    bfyy[0] = -1.0 / 24.0 + 6.0 * fyy / 1920.0;
+    pho_p_add(-6.0 / 1920.0, vy2, 3, bfyy);
+    pho_p_add(-1.0 / 576.0, px, 3, bfyy);
+    bfxy[0] = 4.0 * fxy / 576.0;
+    pho_p_muladd(-4.0 / 576.0, vx, 2, vy, 2, bfxy);
+    dxp[0] = c0; dxp[1] = 1.0;
+    dx2[0] = c0 * c0; dx2[1] = 2.0 * c0; dx2[2] = 1.0;
+    for (k = 0; k < 6 * PHO_PLEN; k++) grad[k] = 0.0;
+    /* G0 = B */
+    pho_p_add(1.0, bp, 5, grad);
+    /* G1 = B Vx - (b_vx Fxx + b_vy Fxy);  G2 = B Vy - (b_vx Fxy + b_vy Fyy) */
+    pho_p_muladd(1.0, bp, 5, vx, 2, grad + PHO_PLEN);
+    pho_p_add(-fxx, bvx, 4, grad + PHO_PLEN);
+    pho_p_add(-fxy, bvy, 4, grad + PHO_PLEN);
+    pho_p_muladd(1.0, bp, 5, vy, 2, grad + 2 * PHO_PLEN);
+    pho_p_add(-fxy, bvx, 4, grad + 2 * PHO_PLEN);
+    pho_p_add(-fyy, bvy, 4, grad + 2 * PHO_PLEN);
+    /* G3 = -dx^2 B / 2 + b_vx dx + b_fxx */
+    pho_p_muladd(-0.5, bp, 5, dx2, 3, grad + 3 * PHO_PLEN);
+    pho_p_muladd(1.0, bvx, 4, dxp, 2, grad + 3 * PHO_PLEN);
+    pho_p_add(1.0, bfxx, 3, grad + 3 * PHO_PLEN);
+    /* G4 = -dx dy B + b_vx dy + b_vy dx + b_fxy */
+    pho_p_muladd(-dy, bp, 5, dxp, 2, grad + 4 * PHO_PLEN);
+    pho_p_add(dy, bvx, 4, grad + 4 * PHO_PLEN);
+    pho_p_muladd(1.0, bvy, 4, dxp, 2, grad + 4 * PHO_PLEN);
+    pho_p_add(1.0, bfxy, 3, grad + 4 * PHO_PLEN);
+    /* G5 = -dy^2 B / 2 + b_vy dy + b_fyy */
+    pho_p_add(-0.5 * dy * dy, bp, 5, grad + 5 * PHO_PLEN);
+    pho_p_add(dy, bvy, 4, grad + 5 * PHO_PLEN);
+    pho_p_add(1.0, bfyy, 3, grad + 5 * PHO_PLEN);
+}
+
 /* Render one Gaussian on one row segment: out[k] += I(pixel j0 + k), k < n <= PHO_SEG.
    dx0 = j0 - x0, dy = i - y0 (pixel centres). tab from pho_gauss_table. */
 PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, const double *wts,
@@ -404,11 +539,21 @@ PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, 
         const double *wt = wts + order * PHO_MAX_ORDER;
         for (k = 0; k < n; k++) {
             if (order == 0) out[k] += pho_so_point(a, fxx, fxy, fyy, dx0 + k, dy, 0.0, 0);
+            else if (order == PHO_ORDER_FOURTH) out[k] += pho_fo_point(a, fxx, fxy, fyy, dx0 + k, dy, 0.0, 0);
             else out[k] += pho_gl_point(a, fxx, fxy, fyy, dx0 + k, dy, order, u, wt, 0.0, 0);
         }
         return PHO_OK;
     }
     pho_row_centre(gs, tab, dx0, dy, n, a, e, &t0, &c0, &beta);
+    if (order == PHO_ORDER_FOURTH) {
+        double bp[5];
+        pho_fo_row_poly(fxx, fxy, fyy, beta, c0, dy, bp, 0);
+        for (k = 0; k < n; k++) {
+            double t = t0 + (double)k;
+            out[k] += e[k] * (bp[0] + t * (bp[1] + t * (bp[2] + t * (bp[3] + t * bp[4]))));
+        }
+        return PHO_OK;
+    }
     if (order == 0) {
         double h0 = 1.0 + (beta * beta - fxx - fyy) * (1.0 / 24.0);
         double h1 = fxy * beta * (1.0 / 12.0);
@@ -441,11 +586,38 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
         const double *wt = wts + order * PHO_MAX_ORDER;
         for (k = 0; k < n; k++) {
             if (order == 0) pho_so_point(a, fxx, fxy, fyy, dx0 + k, dy, w[k], acc);
+            else if (order == PHO_ORDER_FOURTH) pho_fo_point(a, fxx, fxy, fyy, dx0 + k, dy, w[k], acc);
             else pho_gl_point(a, fxx, fxy, fyy, dx0 + k, dy, order, u, wt, w[k], acc);
         }
         return PHO_OK;
     }
     pho_row_centre(gs, tab, dx0, dy, n, 1.0, e, &t0, &c0, &beta);
+    if (order == PHO_ORDER_FOURTH) {
+        /* moments T_k = sum w e t^k (k <= 6), then the row's polynomial factors */
+        double T0 = 0.0, T1 = 0.0, T2 = 0.0, T3 = 0.0, T4 = 0.0, T5 = 0.0, T6 = 0.0;
+        double bp[5], gp[6 * PHO_PLEN], T[PHO_PLEN];
+        int c, j;
+        PHO_SIMD_SUM(T0, T1, T2, T3, T4, T5, T6)
+        for (k = 0; k < n; k++) {
+            double t = t0 + (double)k;
+            double q = w[k] * e[k];
+            T0 += q; q *= t;
+            T1 += q; q *= t;
+            T2 += q; q *= t;
+            T3 += q; q *= t;
+            T4 += q; q *= t;
+            T5 += q; q *= t;
+            T6 += q;
+        }
+        T[0] = T0; T[1] = T1; T[2] = T2; T[3] = T3; T[4] = T4; T[5] = T5; T[6] = T6;
+        pho_fo_row_poly(fxx, fxy, fyy, beta, c0, dy, bp, gp);
+        for (c = 0; c < 6; c++) {
+            double s = 0.0;
+            for (j = 0; j < PHO_PLEN; j++) s += gp[c * PHO_PLEN + j] * T[j];
+            acc[c] += c == 0 ? s : a * s;
+        }
+        return PHO_OK;
+    }
     if (order == 0) {
         /* moments T_k = sum w e t^k (k <= 4), then the row's polynomial coefficients */
         double T0 = 0.0, T1 = 0.0, T2 = 0.0, T3 = 0.0, T4 = 0.0;
