@@ -389,8 +389,7 @@ class ExposureModel:
                 np.multiply(cyy, inv, out=out[:, :, 3])
                 np.multiply(cxy, -inv, out=out[:, :, 4])
                 np.multiply(cxx, inv, out=out[:, :, 5])
-            # cache: the columns A, Fxx, Fxy, Fyy as views of out
-            caches.append((J, (flux, T, base, abase, out[:, :, 0], out[:, :, 3], out[:, :, 4], out[:, :, 5])))
+            caches.append((J, (flux, T, base, abase, out)))
             outs.append(out.reshape(S * N, 6))
         g_all = outs[0] if len(outs) == 1 else np.concatenate(outs)
         return g_all, caches
@@ -425,10 +424,19 @@ class ExposureModel:
                 local[:, 1:3] = (gxy[:, None, :] @ J)[:, 0, :]
                 outs.append(local)
                 continue
-            flux, T, base, abase, A, fxx, fxy, fyy = cache
+            flux, T, base, abase, gauss = cache  # gauss: the group's image Gaussians (S, N, 6)
             N, M = flat["N"], flat["M"]
             gg = grad_gauss[start : start + S * N].reshape(S, N, 6)
             start += S * N
+            if self.compiled:
+                # the sums below in one compiled loop (equal to rounding; tests/test_likelihood.py)
+                _render_module().sersic_vjp(
+                    np.ascontiguousarray(gg), np.ascontiguousarray(flux), np.ascontiguousarray(T), base, abase, gauss,
+                    np.ascontiguousarray(J), np.ascontiguousarray(st.damps), flat["r2"], flat["m_index"], local,
+                )
+                outs.append(local)
+                continue
+            A, fxx, fxy, fyy = gauss[:, :, 0], gauss[:, :, 3], gauss[:, :, 4], gauss[:, :, 5]
             gA = gg[:, :, 0]
             local[:, 0] = np.sum(gA * abase, axis=1)
             gxy = gg[:, :, 1:3].sum(axis=1)
