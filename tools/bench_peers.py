@@ -2,12 +2,14 @@
 
 Run from the repository root, pinned to one core::
 
-    taskset -c 0 python tools/bench_peers.py            # scenes (a) and (b)
+    taskset -c 0 python tools/bench_peers.py            # every scene
     taskset -c 0 python tools/bench_peers.py --only a   # the one-galaxy scene only
 
 Scenes are those of ``tools/bench_kernel.py`` (imported from it, not copied):
 
 (a) one Sersic galaxy in a 64x64 stamp, one band, 3-Gaussian PSF;
+(ten) ten Sersics in one 128x128 exposure; (big) one Sersic in a 256x256 stamp (the peers' three
+    scenes of issue 12 are a, ten, big);
 (b) 20 blended Sersics seen by 4 exposures of 128x128 in 2 bands (rotated by 0, 17, 34, 51 degrees),
     4-Gaussian PSF.
 
@@ -111,6 +113,23 @@ def scene_a():
 
 def scene_b():
     return bk.make_problem(20, 128, 4, ["F150W", "F200W"], 4)
+
+
+def scene_ten():
+    return bk.make_problem(10, 128, 1, ["F200W"], 3)
+
+
+def scene_big():
+    return bk.make_problem(1, 256, 1, ["F200W"], 3, rh_arcsec=(0.2, 0.2))
+
+
+#: key -> (label, builder); the first three are the peers' scenes of issue 12 (and tools/bench_device.py)
+SCENES = {
+    "a": ("(a) one Sersic, 64x64, one band, 3-Gaussian PSF", scene_a),
+    "ten": ("(ten) ten Sersics, 128x128, one band, 3-Gaussian PSF", scene_ten),
+    "big": ("(big) one Sersic, 256x256, one band, 3-Gaussian PSF", scene_big),
+    "b": ("(b) 20 blended Sersics, 4 x 128x128, 2 bands, 4-Gaussian PSF", scene_b),
+}
 
 
 def psf_image(psf: pho.PSFMixture, shape, upsample: int = 1) -> np.ndarray:
@@ -390,17 +409,17 @@ def bench(label, problem):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", choices=["a", "b"], action="append", help="run only these scenes (repeatable)")
+    p.add_argument("--only", choices=sorted(SCENES), action="append",
+                   help="run only these scenes (repeatable; default: all of %(choices)s)")
     args = p.parse_args(argv)
-    only = set(args.only or ["a", "b"])
+    only = set(args.only or SCENES)
     print(f"bench_peers: pinned to core {CORE} (affinity {sorted(os.sched_getaffinity(0))}); "
           f"times are process CPU time per call, best of 7 batches of >= 0.2 s (calls over 1 s: best of 2); "
           f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
     print(f"profile: {bk._profile()[1]}; pixels 0.03\"; ratios are peer time / pho time")
-    if "a" in only:
-        bench("(a) one Sersic, 64x64, one band, 3-Gaussian PSF", scene_a())
-    if "b" in only:
-        bench("(b) 20 blended Sersics, 4 x 128x128, 2 bands, 4-Gaussian PSF", scene_b())
+    for key, (label, build) in SCENES.items():
+        if key in only:
+            bench(label, build())
     return 0
 
 
