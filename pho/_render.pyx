@@ -11,7 +11,7 @@ what it writes and sums in a fixed order, so results are bit-identical for any t
 """
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport sqrt
+from libc.math cimport fabs, sqrt
 
 cdef extern from *:
     """
@@ -371,3 +371,33 @@ def sersic_vjp(const double[:, :, ::1] gg not None, const double[::1] flux not N
             local[s, 5] = flux[s] * l5
             local[s, 6] = flux[s] * l6
     return 0
+
+
+def significant_mask(const double[:, ::1] gaussians not None, const Py_ssize_t[::1] source_index not None,
+                     double[::1] totals not None, double stamp_pixels, double fraction,
+                     unsigned char[::1] keep not None):
+    """The test of ``ExposureModel.significant`` in one loop: keep[k] = 1 when
+    ``|A| min(stamp_pixels, 2 pi / sqrt(det F)) >= fraction * total of its source``, the total being
+    ``sum |A| 2 pi / sqrt(det F)`` over the source's Gaussians (``totals`` (S,) is scratch,
+    overwritten). Returns the number kept."""
+    cdef Py_ssize_t G = gaussians.shape[0], S = totals.shape[0], k, s, n_keep = 0
+    cdef double amp, area, bound
+    if gaussians.shape[1] != 6 or source_index.shape[0] != G or keep.shape[0] != G:
+        raise ValueError("significant_mask: inconsistent array shapes")
+    for k in range(G):
+        if source_index[k] < 0 or source_index[k] >= S:
+            raise ValueError("significant_mask: source_index out of range")
+    with nogil:
+        for s in range(S):
+            totals[s] = 0.0
+        for k in range(G):
+            amp = fabs(gaussians[k, 0])
+            area = 6.283185307179586 / sqrt(gaussians[k, 3] * gaussians[k, 5] - gaussians[k, 4] * gaussians[k, 4])
+            totals[source_index[k]] += amp * area
+        for k in range(G):
+            amp = fabs(gaussians[k, 0])
+            area = 6.283185307179586 / sqrt(gaussians[k, 3] * gaussians[k, 5] - gaussians[k, 4] * gaussians[k, 4])
+            bound = amp * (area if area < stamp_pixels else stamp_pixels)
+            keep[k] = bound >= fraction * totals[source_index[k]]
+            n_keep += keep[k]
+    return n_keep

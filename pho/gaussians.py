@@ -274,7 +274,7 @@ class ExposureModel:
             pidx.append(np.repeat(full, n_each, axis=0))
             sidx.append(np.repeat(g.rows, n_each))
         self.param_index = np.ascontiguousarray(np.concatenate(pidx))
-        self.source_index = np.concatenate(sidx)
+        self.source_index = np.ascontiguousarray(np.concatenate(sidx), dtype=np.intp)
         self.n_gauss = len(self.source_index)
         # flattened (N = M * L, n = m * L + l) constants of each group for the fast path
         self._flat = []
@@ -314,6 +314,13 @@ class ExposureModel:
         if NEGLIGIBLE_FRACTION <= 0:
             return None
         g = gaussians
+        if self.compiled:
+            keep = np.empty(len(g), dtype=np.uint8)
+            n_keep = _render_module().significant_mask(
+                g, self.source_index, np.empty(len(self.scene_model.scene.sources)),
+                float(self.exposure.shape[0] * self.exposure.shape[1]), NEGLIGIBLE_FRACTION, keep,
+            )
+            return None if n_keep == len(g) else keep.view(bool)
         amp = np.abs(g[:, 0])
         area = _TWO_PI / np.sqrt(g[:, 3] * g[:, 5] - g[:, 4] * g[:, 4])
         total = np.bincount(self.source_index, weights=amp * area)

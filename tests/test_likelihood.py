@@ -365,3 +365,24 @@ def test_pixels_so_large_that_chi2_overflows_are_refused():
                      two_component_psf(), "F814W")
     # large but representable: accepted
     pho.Exposure(np.full((40, 40), 1e140), np.ones((40, 40)), tan_wcs(150.0, 2.0, (20.5, 20.5)), two_component_psf(), "F814W")
+
+
+def test_compiled_significance_equals_numpy():
+    """The compiled negligible-Gaussian test keeps exactly the Gaussians the NumPy expression keeps."""
+    pytest.importorskip("pho._render", reason="the compiled extension is not built here")
+    wcs = tan_wcs(150.0, 2.0, (24.5, 24.5), scale_arcsec=0.03)
+    exposure = pho.Exposure(np.zeros((48, 48)), np.ones((48, 48)), wcs, pho.PSFMixture.gaussian(fwhm_pix=2.0), "F814W")
+    scene = pho.Scene([pho.Sersic(150.0, 2.0, {"F814W": 1000.0}, q=0.8, pa=0.2, n=2.0, rh=0.1),
+                       pho.Sersic(150.0 + 1e-4, 2.0, {"F814W": 10.0}, q=0.5, pa=1.2, n=4.0, rh=0.6),
+                       pho.PointSource(150.0, 2.0 + 1e-4, {"F814W": 50.0})])
+    like = pho.Likelihood(scene, [exposure])
+    model = like._models[0]
+    g, _ = model.forward(like._scene_model.prepare(scene.get_vector()))
+    want = model.significant(g)
+    model.compiled = True
+    try:
+        got = model.significant(g)
+    finally:
+        model.compiled = False
+    assert want is not None and 0 < np.count_nonzero(~want) < len(g)
+    np.testing.assert_array_equal(got, want)
