@@ -147,7 +147,7 @@ def bench_rule(args):
     print("\n== 0. integration rule: worst relative error over pixels above 1% of the peak ==")
     print("(5 angles x 5 sub-pixel shifts per axis ratio; FWHM along the narrowest axis; independent integral: erf x 64-pt GL)")
     print(" FWHM px | order | q=1 rule  | q=0.3 rule | q=1 second order alone")
-    for fwhm in [0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 8.5, 12.0, 16.0]:
+    for fwhm in [0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 3.2, 4.0, 6.0, 8.0, 8.5, 12.0, 16.0]:
         o = int(ref.integration_orders(_row(fwhm, 1.0, 0.0, 0, 0)[None])[0])
         print(f" {fwhm:7.1f} | {o:5d} | {rule_errors(fwhm, 1.0):9.2e} | {rule_errors(fwhm, 0.3):10.2e} | "
               f"{rule_errors(fwhm, 1.0, order=0):9.2e}")
