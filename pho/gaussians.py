@@ -45,7 +45,7 @@ _TWO_PI = 2.0 * math.pi
 #: drops the Sersic table's widest components (radii up to 30") where their amplitudes are tiny,
 #: which would otherwise each cost a full pass over the stamp; what is dropped is below the
 #: 1e-5 of the bounding-box cutoff. Set to 0 to keep every Gaussian.
-NEGLIGIBLE_FRACTION = 1e-6
+NEGLIGIBLE_FRACTION = 1e-7
 
 
 class ImageGaussians(NamedTuple):

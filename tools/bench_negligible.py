@@ -36,7 +36,7 @@ def main() -> int:
     print(f"{'stamp':>7s} {'rh':>5s} {'fraction':>9s} {'Gaussians':>9s} {'Gauss-pix':>10s} "
           f"{'max |dI|/peak':>14s} {'|d total|/total':>16s}")
     try:
-        for size, rh in [(64, 0.05), (64, 0.2), (64, 0.45), (256, 0.2)]:
+        for size, rh in [(64, 0.05), (64, 0.2), (64, 0.45), (256, 0.2), (64, 3.0)]:
             scene, exps, theta = bk.make_problem(1, size, 1, ["F200W"], 3, rh_arcsec=(rh, rh))
             base = None
             for fraction in FRACTIONS:
