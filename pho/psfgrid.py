@@ -412,6 +412,17 @@ class PSFGrid:
             w[np.arange(len(x)), (tx > 0.5).astype(int) + 2 * (ty > 0.5).astype(int)] = 1.0
         return nodes, w
 
+    def nearest_index(self, x_pix, y_pix) -> np.ndarray:
+        """Index (into ``mixtures``) of the grid point nearest each position, inside the hull or
+        not (no outside policy: for planning, e.g. footprints), ndarray of int of the input's size."""
+        x = np.atleast_1d(np.asarray(x_pix, dtype=np.float64)).ravel()
+        y = np.atleast_1d(np.asarray(y_pix, dtype=np.float64)).ravel()
+        ix = np.argmin(np.abs(x[:, None] - self._xs[None, :]), axis=1)
+        iy = np.argmin(np.abs(y[:, None] - self._ys[None, :]), axis=1)
+        point = np.empty(self.shape, dtype=np.intp)
+        point[self._node[:, 0], self._node[:, 1]] = np.arange(self.n_points)
+        return point[iy, ix]
+
     def parameters_at(self, x_pix, y_pix, labels=None, where: str = "") -> np.ndarray:
         """Mixture parameters at each position, vectorized (the model's path).
 
