@@ -36,6 +36,12 @@ Run (CPU time about 3 minutes on one core)::
     python tools/psf_grid_accuracy.py                 # the table in docs/model.md
     python tools/psf_grid_accuracy.py --grids 3 --n-random 4   # quicker
 
+``--cost`` prints instead the CPU time of ``Likelihood.lnlike_and_grad`` (cpu backend, one
+thread) for 20 Sersics and a star in one 96 x 96 exposure with one PSF mixture and with a 5 x 5
+grid of them (K = 4 each), and of building the likelihood (where the grid's mixtures are taken)::
+
+    OMP_NUM_THREADS=1 taskset -c 0 python tools/psf_grid_accuracy.py --cost
+
 The machine this was measured on was shared; only the accuracy figures are reported.
 """
 
@@ -189,17 +195,69 @@ def report(sym, crop, n, base, truth_kind, n_random, rng) -> None:
           f"largest {max(change):.2e}")
 
 
+def cost(repeat: int = 50) -> int:
+    """CPU time per lnlike_and_grad with one mixture and with a 5 x 5 grid (best of 5 blocks)."""
+    import warnings
+
+    import pho
+    from astropy.wcs import WCS
+    from pho.psfgrid import PSFGrid
+
+    rng = np.random.default_rng(3)
+    shape = (96, 96)
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [48.5, 48.5]
+    w.wcs.cd = [[-0.03 / 3600, 0], [0, 0.03 / 3600]]
+
+    def mixture(f):
+        return pho.PSFMixture([0.4, 0.3, 0.2, 0.1], [0.0, 0.1, -0.1, 0.2], [0.0, -0.1, 0.1, 0.3],
+                              [1.2 * f, 3.0 * f, 8.0 * f, 30.0 * f], [0.1, -0.2, 0.3, 1.0], [1.0 * f, 2.8 * f, 9.0 * f, 25.0 * f])
+
+    nodes = np.linspace(0.0, 95.0, 5)
+    gx, gy = (a.ravel() for a in np.meshgrid(nodes, nodes))
+    grid = PSFGrid(gx, gy, [mixture(1.0 + 0.002 * (x + y)) for x, y in zip(gx, gy)])
+    xy = rng.uniform(10, 86, size=(21, 2))
+    ra, dec = w.pixel_to_world_values(xy[:, 0], xy[:, 1])
+    sources = [pho.Sersic(ra[i], dec[i], {"F": 50.0}, q=0.7, pa=0.3 * i, n=1.0 + 0.1 * i, rh=0.1 + 0.01 * i) for i in range(20)]
+    sources.append(pho.PointSource(ra[20], dec[20], {"F": 80.0}))
+    scene = pho.Scene(sources)
+    theta = scene.get_vector()
+    print(f"20 Sersics + 1 star, one {shape[0]}x{shape[1]} exposure, K = 4, cpu backend, 1 thread; CPU ms, best of 5")
+    print("| PSF | build Likelihood | lnlike_and_grad |")
+    print("|---|---|---|")
+    for label, psf in (("one mixture", mixture(1.1)), ("5 x 5 grid, bilinear", grid)):
+        exp = pho.Exposure(rng.normal(size=shape), np.ones(shape), w, psf, "F")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            builds, calls = [], []
+            for _ in range(5):
+                t0 = time.process_time()
+                like = pho.Likelihood(scene, [exp], backend="cpu", workers=1)
+                builds.append(time.process_time() - t0)
+                t0 = time.process_time()
+                for _ in range(repeat):
+                    like.lnlike_and_grad(theta)
+                calls.append((time.process_time() - t0) / repeat)
+        print(f"| {label} | {1e3 * min(builds):.2f} | {1e3 * min(calls):.2f} |")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--psf", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "jwst_nircam_f200w_psf_os4.fits")
     p.add_argument("--grids", type=int, nargs="+", default=[3, 5], help="grid sizes n (n x n points) (default: %(default)s)")
     p.add_argument("--n-random", type=int, default=8, help="random test positions per grid (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--cost", action="store_true", help="time the likelihood with one PSF and with a grid instead")
     p.add_argument("--truths", nargs="+", choices=("jwst", "mixture"), default=["jwst", "mixture"],
                    help="which truths (default: %(default)s)")
     args = p.parse_args(argv)
     import pho
 
+    if args.cost:
+        return cost()
     sym, crop = load_symmetric_psf(args.psf)
     lo, hi = crop
     base_mixture = pho.fit_psf_mixture(sym[lo:hi, lo:hi], K, OVERSAMPLE, pixel_integrated=False).mixture
