@@ -331,18 +331,19 @@ def test_gradient_with_a_psf_grid_matches_finite_differences(rng, smooth_boxes):
     np.testing.assert_array_equal(like.with_workers(1)._models[0].psf_params, p)
 
 
-def test_psf_grid_cpu_backend_matches_reference(rng):
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_psf_grid_fast_backends_match_reference(rng, backend):
     scene, exp, theta = _grid_problem(rng)
     ref = pho.Likelihood(scene, [exp], backend="reference")
     try:
-        cpu = pho.Likelihood(scene, [exp], backend="cpu", workers=2)
+        fast = pho.Likelihood(scene, [exp], backend=backend, workers=2)
     except pho.PhoBackendError as exc:
-        pytest.skip(str(exc))
+        pytest.skip(f"backend {backend!r} not available here: {exc}")
     v_ref, g_ref = ref.lnlike_and_grad(theta)
-    v_cpu, g_cpu = cpu.lnlike_and_grad(theta)
-    assert v_cpu == pytest.approx(v_ref, rel=1e-12)
-    np.testing.assert_allclose(g_cpu, g_ref, rtol=1e-10, atol=1e-10 * np.max(np.abs(g_ref)))
-    np.testing.assert_allclose(pho.render(scene, exp, backend="cpu", theta=theta),
+    v_fast, g_fast = fast.lnlike_and_grad(theta)
+    assert v_fast == pytest.approx(v_ref, rel=1e-12)
+    np.testing.assert_allclose(g_fast, g_ref, rtol=1e-10, atol=1e-10 * np.max(np.abs(g_ref)))
+    np.testing.assert_allclose(pho.render(scene, exp, backend=backend, theta=theta),
                                pho.render(scene, exp, theta=theta), rtol=1e-12, atol=1e-12)
 
 
