@@ -726,7 +726,10 @@ class Exposure:
         if noise_shape != full_shape:
             raise PhoValueError(f"{noise_path} has shape {noise_shape} but {sci_path} has {full_shape}")
         name = Path(sci_path).name
-        offset = tuple(psf_offset_pix)
+        try:
+            offset = tuple(float(v) for v in psf_offset_pix)
+        except (TypeError, ValueError):
+            raise PhoValueError(f"psf_offset_pix={psf_offset_pix!r} must be two numbers (x0, y0)") from None
         if box is not None:
             x0, y0, x1, y1 = box
             wcs = wcs.slice((slice(y0, y1), slice(x0, x1)))
