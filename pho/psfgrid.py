@@ -42,7 +42,10 @@ import numpy as np
 from .errors import NOT_OVERWRITING_MSG, PhoDataWarning, PhoValueError, warn
 from .psf import PSFMixture
 
-__all__ = ["PSFGrid", "grid_nodes", "INTERPOLATIONS", "OUTSIDE_POLICIES", "match_components", "read_psf", "psf_parameter_arrays"]
+__all__ = [
+    "PSFGrid", "grid_nodes", "INTERPOLATIONS", "OUTSIDE_POLICIES", "match_components", "component_distance", "read_psf",
+    "psf_parameter_arrays",
+]
 
 #: Interpolation schemes of :class:`PSFGrid`.
 INTERPOLATIONS = ("bilinear", "nearest")

@@ -10,9 +10,10 @@ with ``s_ml^2 = r_m^2 + v_l`` (profile radius m, PSF variance l along its major 
 and ``A_pix`` the pixel area. The footprint radius of a source is the largest over the
 exposures. For an exposure whose PSF is a grid (``pho.psfgrid.PSFGrid``), each source uses the
 mixture of the grid point nearest to it (a plan needs the size of the light, not the
-interpolated PSF; sources off the grid's hull take the nearest point of the grid). Two thresholds are used by the field fitter (``pho.field.patches``): a high one for
-blends (sources whose footprints touch are fitted together) and a low one for the light of
-neighbours that must be subtracted when a patch is fitted.
+interpolated PSF; sources off the grid's hull take the nearest point of the grid). Two
+thresholds are used by the field fitter (``pho.field.patches``): a high one for blends (sources
+whose footprints touch are fitted together) and a low one for the light of neighbours that must
+be subtracted when a patch is fitted.
 """
 
 from __future__ import annotations
