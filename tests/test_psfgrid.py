@@ -485,3 +485,27 @@ def test_footprints_use_the_nearest_grid_point(tmp_path):
     r_wide = footprint_radii_arcsec(sources, [fwide], 1.0)
     assert r_narrow[0] < r_wide[0]
     assert r_grid[0] == r_narrow[0] and r_grid[1] == r_wide[1]
+
+
+def test_fit_with_a_psf_grid_recovers_the_truth(rng):
+    """A star and two galaxies simulated with the grid's PSFs at their true positions, fitted from
+    starts about a pixel away, where the likelihood takes the PSFs (1-1.6% too narrow or wide on
+    this steep grid): the truth is recovered within 4 sigma, and the result differs from a fit
+    whose PSFs are taken at the truth by well under a sigma (0.27 sigma at most, measured)."""
+    scene, exp, _ = _grid_problem(rng)
+    truth = scene.get_vector()
+    start = truth.copy()
+    kinds = np.array(scene.parameter_kinds)
+    start[kinds == "flux"] *= 1.2
+    start[kinds == "ra"] += 1.0 * 0.03 / 3600
+    start[kinds == "dec"] -= 0.7 * 0.03 / 3600
+    scene.set_vector(start)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pho.PhoWarning)
+        like = pho.Likelihood(scene, [exp], backend="cpu", workers=1)
+        result = pho.optimize(like)
+        at_truth = pho.optimize(like.with_psf_at(truth), theta0=start)
+    assert result.success and at_truth.success
+    pull = (result.theta - truth) / result.sigma
+    assert np.all(np.abs(pull) < 4.0), dict(zip(scene.parameter_names, np.round(pull, 2)))
+    assert np.all(np.abs(result.theta - at_truth.theta) < 0.5 * at_truth.sigma)
