@@ -487,6 +487,7 @@ def test_footprints_use_the_nearest_grid_point(tmp_path):
     assert r_grid[0] == r_narrow[0] and r_grid[1] == r_wide[1]
 
 
+@pytest.mark.slow
 def test_fit_with_a_psf_grid_recovers_the_truth(rng):
     """A star and two galaxies simulated with the grid's PSFs at their true positions, fitted from
     starts about a pixel away, where the likelihood takes the PSFs (1-1.6% too narrow or wide on
