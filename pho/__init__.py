@@ -18,6 +18,8 @@ from .errors import (
 )
 from .psf import PSFMixture
 from .psffit import fit_psf_mixture
+from .psfgrid import PSFGrid
+from .psfgridfit import fit_psf_grid
 from . import gaussians, transforms
 from .exposure import Exposure
 from .likelihood import Likelihood, render
@@ -33,6 +35,8 @@ __version__ = "0.1.0"
 __all__ = [
     "PSFMixture",
     "fit_psf_mixture",
+    "PSFGrid",
+    "fit_psf_grid",
     "PointSource",
     "Sersic",
     "Scene",

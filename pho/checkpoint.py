@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .psfgrid import psf_parameter_arrays
+
 __all__ = ["FINGERPRINT_VERSION", "problem_fingerprint", "fingerprint_differences", "run_saving_on_interrupt"]
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,9 @@ def problem_fingerprint(likelihood, priors, settings: dict) -> dict:
         _update(parts["data"], e.band, e.shape, e.pixels, e.mask, np.asarray(e.background, float), e.counts_per_flux)
         _update(parts["noise"], e.ivar)
         psf = e.psf
-        _update(parts["PSF"], psf.amp, psf.x, psf.y, psf.cxx, psf.cxy, psf.cyy)
+        # a grid adds its positions and the exposure's offset in its frame; one mixture hashes as it always has
+        grid = getattr(e, "psf_varies", False)
+        _update(parts["PSF"], *psf_parameter_arrays(psf), *((tuple(e.psf_offset_pix),) if grid else ()))
         ast = e._astrometry
         _update(parts["astrometry"], np.asarray(e.D), tuple(e.reference_radec), ast.degree, np.asarray(ast._coef),
                 np.asarray(ast._basis))

@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import PhoDataError, PhoDataWarning, PhoRangeError, PhoValueError, warn
 from .psf import PSF_SUM_ERROR_TOLERANCE, PSFMixture
+from .psfgrid import PSFGrid, read_psf
 
 __all__ = ["Exposure", "ASTROMETRY_TOLERANCE_PIX", "unit_vectors", "image_hdu"]
 
@@ -325,8 +326,11 @@ class Exposure:
         masked with a warning; negative or infinite values raise.
     wcs : astropy.wcs.WCS
         Celestial WCS of exactly this array (0-based pixels, as astropy uses them).
-    psf : PSFMixture or path
-        PSF in detector pixels (a path is read with ``PSFMixture.read``).
+    psf : PSFMixture, PSFGrid or path
+        PSF in detector pixels: one mixture for the whole exposure, or a
+        :class:`~pho.psfgrid.PSFGrid` of mixtures over the detector, of which each source uses
+        the mixture at its pixel position (``psf_at``; docs/model.md, "PSFs that vary over the
+        field"). A path is read with ``pho.psfgrid.read_psf`` (either kind).
     band : str
         Band name, matching the keys of the sources' flux dicts.
     mask : array_like of bool, shape (ny, nx), optional
@@ -339,6 +343,11 @@ class Exposure:
         Known background added to the model, counts (default 0).
     name : str, optional
         Label used in messages (default: band and shape; ``from_fits`` uses the file name).
+    psf_offset_pix : (float, float)
+        Where this exposure's pixel (0, 0) lies in the frame of a PSF grid's positions, pixels:
+        ``(x0, y0)`` for a cutout ``[y0:, x0:]`` of the image the grid was made for
+        (``from_fits`` adds its ``cutout`` corner itself). Default (0, 0); unused with a
+        single PSFMixture.
 
     Attributes
     ----------
@@ -352,7 +361,7 @@ class Exposure:
         Pixels per arcsec of sky offset ``(dra cos dec0, ddec)`` at the reference point.
     reference_radec : (float, float)
         Sky position (deg) of the reference point, the centre of the stamp.
-    psf, band, counts_per_flux, background, wcs, name
+    psf, band, counts_per_flux, background, wcs, name, psf_offset_pix
 
     Raises
     ------
@@ -365,7 +374,7 @@ class Exposure:
         about one, a singular (e.g. CD of zeros, CDELT = 0), non-finite or non-celestial WCS, a
         non-finite background.
     TypeError
-        ``wcs`` is not an astropy WCS, ``psf`` not a PSFMixture.
+        ``wcs`` is not an astropy WCS, ``psf`` not a PSFMixture or PSFGrid.
 
     Examples
     --------
@@ -378,7 +387,8 @@ class Exposure:
     [31.5, 31.5]
     """
 
-    def __init__(self, pixels, ivar, wcs, psf, band: str, mask=None, counts_per_flux: float = 1.0, background=0.0, name: str | None = None):
+    def __init__(self, pixels, ivar, wcs, psf, band: str, mask=None, counts_per_flux: float = 1.0, background=0.0,
+                 name: str | None = None, psf_offset_pix=(0.0, 0.0)):
         from astropy.wcs import WCS
 
         for what, arr in (("pixels", pixels), ("ivar", ivar)):
@@ -432,12 +442,22 @@ class Exposure:
             raise PhoDataError(f"{label}: no pixel counts (all are masked or have ivar = 0); check the mask and the weight map")
 
         if isinstance(psf, (str, os.PathLike)):
-            psf = PSFMixture.read(psf)
-        if not isinstance(psf, PSFMixture):
-            raise TypeError(f"psf must be a pho.PSFMixture (or a path to one), got {type(psf).__name__}")
-        total = float(np.sum(psf.amp))
+            psf = read_psf(psf)
+        if not isinstance(psf, (PSFMixture, PSFGrid)):
+            raise TypeError(f"psf must be a pho.PSFMixture or pho.psfgrid.PSFGrid (or a path to one), got {type(psf).__name__}")
+        # a grid's mixtures were each checked by PSFMixture, and interpolation keeps their sums' range
+        total = float(np.sum(psf.amp)) if isinstance(psf, PSFMixture) else 1.0
         if abs(total - 1.0) > PSF_SUM_ERROR_TOLERANCE:
             raise PhoDataError(f"{label}: PSF amplitudes sum to {total:.4g}, not about one; use psf.normalized() or refit the PSF")
+        try:
+            offset = tuple(float(v) for v in psf_offset_pix)
+        except (TypeError, ValueError):
+            offset = ()
+        if len(offset) != 2 or not all(math.isfinite(v) for v in offset):
+            raise PhoValueError(
+                f"{label}: psf_offset_pix={psf_offset_pix!r} must be two finite numbers (x0, y0): where this exposure's "
+                "pixel (0, 0) lies in the PSF grid's frame"
+            )
 
         cpf = float(counts_per_flux)
         if not (math.isfinite(cpf) and cpf > 0):
@@ -490,6 +510,7 @@ class Exposure:
         self._data, self._weight = data, weight
         self.wcs = wcs
         self.psf = psf
+        self.psf_offset_pix = offset
         self.counts_per_flux = cpf
         self.background = bg
         self.shape = shape
@@ -507,7 +528,54 @@ class Exposure:
         """This exposure with another known background (counts: a scalar or an (ny, nx) array),
         e.g. the light of sources held fixed; pixels, noise, mask, WCS and PSF are shared."""
         return Exposure(self.pixels, self.ivar, self.wcs, self.psf, self.band, mask=self.mask,
-                        counts_per_flux=self.counts_per_flux, background=background, name=self.name)
+                        counts_per_flux=self.counts_per_flux, background=background, name=self.name,
+                        psf_offset_pix=self.psf_offset_pix)
+
+    @property
+    def psf_varies(self) -> bool:
+        """Whether the PSF depends on the position (a :class:`~pho.psfgrid.PSFGrid`)."""
+        return isinstance(self.psf, PSFGrid)
+
+    def psf_parameters_at(self, x_pix, y_pix, labels=None) -> np.ndarray:
+        """PSF mixture parameters at pixel positions of this exposure.
+
+        Parameters
+        ----------
+        x_pix, y_pix : array_like of shape (S,)
+            0-based pixels of this exposure (``psf_offset_pix`` is added for a grid).
+        labels : sequence of str, optional
+            Names of the positions for messages.
+
+        Returns
+        -------
+        ndarray of shape (S, L, 6)
+            ``amp, x, y, cxx, cxy, cyy`` per position (the same mixture for every position
+            when the PSF is a single PSFMixture).
+
+        Raises
+        ------
+        PhoValueError
+            A position outside a grid's hull (with the grid's ``outside="error"``), or not finite.
+        """
+        x = np.atleast_1d(np.asarray(x_pix, dtype=np.float64)).ravel()
+        y = np.atleast_1d(np.asarray(y_pix, dtype=np.float64)).ravel()
+        if not isinstance(self.psf, PSFGrid):
+            p = np.column_stack([self.psf.amp, self.psf.x, self.psf.y, self.psf.cxx, self.psf.cxy, self.psf.cyy])
+            return np.broadcast_to(p, (len(x),) + p.shape).copy()
+        ox, oy = self.psf_offset_pix
+        where = f" (exposure {self.name}" + (f", whose pixel (0, 0) is ({ox:g}, {oy:g}) there)" if (ox, oy) != (0.0, 0.0) else ")")
+        return self.psf.parameters_at(x + ox, y + oy, labels=labels, where=where)
+
+    def psf_at(self, x_pix: float, y_pix: float) -> PSFMixture:
+        """The PSF mixture of a source at pixel ``(x_pix, y_pix)`` of this exposure (0-based).
+
+        The exposure's single mixture, or its grid's mixture at ``(x_pix + x0, y_pix + y0)`` with
+        ``(x0, y0) = psf_offset_pix``; errors as for :meth:`psf_parameters_at`.
+        """
+        if not isinstance(self.psf, PSFGrid):
+            return self.psf
+        ox, oy = self.psf_offset_pix
+        return self.psf.at(float(x_pix) + ox, float(y_pix) + oy)
 
     @property
     def D(self) -> np.ndarray:
@@ -570,6 +638,7 @@ class Exposure:
         mask=None,
         counts_per_flux: float = 1.0,
         background=0.0,
+        psf_offset_pix=(0.0, 0.0),
     ) -> "Exposure":
         """Read an exposure from FITS files.
 
@@ -582,8 +651,9 @@ class Exposure:
             (sigma, counts; ivar = 1/err^2, and err = 0 or non-finite means no data: those pixels
             get ivar = 0, with a warning saying how many). May be the same file as ``sci_path``
             with ``noise_hdu`` naming the extension.
-        psf : PSFMixture or path
-            PSF mixture in detector pixels.
+        psf : PSFMixture, PSFGrid or path
+            PSF in detector pixels (as for :class:`Exposure`). A grid's positions are in the
+            pixel frame of ``sci_path``'s whole image (shifted by ``psf_offset_pix``).
         band : str
             Band name.
         cutout : (x0, y0, x1, y1), optional
@@ -594,6 +664,9 @@ class Exposure:
             Bad-pixel mask of the (cut-out) shape.
         counts_per_flux, background
             As for :class:`Exposure`.
+        psf_offset_pix : (float, float)
+            Where pixel (0, 0) of the whole image lies in the PSF grid's frame (default (0, 0));
+            the exposure gets this plus the ``cutout`` corner ``(x0, y0)``.
 
         Returns
         -------
@@ -653,10 +726,16 @@ class Exposure:
         if noise_shape != full_shape:
             raise PhoValueError(f"{noise_path} has shape {noise_shape} but {sci_path} has {full_shape}")
         name = Path(sci_path).name
+        try:
+            offset = tuple(float(v) for v in psf_offset_pix)
+        except (TypeError, ValueError):
+            raise PhoValueError(f"psf_offset_pix={psf_offset_pix!r} must be two numbers (x0, y0)") from None
         if box is not None:
             x0, y0, x1, y1 = box
             wcs = wcs.slice((slice(y0, y1), slice(x0, x1)))
             name = f"{name}[{y0}:{y1}, {x0}:{x1}]"
+            if len(offset) == 2:
+                offset = (offset[0] + x0, offset[1] + y0)
         if err_path is not None:
             if np.any(noise < 0):
                 raise PhoDataError(f"{err_path}: {int(np.sum(noise < 0))} pixels have negative error; errors must be >= 0")
@@ -667,4 +746,5 @@ class Exposure:
                 ivar = np.where(nodata, 0.0, 1.0 / noise**2)
         else:
             ivar = noise
-        return cls(sci, ivar, wcs, psf, band, mask=mask, counts_per_flux=counts_per_flux, background=background, name=name)
+        return cls(sci, ivar, wcs, psf, band, mask=mask, counts_per_flux=counts_per_flux, background=background, name=name,
+                   psf_offset_pix=offset)

@@ -225,14 +225,21 @@ class ExposureModel:
     ----------
     scene_model : SceneModel
     exposure : pho.Exposure
+    psf_theta : ndarray of shape (P,), optional
+        For an exposure whose PSF varies over the field (a ``PSFGrid``): the parameters whose
+        source positions pick each source's PSF mixture (default ``scene.get_vector()``). The
+        mixtures are fixed here, once: later calls at other positions use them unchanged, so
+        the model is an exact, smooth function of the parameters and the gradient is its exact
+        gradient (docs/model.md, "PSFs that vary over the field"). Unused for a single PSF.
 
     Raises
     ------
     PhoValueError
-        The exposure's band is not one of the scene's bands.
+        The exposure's band is not one of the scene's bands; for a PSF grid, a source outside
+        the grid's hull (unless the grid clamps) or at a non-finite position.
     """
 
-    def __init__(self, scene_model: SceneModel, exposure):
+    def __init__(self, scene_model: SceneModel, exposure, psf_theta=None):
         from .errors import PhoValueError
 
         self.scene_model = scene_model
@@ -247,9 +254,25 @@ class ExposureModel:
         psf = exposure.psf
         L = psf.n_gauss
         self.n_psf = L
-        self.psf_cov = np.column_stack([psf.cxx, psf.cxy, psf.cyy])  # (L, 3)
-        self.psf_x, self.psf_y = np.asarray(psf.x, float), np.asarray(psf.y, float)
-        self.psf_amp_cpf = np.asarray(psf.amp, float) * exposure.counts_per_flux
+        #: whether each source has its own PSF mixture (the exposure's PSF is a grid)
+        self.psf_per_source = bool(getattr(exposure, "psf_varies", False))
+        if self.psf_per_source:
+            # (S_total, L, 6): each source's mixture at its position for psf_theta, in scene order
+            theta0 = scene.get_vector() if psf_theta is None else np.asarray(psf_theta, dtype=float)
+            units = unit_vectors(theta0[scene_model.ra_idx], theta0[scene_model.dec_idx])
+            xs, ys = exposure._astrometry.project_units(units, jacobian=False, names=scene_model.source_labels)
+            pp = exposure.psf_parameters_at(xs, ys, labels=scene_model.source_labels)
+            self.psf_positions = np.column_stack([xs, ys])  # where the mixtures were taken, exposure pixels
+            self.psf_params = pp
+            # the single-PSF attributes do not exist for a grid: per-group arrays below
+            self.psf_cov = self.psf_x = self.psf_y = self.psf_amp_cpf = self.psf_F = self.psf_norm = None
+        else:
+            pp = np.column_stack([psf.amp, psf.x, psf.y, psf.cxx, psf.cxy, psf.cyy])[None]  # (1, L, 6)
+            self.psf_positions = None
+            self.psf_params = None
+            self.psf_cov = np.column_stack([psf.cxx, psf.cxy, psf.cyy])  # (L, 3)
+            self.psf_x, self.psf_y = np.asarray(psf.x, float), np.asarray(psf.y, float)
+            self.psf_amp_cpf = np.asarray(psf.amp, float) * exposure.counts_per_flux
         D = exposure.D
         d00, d01, d10, d11 = D[0, 0], D[0, 1], D[1, 0], D[1, 1]
         # T = D R D^T as a linear map of (Rxx, Rxy, Ryy) -> (Txx, Txy, Tyy): T = R @ MT
@@ -260,9 +283,13 @@ class ExposureModel:
                 [d01 * d01, d01 * d11, d11 * d11],
             ]
         )
-        det = psf.cxx * psf.cyy - psf.cxy**2
-        self.psf_F = np.column_stack([psf.cyy, -psf.cxy, psf.cxx]) / det[:, None]
-        self.psf_norm = self.psf_amp_cpf / (_TWO_PI * np.sqrt(det))
+        if not self.psf_per_source:
+            det = psf.cxx * psf.cyy - psf.cxy**2
+            self.psf_F = np.column_stack([psf.cyy, -psf.cxy, psf.cxx]) / det[:, None]
+            self.psf_norm = self.psf_amp_cpf / (_TWO_PI * np.sqrt(det))
+        # per group: the PSF arrays with a leading axis of 1 (one PSF) or S (one per source)
+        self._gpsf = [self._group_psf(pp, g.rows if self.psf_per_source else slice(0, 1), exposure.counts_per_flux)
+                      for g in scene_model.groups]
         P = scene_model.n_params
         pidx, sidx = [], []
         for g in scene_model.groups:
@@ -279,24 +306,43 @@ class ExposureModel:
         # flattened (N = M * L, n = m * L + l) constants of each group for the fast path
         self._flat = []
         vjp_idx = []
-        for g, full in zip(scene_model.groups, (p[:: g.n_comp * L] for p, g in zip(pidx, scene_model.groups))):
+        for g, gp, full in zip(scene_model.groups, self._gpsf,
+                               (p[:: g.n_comp * L] for p, g in zip(pidx, scene_model.groups))):
             vjp_idx.append(full)
             if g.kind == "point":
                 self._flat.append(None)
                 continue
             M = g.n_comp
             r2 = np.repeat(g.r2.ravel(), L)
+
+            def tile(a):  # (1 or S, L) -> (N,) or (S, N), n = m * L + l
+                return np.ascontiguousarray(np.tile(a, (1, M))[0] if len(a) == 1 else np.tile(a, (1, M)))
+
             self._flat.append(
                 dict(
                     r2=r2,
-                    cxx=np.tile(psf.cxx, M), cxy=np.tile(psf.cxy, M), cyy=np.tile(psf.cyy, M),
-                    amp=np.tile(self.psf_amp_cpf / _TWO_PI, M),
-                    px=np.tile(self.psf_x, M), py=np.tile(self.psf_y, M),
+                    cxx=tile(gp["cov"][..., 0]), cxy=tile(gp["cov"][..., 1]), cyy=tile(gp["cov"][..., 2]),
+                    amp=tile(gp["amp_cpf"] / _TWO_PI),
+                    px=tile(gp["x"]), py=tile(gp["y"]),
                     m_index=np.repeat(np.arange(M, dtype=np.intp), L), M=M, N=M * L,
                 )
             )
         #: (sum over groups of S, 7) scene index of each source's local parameters (P = unused)
         self.vjp_index = np.ascontiguousarray(np.concatenate(vjp_idx)).ravel()
+
+    @staticmethod
+    def _group_psf(pp, rows, counts_per_flux) -> dict:
+        """PSF arrays of one source group: ``amp_cpf, x, y, norm`` of shape (1 or S, L),
+        ``cov, F`` of shape (1 or S, L, 3) (xx, xy, yy), from ``pp`` (S_total or 1, L, 6)
+        (columns amp, x, y, cxx, cxy, cyy) at ``rows`` (the group's sources, or ``slice(0, 1)``
+        for the exposure's single mixture)."""
+        p = pp[rows]
+        cov = np.ascontiguousarray(p[..., 3:6])
+        det = cov[..., 0] * cov[..., 2] - cov[..., 1] ** 2
+        amp_cpf = p[..., 0] * counts_per_flux
+        F = np.stack([cov[..., 2], -cov[..., 1], cov[..., 0]], axis=-1) / det[..., None]
+        return dict(amp_cpf=amp_cpf, x=np.ascontiguousarray(p[..., 1]), y=np.ascontiguousarray(p[..., 2]),
+                    cov=cov, F=F, norm=amp_cpf / (_TWO_PI * np.sqrt(det)))
 
     def significant(self, gaussians: np.ndarray) -> np.ndarray | None:
         """Which image Gaussians can matter in this stamp (see ``NEGLIGIBLE_FRACTION``).
@@ -332,14 +378,14 @@ class ExposureModel:
         """Image Gaussians (G, 6) and, if asked, their Jacobian (G, 6, 7) for a prepared state."""
         x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units, names=self.scene_model.source_labels)
         outs, jacs = [], []
-        for g, st in zip(self.scene_model.groups, state.groups):
+        for g, st, gp in zip(self.scene_model.groups, state.groups, self._gpsf):
             rows = g.rows
             x, y, J = x_all[rows], y_all[rows], J_all[rows]
             flux = st.flux[:, self.band_index]
             if g.kind == "point":
-                out, jac = self._point(flux, x, y, J, jacobian)
+                out, jac = self._point(gp, flux, x, y, J, jacobian)
             else:
-                out, jac = self._sersic(g, st, flux, x, y, J, jacobian)
+                out, jac = self._sersic(g, gp, st, flux, x, y, J, jacobian)
             outs.append(out)
             jacs.append(jac)
         if len(outs) == 1:
@@ -361,12 +407,12 @@ class ExposureModel:
         """
         x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units, names=self.scene_model.source_labels)
         outs, caches = [], []
-        for g, st, flat in zip(self.scene_model.groups, state.groups, self._flat):
+        for g, st, flat, gp in zip(self.scene_model.groups, state.groups, self._flat, self._gpsf):
             rows = g.rows
             x, y, J = x_all[rows], y_all[rows], J_all[rows]
             flux = st.flux[:, self.band_index]
             if flat is None:
-                out, _ = self._point(flux, x, y, J, False)
+                out, _ = self._point(gp, flux, x, y, J, False)
                 caches.append((J, None))
                 outs.append(out)
                 continue
@@ -376,12 +422,17 @@ class ExposureModel:
             if self.compiled:
                 base = np.empty((S, N))
                 abase = np.empty((S, N))
-                _render_module().sersic_gaussians(
-                    np.ascontiguousarray(flux), np.ascontiguousarray(x), np.ascontiguousarray(y),
-                    np.ascontiguousarray(T[:, 0, :]), np.ascontiguousarray(st.amps[0]), flat["r2"],
-                    flat["cxx"], flat["cxy"], flat["cyy"], flat["amp"], flat["px"], flat["py"], flat["m_index"],
-                    out, base, abase,
-                )
+                args = (np.ascontiguousarray(flux), np.ascontiguousarray(x), np.ascontiguousarray(y),
+                        np.ascontiguousarray(T[:, 0, :]), np.ascontiguousarray(st.amps[0]))
+                psf_cols = [flat[k] for k in ("cxx", "cxy", "cyy", "amp", "px", "py")]
+                if psf_cols[0].ndim == 1:
+                    _render_module().sersic_gaussians(*args, flat["r2"], *psf_cols, flat["m_index"], out, base, abase)
+                else:  # one PSF mixture per source (a PSF grid): one call per source
+                    for s in range(S):
+                        _render_module().sersic_gaussians(
+                            *(a[s : s + 1] for a in args), flat["r2"], *(c[s] for c in psf_cols), flat["m_index"],
+                            out[s : s + 1], base[s : s + 1], abase[s : s + 1],
+                        )
             else:
                 r2 = flat["r2"]
                 cxx = r2 * T[:, 0, 0:1] + flat["cxx"]
@@ -420,13 +471,13 @@ class ExposureModel:
         outs = []
         start = 0
         L = self.n_psf
-        for g, st, flat, (J, cache) in zip(self.scene_model.groups, state.groups, self._flat, caches):
+        for g, st, flat, gp, (J, cache) in zip(self.scene_model.groups, state.groups, self._flat, self._gpsf, caches):
             S = len(g.rows)
             local = np.zeros((S, N_LOCAL))
             if cache is None:
                 gg = grad_gauss[start : start + S * L].reshape(S, L, 6)
                 start += S * L
-                local[:, 0] = gg[:, :, 0] @ self.psf_norm
+                local[:, 0] = np.sum(gg[:, :, 0] * gp["norm"], axis=1)
                 gxy = gg[:, :, 1:3].sum(axis=1)  # (S, 2)
                 local[:, 1:3] = (gxy[:, None, :] @ J)[:, 0, :]
                 outs.append(local)
@@ -470,37 +521,37 @@ class ExposureModel:
             outs.append(local)
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
-    def _point(self, flux, x, y, J, jacobian):
+    def _point(self, gp, flux, x, y, J, jacobian):
         S, L = len(flux), self.n_psf
         out = np.empty((S, L, 6))
-        out[:, :, 0] = flux[:, None] * self.psf_norm
-        out[:, :, 1] = x[:, None] + self.psf_x
-        out[:, :, 2] = y[:, None] + self.psf_y
-        out[:, :, 3:] = self.psf_F
+        out[:, :, 0] = flux[:, None] * gp["norm"]
+        out[:, :, 1] = x[:, None] + gp["x"]
+        out[:, :, 2] = y[:, None] + gp["y"]
+        out[:, :, 3:] = gp["F"]
         out = out.reshape(S * L, 6)
         if not jacobian:
             return out, None
         jac = np.zeros((S, L, 6, N_LOCAL))
-        jac[:, :, 0, 0] = self.psf_norm
+        jac[:, :, 0, 0] = gp["norm"]
         jac[:, :, 1:3, 1:3] = J[:, None, :, :]
         return out, jac.reshape(S * L, 6, N_LOCAL)
 
-    def _sersic(self, g, st, flux, x, y, J, jacobian):
+    def _sersic(self, g, gp, st, flux, x, y, J, jacobian):
         S, M, L = len(flux), g.n_comp, self.n_psf
         T = st.shape @ self.MT  # (S, 3, 3): D R D^T and its two shape derivatives
-        cov = g.r2 * T[:, None, 0:1, :] + self.psf_cov  # (S, M, L, 3)
+        cov = g.r2 * T[:, None, 0:1, :] + gp["cov"][:, None]  # (S, M, L, 3)
         cxx, cxy, cyy = cov[..., 0], cov[..., 1], cov[..., 2]
         det = cxx * cyy - cxy * cxy
         inv_det = 1.0 / det
         fxx, fxy, fyy = cyy * inv_det, -cxy * inv_det, cxx * inv_det
-        base = self.psf_amp_cpf * np.sqrt(inv_det) / _TWO_PI  # (S, M, L) counts per flux per amplitude
+        base = gp["amp_cpf"][:, None] * np.sqrt(inv_det) / _TWO_PI  # (S, M, L) counts per flux per amplitude
         a, da_dn, da_drh = st.amps
         abase = a[:, :, None] * base
         A = flux[:, None, None] * abase
         out = np.empty((S, M, L, 6))
         out[..., 0] = A
-        out[..., 1] = (x[:, None] + self.psf_x)[:, None, :]
-        out[..., 2] = (y[:, None] + self.psf_y)[:, None, :]
+        out[..., 1] = (x[:, None] + gp["x"])[:, None, :]
+        out[..., 2] = (y[:, None] + gp["y"])[:, None, :]
         out[..., 3] = fxx
         out[..., 4] = fxy
         out[..., 5] = fyy
@@ -558,6 +609,6 @@ def image_gaussians(scene, exposure, theta=None, jacobian: bool = True) -> Image
     """
     theta = scene.get_vector() if theta is None else scene.check_vector(theta)
     sm = SceneModel(scene)
-    em = ExposureModel(sm, exposure)
+    em = ExposureModel(sm, exposure, psf_theta=theta)
     g, jac = em.compute(sm.prepare(theta), jacobian=jacobian)
     return ImageGaussians(np.ascontiguousarray(g), jac, em.param_index, em.source_index)

@@ -54,7 +54,8 @@ def render(scene, exposure: Exposure, backend="reference", workers: int | None =
     workers : int, optional
         Threads for the ``cpu`` backend (default: all cores).
     theta : array_like of shape (P,), optional
-        Parameters (validated); default ``scene.get_vector()``.
+        Parameters (validated); default ``scene.get_vector()``. With a PSF grid, each source
+        uses the mixture at its position for these parameters.
 
     Returns
     -------
@@ -75,7 +76,7 @@ def render(scene, exposure: Exposure, backend="reference", workers: int | None =
     """
     theta = scene.get_vector() if theta is None else scene.check_vector(theta)
     sm = SceneModel(scene)
-    em = ExposureModel(sm, exposure)
+    em = ExposureModel(sm, exposure, psf_theta=theta)
     be = _resolve_backend(backend, workers)
     em.compiled = getattr(be, "name", None) == "cpu"
     g, _ = em.forward(sm.prepare(theta))
@@ -132,6 +133,12 @@ class Likelihood:
     Construction checks everything O(pixels) once; each call checks only O(parameters):
     the vector's length, finiteness and ranges (q in (0, 1], |g| < 1, n and rh inside the
     profile's table range), via ``scene.check_vector``.
+
+    An exposure whose PSF varies over the field (``pho.psfgrid.PSFGrid``) gives each source the
+    mixture at its position for the scene's values at construction, and keeps it fixed: the
+    likelihood is then a smooth function whose gradient is exact (no term for the PSF's change
+    as a source moves). :meth:`with_psf_at` re-takes the mixtures at other positions
+    (docs/model.md, "PSFs that vary over the field").
 
     Examples
     --------
@@ -392,6 +399,27 @@ class Likelihood:
                     minus = self._backend.render(np.ascontiguousarray(em.forward(s_down)[0][rows[e]]), ex.shape)
                     out[e][j] = (plus - minus) / span
         return out
+
+    def with_psf_at(self, theta) -> "Likelihood":
+        """A copy whose exposures with a PSF grid take each source's mixture at its position for
+        ``theta`` (shape (P,)) instead of the scene's starting values; exposures with one PSF,
+        the backend and the data are shared.
+
+        Raises
+        ------
+        PhoValueError
+            An invalid ``theta``; a source outside a grid's hull (unless the grid clamps).
+        """
+        theta = self.scene.check_vector(theta)
+        clone = copy.copy(self)
+        models = []
+        for em, e in zip(self._models, self.exposures):
+            if em.psf_per_source:
+                em = ExposureModel(self._scene_model, e, psf_theta=theta)
+                em.compiled = self.backend == "cpu"
+            models.append(em)
+        clone._models = models
+        return clone
 
     def with_workers(self, workers: int | None) -> "Likelihood":
         """A copy of this likelihood whose pixel backend uses ``workers`` threads.

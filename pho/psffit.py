@@ -691,6 +691,7 @@ def fit_psf_mixture(
     max_lm_iter: int = 100,
     n_starts: int = 1,
     meta: dict | None = None,
+    init: PSFMixture | None = None,
 ) -> PSFFitResult:
     """Fit a K-Gaussian mixture to a PSF image.
 
@@ -739,6 +740,13 @@ def fit_psf_mixture(
         EM stops when its objective (mean log density per unit flux) changes by less.
     meta : dict, optional
         Extra header entries for the mixture (input file, HDU, ...).
+    init : PSFMixture, optional
+        Start EM from this mixture (detector pixels, relative to the centre; for a
+        pixel-integrated image, the PSF before the pixel, as this function returns it) instead
+        of the concentric start. EM and the polish move each Gaussian continuously from its
+        start, so a start taken from a neighbouring PSF's fit keeps Gaussian l "the same"
+        Gaussian: how ``pho.psfgridfit.fit_psf_grid`` fits a grid in a shared component order.
+        Needs ``n_starts=1`` and ``init.n_gauss == ngauss``.
 
     Returns
     -------
@@ -770,6 +778,14 @@ def fit_psf_mixture(
     _check_oversample(float(oversample))
     if n_starts not in (1, 2, 3):
         raise PhoValueError(f"n_starts={n_starts!r}: the number of EM starts must be 1, 2 or 3")
+    if init is not None:
+        if not isinstance(init, PSFMixture):
+            raise TypeError(f"init must be a pho.PSFMixture, got {type(init).__name__}")
+        if init.n_gauss != ngauss or n_starts != 1:
+            raise PhoValueError(
+                f"init has {init.n_gauss} Gaussians and n_starts={n_starts}; a start mixture needs ngauss={init.n_gauss} "
+                "and n_starts=1"
+            )
     S = float(oversample)
     data, finite, notes = _check_image(image)
     if pixel_integrated is None:
@@ -823,9 +839,15 @@ def fit_psf_mixture(
     candidates = []
     for start, (core_factor, wide_factor) in enumerate(_START_WIDTH_FACTORS[:n_starts]):
         # EM on the (non-negative part of the) image, the samples taken as points
-        amp0, mu0, mv0, cov0 = _initial_mixture(
-            data[mask], u_all[mask], v_all[mask], 1.0 / S**2, ngauss, core_factor, wide_factor
-        )
+        if init is None:
+            amp0, mu0, mv0, cov0 = _initial_mixture(
+                data[mask], u_all[mask], v_all[mask], 1.0 / S**2, ngauss, core_factor, wide_factor
+            )
+        else:
+            # EM sees a pixel-integrated image as points: its Gaussians are wider by the box (1/12)
+            box = 1.0 / 12.0 if pixel_integrated else 0.0
+            amp0, mu0, mv0 = init.amp.copy(), init.x.copy(), init.y.copy()
+            cov0 = init.covariances + box * np.eye(2)
         amp, mu, mv, cov, n_iter, converged, _ = _em(
             u, v, weights, amp0, mu0, mv0, cov0, max_em_iter, em_tol, MIN_VARIANCE_DET_PIX2
         )

@@ -8,9 +8,12 @@ is never too small) puts fewer than ``threshold_sigma`` times the pixel noise in
 
 with ``s_ml^2 = r_m^2 + v_l`` (profile radius m, PSF variance l along its major axis, arcsec^2)
 and ``A_pix`` the pixel area. The footprint radius of a source is the largest over the
-exposures. Two thresholds are used by the field fitter (``pho.field.patches``): a high one for
-blends (sources whose footprints touch are fitted together) and a low one for the light of
-neighbours that must be subtracted when a patch is fitted.
+exposures. For an exposure whose PSF is a grid (``pho.psfgrid.PSFGrid``), each source uses the
+mixture of the grid point nearest to it (a plan needs the size of the light, not the
+interpolated PSF; sources off the grid's hull take the nearest point of the grid). Two
+thresholds are used by the field fitter (``pho.field.patches``): a high one for blends (sources
+whose footprints touch are fitted together) and a low one for the light of neighbours that must
+be subtracted when a patch is fitted.
 """
 
 from __future__ import annotations
@@ -68,24 +71,44 @@ def footprint_radii_arcsec(sources, exposures, threshold_sigma: float, profile=N
     S = len(sources)
     radius = np.zeros(S)
     for e in exposures:
-        band = sources.bands.index(e.band)
-        pix = e.pixel_scale_arcsec
-        cov = e.psf.covariances
-        major_var = np.linalg.eigvalsh(cov)[:, -1] * pix**2  # (L,) arcsec^2
-        core = float(np.sqrt(major_var[int(np.argmax(e.psf.amp))]))
-        floor = 3.0 * core
-        level = threshold_sigma * e.noise_sigma
-        for start in range(0, S, _CHUNK):
-            rows = np.arange(start, min(S, start + _CHUNK))
-            radii, amps = _profile_components(sources, rows, profile)
-            s2 = radii[:, None] ** 2 + major_var[None, :]  # (M, L)
-            weight = amps[:, :, None] * e.psf.amp[None, None, :] / (2 * np.pi * s2[None])  # (s, M, L)
-            scale = np.abs(sources.flux[rows, band]) * e.counts_per_flux * pix**2
-            # counts per pixel on the radius grid, (s, R)
-            prof = np.einsum("sml,mlr->sr", weight, np.exp(-(_GRID[None, None, :] ** 2) / (2 * s2[:, :, None])))
-            counts = np.abs(prof) * scale[:, None]
-            above = counts >= level
-            last = np.where(above.any(axis=1), _GRID.size - 1 - np.argmax(above[:, ::-1], axis=1), -1)
-            r = np.where(last >= 0, _GRID[np.clip(last, 0, None)], 0.0)
-            radius[rows] = np.maximum(radius[rows], np.maximum(r, floor))
+        for psf, members in _psf_groups(e, sources):
+            _footprints_one_psf(sources, members, e, psf, threshold_sigma, profile, radius)
     return np.minimum(radius, MAX_RADIUS_ARCSEC)
+
+
+def _psf_groups(e, sources):
+    """(mixture, rows) pairs: the exposure's one mixture for every source, or for a PSF grid the
+    mixture of the grid point nearest each source, grouped by grid point."""
+    from ..psfgrid import PSFGrid
+
+    S = len(sources)
+    if not isinstance(e.psf, PSFGrid):
+        return [(e.psf, np.arange(S))]
+    x, y = e.sky_to_pixel(sources.ra, sources.dec)
+    nearest = e.psf.nearest_index(x, y)
+    return [(e.psf.mixtures[k], np.flatnonzero(nearest == k)) for k in np.unique(nearest)]
+
+
+def _footprints_one_psf(sources, members, e, psf, threshold_sigma, profile, radius) -> None:
+    """Raise ``radius[members]`` to the footprint radii in exposure ``e`` with PSF mixture ``psf``."""
+    S = len(members)
+    band = sources.bands.index(e.band)
+    pix = e.pixel_scale_arcsec
+    cov = psf.covariances
+    major_var = np.linalg.eigvalsh(cov)[:, -1] * pix**2  # (L,) arcsec^2
+    core = float(np.sqrt(major_var[int(np.argmax(psf.amp))]))
+    floor = 3.0 * core
+    level = threshold_sigma * e.noise_sigma
+    for start in range(0, S, _CHUNK):
+        rows = members[start : min(S, start + _CHUNK)]
+        radii, amps = _profile_components(sources, rows, profile)
+        s2 = radii[:, None] ** 2 + major_var[None, :]  # (M, L)
+        weight = amps[:, :, None] * psf.amp[None, None, :] / (2 * np.pi * s2[None])  # (s, M, L)
+        scale = np.abs(sources.flux[rows, band]) * e.counts_per_flux * pix**2
+        # counts per pixel on the radius grid, (s, R)
+        prof = np.einsum("sml,mlr->sr", weight, np.exp(-(_GRID[None, None, :] ** 2) / (2 * s2[:, :, None])))
+        counts = np.abs(prof) * scale[:, None]
+        above = counts >= level
+        last = np.where(above.any(axis=1), _GRID.size - 1 - np.argmax(above[:, ::-1], axis=1), -1)
+        r = np.where(last >= 0, _GRID[np.clip(last, 0, None)], 0.0)
+        radius[rows] = np.maximum(radius[rows], np.maximum(r, floor))

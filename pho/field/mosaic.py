@@ -1,7 +1,7 @@
 """Exposures of a field on disk: whole mosaics or single frames, read one cutout at a time.
 
-A :class:`FieldExposure` holds the paths of a science image and its noise map, the PSF mixture,
-the band and the calibration, plus what the planner needs from the headers (shape, WCS, a
+A :class:`FieldExposure` holds the paths of a science image and its noise map, the PSF (one
+mixture, or a ``pho.psfgrid.PSFGrid`` whose positions are in this image's pixel frame), the band and the calibration, plus what the planner needs from the headers (shape, WCS, a
 typical noise level). It is small and picklable: a patch task carries it to a Dask worker, which
 reads only the pixels of its cutout through a memory map (``pho.Exposure.from_fits`` with a
 ``cutout``), so memory per worker is bounded by the patch, never by the mosaic.
@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import PhoDataError, PhoDataWarning, PhoValueError
 from ..exposure import image_hdu
 from ..psf import PSFMixture
+from ..psfgrid import PSFGrid, read_psf
 
 __all__ = ["FieldExposure"]
 
@@ -37,7 +38,7 @@ class FieldExposure:
     sci_path: str
     noise_path: str
     noise_kind: str
-    psf: PSFMixture
+    psf: PSFMixture | PSFGrid
     band: str
     counts_per_flux: float
     hdu: object
@@ -52,7 +53,7 @@ class FieldExposure:
         cls,
         sci_path: str | os.PathLike,
         noise_path: str | os.PathLike,
-        psf: PSFMixture | str | os.PathLike,
+        psf: PSFMixture | PSFGrid | str | os.PathLike,
         band: str,
         *,
         noise_kind: str = "err",
@@ -66,8 +67,9 @@ class FieldExposure:
         ----------
         sci_path, noise_path : str or path-like
             Science image (counts, celestial WCS in its header) and noise map of the same shape.
-        psf : PSFMixture or path
-            PSF mixture in detector pixels.
+        psf : PSFMixture, PSFGrid or path
+            PSF in detector pixels: one mixture, or a grid of them whose positions are in the
+            pixel frame of this whole image (each cutout shifts it by its corner).
         band : str
         noise_kind : {"err", "ivar"}
             What the noise map holds.
@@ -97,8 +99,8 @@ class FieldExposure:
         for p in (sci_path, noise_path):
             if not Path(p).exists():
                 raise FileNotFoundError(f"exposure file {p} does not exist")
-        if not isinstance(psf, PSFMixture):
-            psf = PSFMixture.read(psf)
+        if not isinstance(psf, (PSFMixture, PSFGrid)):
+            psf = read_psf(psf)
         if not isinstance(band, str) or not band:
             raise PhoValueError(f"band must be a non-empty string, got {band!r}")
         name = Path(sci_path).name
@@ -156,7 +158,8 @@ class FieldExposure:
 
     def cutout(self, box):
         """A ``pho.Exposure`` of the pixel box ``(x0, y0, x1, y1)`` (``x0 <= x < x1``), read
-        through a memory map (only the box's pixels are read)."""
+        through a memory map (only the box's pixels are read). A PSF grid stays in this image's
+        frame: the cutout's ``psf_offset_pix`` is ``(x0, y0)``."""
         from ..exposure import Exposure
 
         kw = {"err_path" if self.noise_kind == "err" else "ivar_path": self.noise_path}

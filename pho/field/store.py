@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PhoValueError
+from ..psfgrid import psf_parameter_arrays
 from .patchfit import PatchResult
 
 __all__ = ["ResultStore", "fingerprint"]
@@ -53,7 +54,7 @@ def fingerprint(sources, exposures, settings: dict) -> dict:
         parts[f"exposure{k}"] = (
             f"{Path(e.sci_path).resolve()}:{stats[0].st_size}:{stats[0].st_mtime_ns} "
             f"{Path(e.noise_path).resolve()}:{stats[1].st_size}:{stats[1].st_mtime_ns} {e.band} {e.noise_kind} "
-            f"cpf={e.counts_per_flux!r} psf={_digest(psf.amp, psf.x, psf.y, psf.cxx, psf.cxy, psf.cyy)}"
+            f"cpf={e.counts_per_flux!r} psf={_digest(*psf_parameter_arrays(psf))}"
         )
     return parts
 

@@ -8,7 +8,8 @@ Usage::
 
 Each ``--exposure`` takes four values: the science image (counts, with a celestial WCS), its
 noise map (1-sigma errors in counts; ``--noise-kind ivar`` for inverse variance), the PSF
-mixture (a FITS file written by ``python -m pho.tools.fitpsf``) and the band name. The source
+mixture (a FITS file written by ``python -m pho.tools.fitpsf``; a PSF grid written with
+``--hdus`` works too, in the science image's pixel frame) and the band name. The source
 list (FITS or CSV) has columns ``ra``, ``dec``, ``type`` (``sersic`` or ``point``),
 ``flux_<band>`` and, for galaxies, ``q``, ``pa`` (rad), ``n``, ``rh`` (arcsec).
 
@@ -370,14 +371,14 @@ def _run(parser, args, argv, outdir: Path) -> int:
         settings["INPUT"] = "built-in demo (pho.demo)"
     else:
         from pho.io import read_source_list
-        from pho.psf import PSFMixture
+        from pho.psfgrid import read_psf
 
         exposures = []
         for sci, noise, psf_path, band in args.exposure:
             for f in (sci, noise, psf_path):
                 if not Path(f).exists():
                     parser.error(f"input file {f} does not exist")
-            psf = PSFMixture.read(psf_path)
+            psf = read_psf(psf_path)
             kw = {"ivar_path" if args.noise_kind == "ivar" else "err_path": noise}
             exposures.append(pho.Exposure.from_fits(sci, psf=psf, band=band, cutout=args.cutout, **kw))
         bands = list(dict.fromkeys(e.band for e in exposures))

@@ -13,6 +13,17 @@ Scan K = 2..8 and keep the smallest K with sum|res|/sum below 0.22::
 An HST PSF at native sampling (HDU 3), taken as already integrated over the detector pixel::
 
     python -m pho.tools.fitpsf hst_acs_f814w_psfs.fits --hdu 3 --oversample 1 --ngauss 3 -o acs_psf.fits
+
+A grid of PSFs, one per HDU, positions from each HDU's PSFX/PSFY keys, written as a PSF grid
+(pho.psfgrid.PSFGrid) whose mixtures share one component order::
+
+    python -m pho.tools.fitpsf psf_grid.fits --hdus all --ngauss 3 -o psf_grid_mix.fits
+
+The 100 HST PSFs have no positions: assign them to a 10 x 10 grid over a 4096 x 4096 detector
+(an assumption for a demonstration, not their real positions)::
+
+    python -m pho.tools.fitpsf hst_acs_f814w_psfs.fits --hdus all --oversample 1 --ngauss 3 \
+        --grid 10 10 --grid-extent 0 4095 0 4095 -o acs_grid.fits
 """
 
 from __future__ import annotations
@@ -25,6 +36,15 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import NOT_OVERWRITING_MSG, PhoError
+from ..psfgrid import INTERPOLATIONS, OUTSIDE_POLICIES
+from ..psfgridfit import (
+    POSITION_KEYS,
+    assigned_grid_positions,
+    fit_psf_grid,
+    header_positions,
+    parse_hdus,
+    read_positions_file,
+)
 from ..psffit import (
     EE_RADII_DET_PIX,
     OVERSAMPLE_KEYS,
@@ -128,7 +148,99 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=None, help="output mixture file, FITS (default: write nothing)")
     p.add_argument("--plot", type=Path, default=None, help="figure of data, model, residual and Gaussians (e.g. .png)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    g = p.add_argument_group(
+        "grid of PSFs (a PSF that varies over the detector)",
+        "Fit one mixture per HDU, all with one K in one shared component order, and write a PSF grid "
+        "(pho.psfgrid.PSFGrid, extension PSFGRID) instead of one mixture. Positions (0-based detector pixels) come "
+        f"from each HDU's {POSITION_KEYS[0]}/{POSITION_KEYS[1]} header keys, or --positions, or --grid.",
+    )
+    g.add_argument("--hdus", default=None, metavar="SPEC",
+                   help="fit these HDUs as a grid: 'all' (every HDU with a 2-d image), A:B (inclusive) or a,b,c; "
+                        "replaces --hdu")
+    g.add_argument("--positions", type=Path, default=None, metavar="FILE",
+                   help="text file of lines 'hdu x_pix y_pix' (0-based detector pixels) for files without "
+                        f"{POSITION_KEYS[0]}/{POSITION_KEYS[1]} keys")
+    g.add_argument("--grid", type=int, nargs=2, default=None, metavar=("NX", "NY"),
+                   help="assign the HDUs, in order, to an even NX x NY grid (x fastest) spanning --grid-extent: "
+                        "for files without positions; the positions are then an assumption")
+    g.add_argument("--grid-extent", type=float, nargs=4, default=None, metavar=("X0", "X1", "Y0", "Y1"),
+                   help="detector pixels spanned by --grid, 0-based (required with --grid)")
+    g.add_argument("--interpolation", choices=INTERPOLATIONS, default="bilinear",
+                   help="interpolation stored in the grid file (default: %(default)s)")
+    g.add_argument("--outside", choices=OUTSIDE_POLICIES, default="error",
+                   help="what the grid does with a position outside its hull, stored in the file (default: %(default)s)")
     return p
+
+
+def _main_grid(args, parser, argv_used) -> int:
+    """``--hdus``: fit a grid of PSFs and write a PSF grid."""
+    if ":" in args.ngauss or "," in args.ngauss:
+        parser.error(f"--ngauss {args.ngauss!r}: a grid needs one K for every PSF (a range is for one image)")
+    for name in ("target", "target_peak", "plot", "center"):
+        if getattr(args, name) is not None:
+            parser.error(f"--{name.replace('_', '-')} is for one image; it cannot be used with --hdus")
+    if args.positions is not None and args.grid is not None:
+        parser.error("give the positions one way: --positions FILE or --grid NX NY, not both")
+    if (args.grid is None) != (args.grid_extent is None):
+        parser.error("--grid NX NY needs --grid-extent X0 X1 Y0 Y1 (the detector pixels the grid spans), and vice versa")
+    if args.positions is not None and not args.positions.exists():
+        parser.error(f"{args.positions}: no such file")
+    try:
+        K = parse_ngauss(args.ngauss)[0]
+        hdus = parse_hdus(args.hdus, args.psf)
+        if args.positions is not None:
+            x, y = read_positions_file(args.positions, hdus)
+            how = f"file {args.positions}"
+        elif args.grid is not None:
+            x, y = assigned_grid_positions(len(hdus), args.grid[0], args.grid[1], args.grid_extent)
+            how = "assigned: --grid {} {} --grid-extent {:g} {:g} {:g} {:g} (not measured)".format(*args.grid, *args.grid_extent)
+        else:
+            x, y = header_positions(args.psf, hdus)
+            how = f"header {POSITION_KEYS[0]}/{POSITION_KEYS[1]}"
+        images = [read_psf_image(args.psf, hdu=h, oversample=args.oversample) for h in hdus]
+    except FileNotFoundError:
+        parser.error(f"{args.psf}: no such file")
+    except (ValueError, PhoError, OSError) as exc:
+        parser.error(str(exc))
+    samplings = sorted({im.oversample for im in images})
+    if len(samplings) > 1:
+        parser.error(f"the HDUs have different oversampling factors {samplings}; a grid needs one (give --oversample)")
+    S = samplings[0]
+    pixel_integrated = args.pixel_integrated
+    if pixel_integrated is None:
+        pixel_integrated = default_pixel_integrated(S, images[0].extname)
+    meta = {
+        "INPUT": str(args.psf),
+        "HDUS": args.hdus,
+        "POSSRC": how,
+        "OSSOURCE": images[0].oversample_source,
+        "PHOVERS": __version__,
+        "CMDLINE": "python -m pho.tools.fitpsf " + shlex.join(argv_used),
+    }
+    print(
+        f"{args.psf}: {len(hdus)} PSFs (HDUs {hdus[0]}..{hdus[-1]}), oversample {S:g} ({images[0].oversample_source}), "
+        f"{'pixel-integrated' if pixel_integrated else 'not pixel-integrated'}, positions from {how}"
+    )
+    hdu_of = dict(enumerate(hdus))
+
+    def progress(k, fit):
+        print(f"HDU {hdu_of[k]} at ({x[k]:.1f}, {y[k]:.1f}): {fit.summary()}", flush=True)
+
+    try:
+        result = fit_psf_grid(
+            [im.data for im in images], x, y, K, S, pixel_integrated=pixel_integrated, radius_det_pix=args.radius,
+            polish=not args.no_polish, n_starts=args.starts, interpolation=args.interpolation, outside=args.outside,
+            meta=meta, point_meta=[{"HDU": h} for h in hdus], progress=progress,
+        )
+    except PhoError as exc:
+        parser.error(str(exc))
+    print(result.summary())
+    if args.output is None:
+        print("no -o given: nothing written")
+    else:
+        result.grid.write(args.output, overwrite=args.overwrite)
+        print(args.output)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and not value > 0:
             parser.error(f"--{name.replace('_', '-')} {value}: must be a positive fraction")
 
+    if args.hdus is None:
+        for name in ("positions", "grid", "grid_extent"):
+            if getattr(args, name) is not None:
+                parser.error(f"--{name.replace('_', '-')} places the PSFs of a grid; it needs --hdus")
+    else:
+        return _main_grid(args, parser, sys.argv[1:] if argv is None else list(argv))
     try:
         image = read_psf_image(args.psf, hdu=args.hdu, oversample=args.oversample)
     except FileNotFoundError:
