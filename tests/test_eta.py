@@ -248,6 +248,7 @@ def _one_galaxy(rng, q, pa, flux=400.0, shape=(32, 32)):
     return truth, pho.Likelihood(start, [_exposure(shape, data=data)], backend="cpu" if "cpu" in pho._backends.available_backends() else "reference")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("q, pa", [(0.45, 0.7), (0.7, -1.2)])
 def test_fit_in_eta_recovers_the_truth_within_errors(rng, q, pa):
     truth, like = _one_galaxy(rng, q, pa)
@@ -265,6 +266,7 @@ def test_fit_in_eta_recovers_the_truth_within_errors(rng, q, pa):
     assert "s0.q (derived)" in str(best)
 
 
+@pytest.mark.slow
 def test_sampled_eta_reports_q_and_pa_in_summary_and_catalog(rng, tmp_path):
     from pho.io import read_catalog, write_catalog
     from pho.sample import SampleResult, _summarize

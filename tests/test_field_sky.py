@@ -51,6 +51,7 @@ def sky_field(tmp_path_factory):
     return sim, exposures, truth
 
 
+@pytest.mark.slow
 def test_fitfield_fits_a_sky_plane_per_patch_and_reports_it(sky_field, tmp_path):
     sim, exposures, truth = sky_field
     outdir = tmp_path / "out"

@@ -162,6 +162,7 @@ def test_default_sky_priors_hold_the_start_and_scale_with_the_noise(rng):
     assert priors["sky_1.level"].lo < -0.2 < priors["sky_1.level"].hi
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("skies", [[(6.0, 0.0, 0.0), (-3.0, 0.0, 0.0)], [(5.0, 0.08, -0.05), (2.0, 0.0, 0.0)]])
 def test_fit_recovers_injected_sky_and_sources_within_errors(rng, skies):
     planes = [("plane" if s[1] or s[2] else "constant") for s in skies]
@@ -206,6 +207,7 @@ def test_fixed_parameters_view_keeps_the_sky(rng):
 
 
 # ------------------------------------------------------------------------------ outputs, bad input
+@pytest.mark.slow
 def test_catalog_has_the_sky_table_and_header_cards(rng, tmp_path):
     from pho.io import read_catalog, write_catalog
 
