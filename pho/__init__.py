@@ -25,7 +25,7 @@ from .exposure import Exposure
 from .likelihood import Likelihood, render
 from .sources import PointSource, Scene, Sersic
 from .transforms import LogisticTransform, TransformedLikelihood
-from .priors import LogUniform, Priors, Uniform, default_priors
+from .priors import LogUniform, Priors, TruncatedNormal, Uniform, default_priors
 from .fit import FixedParameters, OptimizeResult, optimize
 from .sample import SampleResult, sample
 from .nuts import sample_nuts
@@ -50,6 +50,7 @@ __all__ = [
     "Priors",
     "Uniform",
     "LogUniform",
+    "TruncatedNormal",
     "default_priors",
     "optimize",
     "OptimizeResult",

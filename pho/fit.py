@@ -27,7 +27,7 @@ import numpy as np
 from .errors import PhoValueError, PhoWarning, warn
 from .priors import Priors, default_priors, parameter_kind
 
-__all__ = ["optimize", "OptimizeResult", "FixedParameters", "parameter_scales", "fisher_matrix"]
+__all__ = ["optimize", "OptimizeResult", "FixedParameters", "parameter_scales", "fisher_matrix", "derived_quantities"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ class OptimizeResult:
     n_calls : int
         Likelihood-and-gradient evaluations.
     time_s : float
+    derived : dict
+        Quantities that are not parameters, ``name -> (value, sigma)``: for a source with
+        conformal shear (``shape_parameters="eta"``), ``"s{i}.q"`` and ``"s{i}.pa"`` (radians)
+        with errors propagated from ``cov`` through the Jacobian.
     """
 
     theta: np.ndarray
@@ -77,16 +81,35 @@ class OptimizeResult:
     message: str = ""
     n_calls: int = 0
     time_s: float = 0.0
+    derived: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        """``{name: (value, sigma)}``."""
-        return {n: (float(v), float(s)) for n, v, s in zip(self.names, self.theta, self.sigma)}
+        """``{name: (value, sigma)}`` of the parameters and of the ``derived`` quantities."""
+        out = {n: (float(v), float(s)) for n, v, s in zip(self.names, self.theta, self.sigma)}
+        out.update({n: (float(v), float(s)) for n, (v, s) in self.derived.items()})
+        return out
 
     def __str__(self) -> str:
         lines = [f"lnL = {self.lnlike:.3f} ({self.n_calls} calls, {self.time_s:.2f} s, {self.uncertainty} errors)"]
         for n, v, s in zip(self.names, self.theta, self.sigma):
             lines.append(f"  {n:<22s} {v:>16.8g} +/- {s:.3g}")
+        for n, (v, s) in self.derived.items():
+            lines.append(f"  {n + ' (derived)':<22s} {v:>16.8g} +/- {s:.3g}")
         return "\n".join(lines)
+
+
+def derived_quantities(names, theta, cov=None) -> dict:
+    """``name -> (value, sigma)`` of the q and pa of every source with conformal shear among
+    ``names`` (see ``OptimizeResult.derived``)."""
+    from .transforms import eta_pairs, q_pa_from_eta_with_errors
+
+    out = {}
+    for i, j, prefix in eta_pairs(names):
+        sub = None if cov is None else np.asarray(cov)[np.ix_([i, j], [i, j])]
+        q, q_err, pa, pa_err = q_pa_from_eta_with_errors(float(theta[i]), float(theta[j]), sub)
+        out[f"{prefix}.q"] = (q, q_err)
+        out[f"{prefix}.pa"] = (pa, pa_err)
+    return out
 
 
 def parameter_scales(names, theta: np.ndarray, priors: Priors | None = None) -> np.ndarray:
@@ -106,6 +129,8 @@ def parameter_scales(names, theta: np.ndarray, priors: Priors | None = None) -> 
             scales[i] = max(abs(theta[i]), width, 1e-30)
         elif kind == "rh":
             scales[i] = max(abs(theta[i]), 1e-3)
+        elif kind.startswith("sky_") and priors is not None:
+            scales[i] = (priors[name].hi - priors[name].lo) / 30.0
     return scales
 
 
@@ -290,7 +315,7 @@ def optimize(
     scene = None
     if getattr(likelihood, "scene", None) is not None and hasattr(likelihood.scene, "set_vector"):
         scene = copy.deepcopy(likelihood.scene)
-        scene.set_vector(theta)
+        scene.set_vector(theta[: scene.n_params])  # the sky parameters, if any, follow the scene's
     return OptimizeResult(
         theta=theta,
         sigma=sigma,
@@ -305,6 +330,7 @@ def optimize(
         message=message,
         n_calls=objective.n_calls,
         time_s=time.perf_counter() - t0,
+        derived=derived_quantities(names, theta, cov),
     )
 
 
@@ -367,7 +393,10 @@ def _model_derivatives_fd(likelihood, theta, models) -> list[np.ndarray]:
     """d model / d theta per exposure, (P, ny, nx) each, by central (or one-sided) differences."""
     names = list(likelihood.parameter_names)
     scene = getattr(likelihood, "scene", None)
-    lo, hi = scene.parameter_bounds() if scene is not None and hasattr(scene, "parameter_bounds") else (None, None)
+    if hasattr(likelihood, "parameter_bounds"):  # pho.Likelihood: the scene's bounds and the sky's
+        lo, hi = likelihood.parameter_bounds()
+    else:
+        lo, hi = scene.parameter_bounds() if scene is not None and hasattr(scene, "parameter_bounds") else (None, None)
     steps = FD_STEP * parameter_scales(names, theta)
     if hasattr(likelihood, "model_derivatives_fd"):  # pho.Likelihood: one source rendered per difference
         return likelihood.model_derivatives_fd(theta, steps, lo, hi)
@@ -458,7 +487,9 @@ class FixedParameters:
         if unknown:
             raise PhoValueError(f"cannot fix {unknown}: not parameters of this likelihood ({names})")
         self.likelihood = likelihood
-        full = np.array(likelihood.scene.get_vector() if theta is None else theta, dtype=float)
+        if theta is None:
+            theta = likelihood.initial if hasattr(likelihood, "initial") else likelihood.scene.get_vector()
+        full = np.array(theta, dtype=float)
         for n, v in fixed.items():
             full[names.index(n)] = float(v)
         self._full = full

@@ -11,7 +11,7 @@ parameters, in this order::
 
     flux (in the exposure's band), ra, dec, shape1, shape2, n, rh
 
-where (shape1, shape2) is (q, pa) or (g1, g2) per ``scene.shape_parameters``. For a point source
+where (shape1, shape2) is (q, pa), (g1, g2) or (eta_plus, eta_cross) per ``scene.shape_parameters``. For a point source
 columns 3..6 are zero. ``param_index`` (G, 7) says where each local parameter sits in the scene
 vector; unused slots hold ``P`` (one past the end), so that
 ``np.bincount(param_index.ravel(), weights=..., minlength=P + 1)[:P]`` scatters sums into the
@@ -122,6 +122,8 @@ def _shape_matrices(s1, s2, shape_parameters):
         out[:, 2, 1] = 2.0 * m * c2
         out[:, 2, 2] = -2.0 * m * sn2
         return out
+    if shape_parameters == "eta":
+        return _eta_shape_matrices(s1, s2, out)
     g1, g2 = s1, s2
     g = np.hypot(g1, g2)
     safe = np.where(g > 0, g, 1.0)
@@ -139,6 +141,34 @@ def _shape_matrices(s1, s2, shape_parameters):
         out[:, j, 0] = dPj - 2.0 * dkj * g1 - 2.0 * k * one1
         out[:, j, 1] = 2.0 * dkj * g2 + 2.0 * k * one2
         out[:, j, 2] = dPj + 2.0 * dkj * g1 + 2.0 * k * one1
+    return out
+
+
+def _eta_shape_matrices(ep, ec, out):
+    """``_shape_matrices`` for conformal shear (docs/model.md, "Conformal shear").
+
+    With ``e = |eta|``, ``q^2 = exp(-2e)``, ``p = (1 + q^2)/2`` and ``k = (1 - q^2)/(2e)`` (-> 1 at
+    e = 0), ``R = p I + k [[-eta_plus, eta_cross], [eta_cross, eta_plus]]``, regular at eta = 0.
+    ``de/deta_i = eta_i/e`` is taken as 0 at e = 0 (the trace of R has a kink there, as in q).
+    """
+    e = np.hypot(ep, ec)
+    q2 = np.exp(-2.0 * e)
+    p = 0.5 * (1.0 + q2)
+    small = e < 1e-4
+    safe = np.where(small, 1.0, e)
+    # k = -expm1(-2e)/(2e) and dk/de = (q^2 - k)/e, by their Taylor series where e is tiny
+    k = np.where(small, 1.0 - e + (2.0 / 3.0) * e * e - e**3 / 3.0, -np.expm1(-2.0 * e) / (2.0 * safe))
+    dk = np.where(small, -1.0 + (4.0 / 3.0) * e - e * e + (8.0 / 15.0) * e**3, (q2 - k) / safe)
+    u1 = np.where(e > 0, ep / np.where(e > 0, e, 1.0), 0.0)
+    u2 = np.where(e > 0, ec / np.where(e > 0, e, 1.0), 0.0)
+    out[:, 0, 0] = p - k * ep
+    out[:, 0, 1] = k * ec
+    out[:, 0, 2] = p + k * ep
+    for j, (u, one1, one2) in enumerate(((u1, 1.0, 0.0), (u2, 0.0, 1.0)), start=1):
+        dp, dkj = -q2 * u, dk * u
+        out[:, j, 0] = dp - dkj * ep - k * one1
+        out[:, j, 1] = dkj * ec + k * one2
+        out[:, j, 2] = dp + dkj * ep + k * one1
     return out
 
 

@@ -8,8 +8,15 @@
     (``flux_<band>``, ``ra``, ``dec``, ``q``, ``pa``, ``n``, ``rh``) the columns ``<kind>_best``,
     ``<kind>_err`` (optimizer), ``<kind>_median``, ``<kind>_p16``, ``<kind>_p84`` (posterior);
     NaN where a source has no such parameter (a point source's ``n``) or a stage was not run;
+    for sources with conformal shear (``eta_plus``, ``eta_cross``) also ``q_*`` and ``pa_*``,
+    derived from eta (errors propagated from the covariance; posterior summaries of every
+    sample's q and pa);
   * HDU 2 ``SAMPLES``: every nested-sampling sample, one column per parameter (``s0_flux_F200W``,
     dots become underscores), plus ``weight`` and ``logl``;
+  * HDU ``SKY`` when the fit had sky parameters (``pho.Likelihood(sky=...)``): one row per
+    exposure, ``exposure`` (index), ``name`` and ``level_*``, ``slope_x_*``, ``slope_y_*`` with
+    the same statistics (counts per pixel, and per pixel per pixel); the best values are also
+    header cards ``SKY<k>_LEVEL``, ``SKY<k>_LEVEL_ERR``, ... of ``CATALOG``;
   * the run's settings (pho version, command line, sampler settings, ln Z) in both headers.
 - :func:`read_catalog`: the two tables back as astropy Tables.
 
@@ -34,7 +41,8 @@ from .errors import NOT_OVERWRITING_MSG, PhoValueError
 __all__ = ["read_source_list", "read_id_column", "write_catalog", "read_catalog", "write_hdus_atomic", "UNITS"]
 
 #: Unit of each parameter kind in the catalog.
-UNITS = {"flux": "", "ra": "deg", "dec": "deg", "q": "", "pa": "rad", "n": "", "rh": "arcsec", "g1": "", "g2": ""}
+UNITS = {"flux": "", "ra": "deg", "dec": "deg", "q": "", "pa": "rad", "n": "", "rh": "arcsec", "g1": "", "g2": "",
+         "eta_plus": "", "eta_cross": "", "level": "count", "slope_x": "count/pix", "slope_y": "count/pix"}
 
 _POINT_TYPES = {"point", "star", "pointsource", "psf"}
 _SERSIC_TYPES = {"sersic", "galaxy"}
@@ -182,6 +190,7 @@ def write_catalog(
     posterior=None,
     settings: Mapping[str, object] | None = None,
     overwrite: bool = False,
+    exposure_names: Sequence[str] | None = None,
 ) -> Path:
     """Write the results as a FITS catalog (one row per source) plus the weighted samples.
 
@@ -199,6 +208,8 @@ def write_catalog(
         Extra header cards (command line, inputs).
     overwrite : bool
         Replace an existing file.
+    exposure_names : sequence of str, optional
+        Names of the exposures, for the ``SKY`` HDU (default ``exposure <k>``).
 
     Returns
     -------
@@ -226,7 +237,10 @@ def write_catalog(
             kinds.append(k)
     values = {}
     stats = ("best", "err", "median", "p16", "p84")
-    for k in kinds:
+    from .transforms import eta_pairs
+
+    derived_kinds = ["q", "pa"] if eta_pairs(names) else []
+    for k in kinds + derived_kinds:
         for s in stats:
             values[f"{k}_{s}"] = np.full(n_src, np.nan)
     for j, name in enumerate(names):
@@ -240,11 +254,19 @@ def write_catalog(
             values[f"{k}_median"][i] = s["median"]
             values[f"{k}_p16"][i] = s["p16"]
             values[f"{k}_p84"][i] = s["p84"]
+    for _, _, prefix in eta_pairs(names):
+        i = int(prefix[1:])
+        for k in derived_kinds:
+            if best is not None and f"{prefix}.{k}" in getattr(best, "derived", {}):
+                values[f"{k}_best"][i], values[f"{k}_err"][i] = best.derived[f"{prefix}.{k}"]
+            if posterior is not None and f"{prefix}.{k}" in posterior.summary:
+                for stat in ("median", "p16", "p84"):
+                    values[f"{k}_{stat}"][i] = posterior.summary[f"{prefix}.{k}"][stat]
     cols = [
         fits.Column(name="id", format="J", array=np.arange(n_src)),
         fits.Column(name="type", format="8A", array=np.array([s.kind for s in scene.sources])),
     ]
-    for k in kinds:
+    for k in kinds + derived_kinds:
         unit = UNITS.get("flux" if k.startswith("flux") else k, "")
         for s in stats:
             cols.append(fits.Column(name=f"{k}_{s}", format="D", unit=unit or None, array=values[f"{k}_{s}"]))
@@ -262,6 +284,8 @@ def write_catalog(
     if posterior is not None:
         header_settings.update({"LOGZ": posterior.logz, "LOGZERR": posterior.logz_err, "NSAMPLES": len(posterior.weights)})
         header_settings.update({f"NS_{k}": v for k, v in posterior.settings.items()})
+    sky_hdu, sky_cards = _sky_table(best, posterior, exposure_names, stats)
+    header_settings.update(sky_cards)
     header_settings.update(dict(settings or {}))
     cards = _header_cards(header_settings)
     for key, value in cards:
@@ -269,7 +293,8 @@ def write_catalog(
     hdus = [fits.PrimaryHDU(), catalog]
     if posterior is not None:
         scols = [
-            fits.Column(name=n.replace(".", "_"), format="D", array=posterior.samples[:, j]) for j, n in enumerate(names)
+            fits.Column(name=n.replace(".", "_"), format="D", array=posterior.samples[:, j])
+            for j, n in enumerate(posterior.names)
         ]
         scols += [
             fits.Column(name="weight", format="D", array=posterior.weights),
@@ -279,11 +304,43 @@ def write_catalog(
         for key, value in cards:
             samples.header[key] = value
         hdus.append(samples)
+    if sky_hdu is not None:
+        hdus.append(sky_hdu)
     for hdu in hdus:
         for key, value in cards:
             if key in ("PHOVER", "CMDLINE"):
                 hdus[0].header[key] = value
     return write_hdus_atomic(path, hdus)
+
+
+def _sky_table(best, posterior, exposure_names, stats):
+    """The ``SKY`` HDU (or None) and the header cards of the sky parameters' best values."""
+    from astropy.io import fits
+
+    names = list(best.names if best is not None else posterior.names if posterior is not None else [])
+    sky = [(j, n) for j, n in enumerate(names) if n.startswith("sky_") and "." in n]
+    if not sky:
+        return None, {}
+    exposures = sorted({int(n.split(".", 1)[0][4:]) for _, n in sky})
+    row = {k: r for r, k in enumerate(exposures)}
+    values = {f"{p}_{s}": np.full(len(exposures), np.nan) for p in ("level", "slope_x", "slope_y") for s in stats}
+    cards = {}
+    for j, n in sky:
+        head, p = n.split(".", 1)
+        r = row[int(head[4:])]
+        if best is not None:
+            values[f"{p}_best"][r], values[f"{p}_err"][r] = best.theta[j], best.sigma[j]
+            cards[f"SKY{head[4:]}_{p.upper()}"] = float(best.theta[j])
+            cards[f"SKY{head[4:]}_{p.upper()}_ERR"] = float(best.sigma[j])
+        if posterior is not None:
+            for s in ("median", "p16", "p84"):
+                values[f"{p}_{s}"][r] = posterior.summary[n][s]
+    labels = [exposure_names[k] if exposure_names is not None else f"exposure {k}" for k in exposures]
+    cols = [fits.Column(name="exposure", format="J", array=np.array(exposures)),
+            fits.Column(name="name", format=f"{max(8, max(len(x) for x in labels))}A", array=np.array(labels))]
+    for key, array in values.items():
+        cols.append(fits.Column(name=key, format="D", unit=UNITS[key.rsplit("_", 1)[0]], array=array))
+    return fits.BinTableHDU.from_columns(cols, name="SKY"), cards
 
 
 def write_hdus_atomic(path: str | os.PathLike, hdus) -> Path:
@@ -311,6 +368,9 @@ def read_catalog(path: str | os.PathLike):
         One row per source.
     samples : astropy.table.Table or None
         The weighted samples (None if the file has none).
+
+    The ``SKY`` table, when the fit had sky parameters, is read by ``astropy.table.Table.read(path,
+    hdu="SKY")``.
     """
     from astropy.io import fits
     from astropy.table import Table

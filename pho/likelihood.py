@@ -10,6 +10,14 @@ the pixels that count (not masked, ``ivar > 0``):
 The gradient chains ``d lnL / d m`` through the pixel backend (``gradient``: sums of
 ``d lnL/d m * d m/d column`` per image Gaussian) and the model's Jacobian (pho.gaussians) to the
 scene vector. See docs/model.md.
+
+Sky background as parameters (``sky="constant"`` or ``"plane"``, default off): per exposure ``k``
+the model gains ``sky_k(x, y) = level + slope_x (x - x_c) + slope_y (y - y_c)`` (counts per pixel;
+slopes in counts per pixel per pixel; ``(x_c, y_c) = ((nx - 1)/2, (ny - 1)/2)`` the stamp centre,
+so that ``level`` is the mean sky over the stamp), on top of the exposure's fixed ``background``.
+Its parameters, ``sky_{k}.level`` (and ``sky_{k}.slope_x``, ``sky_{k}.slope_y``), follow the
+scene's in the vector, exposure by exposure; their gradient is ``sum_pixels dlnL/dm`` times 1,
+``x - x_c`` or ``y - y_c``.
 """
 
 from __future__ import annotations
@@ -24,7 +32,11 @@ from .errors import PhoDataError, PhoValueError
 from .exposure import Exposure
 from .gaussians import N_LOCAL, ExposureModel, SceneModel
 
-__all__ = ["Likelihood", "render", "OVERLAP_NSIGMA"]
+__all__ = ["Likelihood", "render", "OVERLAP_NSIGMA", "SKY_MODELS", "SKY_PARAMETERS"]
+
+#: Sky models per exposure and the parameters each adds (``sky_{k}.<name>``).
+SKY_PARAMETERS = {"none": (), "constant": ("level",), "plane": ("level", "slope_x", "slope_y")}
+SKY_MODELS = tuple(SKY_PARAMETERS)
 
 #: A source overlaps an exposure when one of its image Gaussians, extended by this many sigma
 #: (marginal, along x and y), reaches the stamp.
@@ -115,10 +127,24 @@ class Likelihood:
         Noise model (module docstring).
     workers : int, optional
         Threads for the ``cpu`` backend.
+    sky : {None, "none", "constant", "plane"} or sequence of them, optional
+        Sky background fitted as parameters (module docstring), for every exposure or one entry
+        per exposure. Default None: no sky parameters (the exposures' fixed ``background`` only).
+    sky_start : array_like of shape (n_sky,), optional
+        Starting values of the sky parameters (``initial``); default zeros (the fixed
+        ``background`` as given).
 
     Attributes
     ----------
     scene, exposures, kind, parameter_names, n_params
+    sky_models : tuple of str
+        Per exposure, ``"none"``, ``"constant"`` or ``"plane"``.
+    sky_names : tuple of str
+        Names of the sky parameters (``"sky_0.level"``, ...), after the scene's in the vector.
+    n_source_params : int
+        Length of the scene's part of the vector (``scene.n_params``).
+    initial : ndarray of shape (n_params,)
+        The scene's vector followed by ``sky_start``.
 
     Raises
     ------
@@ -154,7 +180,8 @@ class Likelihood:
     (('s0.flux_F814W', 's0.ra', 's0.dec'), (3,))
     """
 
-    def __init__(self, scene, exposures, backend="reference", kind: str = "gaussian", workers: int | None = None):
+    def __init__(self, scene, exposures, backend="reference", kind: str = "gaussian", workers: int | None = None,
+                 sky=None, sky_start=None):
         if isinstance(exposures, Exposure):
             exposures = [exposures]
         exposures = list(exposures)
@@ -168,8 +195,10 @@ class Likelihood:
         self.scene = scene
         self.exposures = tuple(exposures)
         self.kind = kind
-        self.parameter_names = tuple(scene.parameter_names)
-        self.n_params = scene.n_params
+        self._setup_sky(sky, sky_start)
+        self.parameter_names = tuple(scene.parameter_names) + self.sky_names
+        self.n_source_params = scene.n_params
+        self.n_params = scene.n_params + len(self.sky_names)
         self._backend = _resolve_backend(backend, workers)
         self.backend = getattr(self._backend, "name", str(backend))
         self._backend_spec = (backend if isinstance(backend, str) else None, workers)
@@ -198,6 +227,107 @@ class Likelihood:
                         "into the data and pass it as background=..., mask those pixels, or use kind='gaussian'"
                     )
                 self._lgamma.append(float(np.sum(gammaln(e._data[e.counted] + 1.0))))
+
+    # ------------------------------------------------------------------ sky background parameters
+    def _setup_sky(self, sky, sky_start) -> None:
+        n_exp = len(self.exposures)
+        if sky is None:
+            models = ("none",) * n_exp
+        elif isinstance(sky, str):
+            models = (sky,) * n_exp
+        else:
+            models = tuple(sky)
+            if len(models) != n_exp:
+                raise PhoValueError(f"sky has {len(models)} entries for {n_exp} exposures; give one per exposure or one for all")
+        for m in models:
+            if m not in SKY_PARAMETERS:
+                raise PhoValueError(f"sky={m!r} is not a sky model; use None, 'none', 'constant' or 'plane'")
+        self.sky_models = models
+        names, slices = [], []
+        for k, m in enumerate(models):
+            slices.append(slice(self.scene.n_params + len(names), self.scene.n_params + len(names) + len(SKY_PARAMETERS[m])))
+            names.extend(f"sky_{k}.{p}" for p in SKY_PARAMETERS[m])
+        self.sky_names = tuple(names)
+        self._sky_slices = tuple(slices)
+        self._has_sky = bool(names)
+        if sky_start is None:
+            start = np.zeros(len(names))
+        else:
+            start = np.array(sky_start, dtype=float).reshape(-1)
+            if start.shape != (len(names),) or not np.all(np.isfinite(start)):
+                raise PhoValueError(f"sky_start must be {len(names)} finite numbers ({list(names)}), got {sky_start!r}")
+        self.sky_start = start
+
+    @property
+    def initial(self) -> np.ndarray:
+        """The starting vector: ``scene.get_vector()`` followed by ``sky_start``, shape (P,)."""
+        theta = self.scene.get_vector()
+        return np.concatenate([theta, self.sky_start]) if self._has_sky else theta
+
+    def parameter_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Hard bounds of every parameter: ``scene.parameter_bounds()`` and (-inf, inf) for the sky."""
+        lo, hi = self.scene.parameter_bounds()
+        if not self._has_sky:
+            return lo, hi
+        n = len(self.sky_names)
+        return np.concatenate([lo, np.full(n, -np.inf)]), np.concatenate([hi, np.full(n, np.inf)])
+
+    def _split(self, theta):
+        """Validate ``theta`` (P,): the scene's part checked by ``scene.check_vector``, the sky's
+        finite. Returns (the full vector, the scene's part)."""
+        if not self._has_sky:
+            theta = self.scene.check_vector(theta)
+            return theta, theta
+        theta = np.asarray(theta, dtype=np.float64)
+        if theta.shape != (self.n_params,):
+            raise PhoValueError(
+                f"parameter vector has shape {theta.shape}, expected ({self.n_params},) for {self.parameter_names}"
+            )
+        src = self.scene.check_vector(theta[: self.scene.n_params])
+        sky = theta[self.scene.n_params :]
+        if not np.all(np.isfinite(sky)):
+            j = int(np.flatnonzero(~np.isfinite(sky))[0])
+            raise PhoValueError(f"parameter {self.sky_names[j]} = {float(sky[j])!r} is not finite; give finite sky values")
+        return theta, src
+
+    def _sky_axes(self, i):
+        """Pixel offsets from the stamp centre along x (nx,) and y (ny,) of exposure i."""
+        ny, nx = self.exposures[i].shape
+        return np.arange(nx) - 0.5 * (nx - 1), np.arange(ny) - 0.5 * (ny - 1)
+
+    def sky_image(self, theta, i: int):
+        """The fitted sky of exposure ``i`` at ``theta`` (counts, (ny, nx) array or 0.0 without sky)."""
+        p = np.asarray(theta, dtype=float)[self._sky_slices[i]]
+        if p.size == 0:
+            return 0.0
+        if p.size == 1:
+            return float(p[0])
+        xs, ys = self._sky_axes(i)
+        return p[0] + p[1] * xs[None, :] + p[2] * ys[:, None]
+
+    def _sky_gradient(self, i, w):
+        """d lnL / d (sky parameters of exposure i) from ``w = d lnL / d m``."""
+        n = self._sky_slices[i].stop - self._sky_slices[i].start
+        if n == 0:
+            return np.zeros(0)
+        if n == 1:
+            return np.array([float(np.sum(w))])
+        xs, ys = self._sky_axes(i)
+        return np.array([float(np.sum(w)), float(w.sum(axis=0) @ xs), float(w.sum(axis=1) @ ys)])
+
+    def _sky_derivative_images(self, i):
+        """d m / d (sky parameters of exposure i), shape (n, ny, nx)."""
+        sl = self._sky_slices[i]
+        n = sl.stop - sl.start
+        shape = self.exposures[i].shape
+        out = np.zeros((n,) + shape)
+        if n:
+            out[0] = 1.0
+        if n == 3:
+            xs, ys = self._sky_axes(i)
+            out[1] = xs[None, :]
+            out[2] = ys[:, None]
+        return out
 
     # ------------------------------------------------------------------ construction checks
     def _check_overlap(self) -> None:
@@ -260,12 +390,14 @@ class Likelihood:
 
     def lnlike(self, theta) -> float:
         """Log-likelihood at ``theta`` (shape (P,))."""
-        theta = self.scene.check_vector(theta)
-        state = self._scene_model.prepare(theta)
+        theta, src = self._split(theta)
+        state = self._scene_model.prepare(src)
         total = 0.0
         for i, (em, e) in enumerate(zip(self._models, self.exposures)):
             g, _ = em.forward(state)
             m = self._backend.render(_kept(g, em.significant(g)), e.shape) + e.background
+            if self._has_sky:
+                m = m + self.sky_image(theta, i)
             total += self._dlnl_dm(i, m)[0]
         return total
 
@@ -282,8 +414,8 @@ class Likelihood:
         grad : ndarray of shape (P,)
             d lnL / d theta, in ``parameter_names`` order.
         """
-        theta = self.scene.check_vector(theta)
-        state = self._scene_model.prepare(theta)
+        theta, src = self._split(theta)
+        state = self._scene_model.prepare(src)
         P = self.n_params
         total = 0.0
         acc = np.zeros(P + 1)
@@ -292,7 +424,11 @@ class Likelihood:
             keep = em.significant(g)
             gk = _kept(g, keep)
             m = self._backend.render(gk, e.shape) + e.background
+            if self._has_sky:
+                m = m + self.sky_image(theta, i)
             value, w = self._dlnl_dm(i, m)
+            if self._has_sky:
+                acc[self._sky_slices[i]] += self._sky_gradient(i, w)
             total += value
             gg = self._backend.gradient(gk, w)  # (G, 6), or (kept, 6)
             if keep is not None:
@@ -300,7 +436,12 @@ class Likelihood:
                 gg_all[keep] = gg
                 gg = gg_all
             local = em.vjp(state, cache, gg)  # (S, 7): chained through the model's Jacobian
-            acc += np.bincount(em.vjp_index, weights=local.ravel(), minlength=P + 1)
+            if self._has_sky:  # the scene's indices run to scene.n_params (its "unused" slot)
+                ps = self.scene.n_params
+                part = np.bincount(em.vjp_index, weights=local.ravel(), minlength=ps + 1)
+                acc[:ps] += part[:ps]
+            else:
+                acc += np.bincount(em.vjp_index, weights=local.ravel(), minlength=P + 1)
         if not np.all(np.isfinite(acc[:P])):
             bad = [self.parameter_names[k] for k in np.flatnonzero(~np.isfinite(acc[:P]))]
             raise PhoValueError(
@@ -310,13 +451,14 @@ class Likelihood:
         return total, acc[:P]
 
     def model_images(self, theta) -> list[np.ndarray]:
-        """Model images (counts, background included), one (ny, nx) array per exposure."""
-        theta = self.scene.check_vector(theta)
-        state = self._scene_model.prepare(theta)
+        """Model images (counts, background and fitted sky included), one (ny, nx) array per exposure."""
+        theta, src = self._split(theta)
+        state = self._scene_model.prepare(src)
         out = []
-        for em, e in zip(self._models, self.exposures):
+        for i, (em, e) in enumerate(zip(self._models, self.exposures)):
             g, _ = em.forward(state)
-            out.append(self._backend.render(_kept(g, em.significant(g)), e.shape) + e.background)
+            m = self._backend.render(_kept(g, em.significant(g)), e.shape) + e.background
+            out.append(m + self.sky_image(theta, i) if self._has_sky else m)
         return out
 
     def gradient_images(self, theta, exposure_index: int) -> np.ndarray:
@@ -335,11 +477,15 @@ class Likelihood:
         """
         from ._reference import render_derivatives
 
-        theta = self.scene.check_vector(theta)
+        theta, src = self._split(theta)
         em = self._models[exposure_index]
         e = self.exposures[exposure_index]
-        g, jac = em.compute(self._scene_model.prepare(theta))
-        out = np.zeros((self.n_params + 1,) + e.shape)
+        g, jac = em.compute(self._scene_model.prepare(src))
+        if self._has_sky:  # the scene's rows (its "unused" slot is scene.n_params), then the sky's
+            ps = self.scene.n_params
+            out = np.zeros((ps + 1,) + e.shape)
+        else:
+            out = np.zeros((self.n_params + 1,) + e.shape)
         # Gaussians in chunks, so the (chunk, 6, ny, nx) derivative images stay under ~64 MB
         chunk = max(1, int(GRADIENT_IMAGES_CHUNK_BYTES // (48 * e.shape[0] * e.shape[1])))
         for start in range(0, len(g), chunk):
@@ -348,6 +494,11 @@ class Likelihood:
             per_local = np.einsum("gcij,gck->gkij", d, jac[part])  # (chunk, 7, ny, nx)
             for k in range(N_LOCAL):
                 np.add.at(out, em.param_index[part, k], per_local[:, k])
+        if self._has_sky:
+            sky = np.zeros((len(self.sky_names),) + e.shape)
+            sl = self._sky_slices[exposure_index]
+            sky[sl.start - ps : sl.stop - ps] = self._sky_derivative_images(exposure_index)
+            return np.concatenate([out[:ps], sky])
         return out[: self.n_params]
 
     def model_derivatives_fd(self, theta, steps, lower=None, upper=None) -> list[np.ndarray]:
@@ -360,18 +511,21 @@ class Likelihood:
             Step of each parameter (central differences; one-sided where ``theta +/- step``
             leaves ``[lower, upper]``, e.g. q = 1).
         lower, upper : ndarray of shape (P,), optional
-            Hard bounds (default ``scene.parameter_bounds()``).
+            Hard bounds (default :meth:`parameter_bounds`).
 
         Returns
         -------
         list of ndarray of shape (P, ny, nx)
             Counts per unit of each parameter. A parameter moves only its own source's image
             Gaussians, so each difference renders one source (with the Gaussians kept at
-            ``theta``, so the culling cannot jump between the two sides).
+            ``theta``, so the culling cannot jump between the two sides). The sky parameters
+            enter the model linearly: their rows are the exact derivatives.
         """
-        theta = self.scene.check_vector(theta)
+        theta, src = self._split(theta)
         if lower is None or upper is None:
-            lower, upper = self.scene.parameter_bounds()
+            lower, upper = self.parameter_bounds()
+        if self._has_sky:
+            theta = src
         state = self._scene_model.prepare(theta)
         out = [np.zeros((self.n_params,) + e.shape) for e in self.exposures]
         kept = []  # per exposure: the significant Gaussians at theta
@@ -398,6 +552,10 @@ class Likelihood:
                     plus = self._backend.render(np.ascontiguousarray(em.forward(s_up)[0][rows[e]]), ex.shape)
                     minus = self._backend.render(np.ascontiguousarray(em.forward(s_down)[0][rows[e]]), ex.shape)
                     out[e][j] = (plus - minus) / span
+        for e in range(len(self.exposures)):
+            sl = self._sky_slices[e]
+            if sl.stop > sl.start:
+                out[e][sl] = self._sky_derivative_images(e)
         return out
 
     def with_psf_at(self, theta) -> "Likelihood":

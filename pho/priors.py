@@ -15,6 +15,17 @@ Default bounds (:func:`default_priors`), all uniform (the seed's choice):
 - ``n`` and ``rh``: the source's profile's ``n_range`` and ``rh_range_arcsec`` (for the default
   profile, ``pho.sersic.auto_profile()``: n from 0.5 to 6, r_h from 0.001" to 10").
 - ``g1``, ``g2`` (if the scene uses reduced shear): ``[-0.82, 0.82]`` (|g| = 0.82 is q = 0.1).
+- ``eta_plus``, ``eta_cross`` (conformal shear): each a normal of mean 0 and sigma
+  ``ETA_SIGMA`` = 1, truncated to ``[-ETA_MAX, ETA_MAX]`` with ``ETA_MAX = -ln(Q_MIN)`` = 2.30
+  (so the axes stop at q = 0.1). The pair is an isotropic 2-d Gaussian (no preferred position
+  angle) inside that box; sigma 1 per component is the second moment of a population uniform in
+  q on (0, 1] (``|eta| = -ln q`` is then exponential, ``E|eta|^2 = 2``). It is smooth everywhere,
+  so NUTS and L-BFGS-B see no wall inside the box (docs/model.md, "Conformal shear").
+- ``sky_<k>.level``, ``sky_<k>.slope_x``, ``sky_<k>.slope_y`` (sky background of exposure k,
+  ``pho.Likelihood(sky=...)``): uniform, level in ``start +/- W`` with ``W = 10 sigma_pix +
+  2 |median(data - background)|`` (``sigma_pix`` the median pixel noise of the exposure), each
+  slope in ``start +/- W / (max(nx, ny) / 2)`` (counts per pixel per pixel: the plane moves by at
+  most W from the centre to the stamp's edge).
 
 Every default can be replaced per parameter (``"s1.rh"``) or for every source (``"rh"``).
 """
@@ -29,12 +40,19 @@ import numpy as np
 
 from .errors import PhoRangeError, PhoValueError
 
-__all__ = ["Uniform", "LogUniform", "Priors", "default_priors", "parameter_kind"]
+__all__ = ["Uniform", "LogUniform", "TruncatedNormal", "Priors", "default_priors", "parameter_kind"]
 
 #: Lower bound of the axis ratio q = b/a in the default prior.
 Q_MIN = 0.1
 #: Default half-width of the position box, in pixels of the finest exposure (if no arcsec given).
 POSITION_BOX_PIX = 3.0
+#: Default prior of each conformal shear component: sigma of the normal, and the truncation
+#: |eta_i| <= ETA_MAX = -ln(Q_MIN) (the axes of the eta plane end at q = Q_MIN).
+ETA_SIGMA = 1.0
+ETA_MAX = -math.log(Q_MIN)
+#: Default sky prior half-width, in units of the exposure's median pixel noise (plus twice the
+#: median of data minus background).
+SKY_WIDTH_SIGMA = 10.0
 
 
 @dataclass(frozen=True)
@@ -101,8 +119,79 @@ class LogUniform:
         return x * math.log(self.hi / self.lo)
 
 
+@dataclass(frozen=True)
+class TruncatedNormal:
+    """Normal density of mean ``mu`` and width ``sigma`` truncated to ``[lo, hi]``.
+
+    Parameters
+    ----------
+    mu, sigma : float
+        Mean and standard deviation of the untruncated normal, in the parameter's unit; sigma > 0.
+    lo, hi : float
+        Bounds, finite, ``lo < hi``.
+
+    Examples
+    --------
+    >>> from pho.priors import TruncatedNormal
+    >>> d = TruncatedNormal(0.0, 1.0, -2.0, 2.0)
+    >>> float(d.transform(0.5))
+    0.0
+    """
+
+    mu: float
+    sigma: float
+    lo: float
+    hi: float
+    periodic: bool = False
+
+    def __post_init__(self):
+        ok = all(np.isfinite(v) for v in (self.mu, self.sigma, self.lo, self.hi))
+        if not (ok and self.sigma > 0 and self.lo < self.hi):
+            raise PhoValueError(
+                f"TruncatedNormal prior needs finite mu, sigma > 0 and lo < hi, got mu={self.mu!r}, sigma={self.sigma!r}, "
+                f"lo={self.lo!r}, hi={self.hi!r}"
+            )
+        from scipy.special import ndtr
+
+        a, b = ndtr((self.lo - self.mu) / self.sigma), ndtr((self.hi - self.mu) / self.sigma)
+        if not b - a > 1e-12:
+            raise PhoValueError(
+                f"TruncatedNormal prior: [{self.lo}, {self.hi}] holds almost none of N({self.mu}, {self.sigma}); "
+                "move the bounds towards mu or widen sigma"
+            )
+        object.__setattr__(self, "_a", float(a))
+        object.__setattr__(self, "_mass", float(b - a))
+        object.__setattr__(self, "_log_norm", math.log(self.sigma * math.sqrt(2.0 * math.pi) * float(b - a)))
+
+    def transform(self, u: np.ndarray) -> np.ndarray:
+        """Map unit-cube coordinates ``u`` in [0, 1] to the parameter (inverse CDF)."""
+        from scipy.special import ndtri
+
+        x = self.mu + self.sigma * ndtri(self._a + np.asarray(u, dtype=float) * self._mass)
+        return np.clip(x, self.lo, self.hi)  # round-off of ndtri at u = 0 or 1 only
+
+    def ln_prob(self, x: float) -> float:
+        """Log density at ``x``; -inf outside the bounds."""
+        if not self.lo <= x <= self.hi:
+            return -math.inf
+        z = (x - self.mu) / self.sigma
+        return -0.5 * z * z - self._log_norm
+
+    def grad_ln_prob(self, x: float) -> float:
+        """d ln p / d x inside the bounds."""
+        return -(x - self.mu) / self.sigma**2
+
+    def dtheta_du(self, x: float) -> float:
+        """d theta / d u of the transform at ``x`` (one over the density)."""
+        return math.exp(-self.ln_prob(x))
+
+
 def parameter_kind(name: str) -> str:
-    """The kind of a parameter from its name: ``"s3.flux_F200W"`` -> ``"flux"``, ``"s0.rh"`` -> ``"rh"``."""
+    """The kind of a parameter from its name: ``"s3.flux_F200W"`` -> ``"flux"``, ``"s0.rh"`` -> ``"rh"``,
+    ``"sky_1.level"`` -> ``"sky_level"``."""
+    head, _, kind = name.partition(".")
+    if head.startswith("sky_") and kind:
+        return "sky_" + kind
     kind = name.split(".", 1)[-1]
     return "flux" if kind.startswith("flux") else kind
 
@@ -337,6 +426,14 @@ def default_priors(
         elif kind in ("g1", "g2"):
             gmax = (1 - Q_MIN) / (1 + Q_MIN)
             dists[name] = Uniform(-gmax, gmax)
+        elif kind in ("eta_plus", "eta_cross"):
+            dists[name] = TruncatedNormal(0.0, ETA_SIGMA, -ETA_MAX, ETA_MAX)
+        elif kind in ("sky_level", "sky_slope_x", "sky_slope_y"):
+            e = exposures[int(src[len("sky_"):])]
+            width = _sky_width(e)
+            if kind != "sky_level":
+                width /= max(e.shape) / 2.0
+            dists[name] = Uniform(x - width, x + width)
         elif kind in ("n", "rh"):
             profile = _profile_of(likelihood, int(src[1:]))  # per source: profiles may differ
             lo, hi = profile.n_range if kind == "n" else profile.rh_range_arcsec
@@ -370,6 +467,18 @@ def default_priors(
         priors = priors.replace(overrides)
     priors.check_inside(theta)
     return priors
+
+
+def _sky_width(exposure) -> float:
+    """Half-width of the default sky-level prior of an exposure, counts (module docstring)."""
+    counted = np.asarray(exposure.counted, dtype=bool)
+    if not counted.any():
+        return 1.0
+    ivar = np.asarray(exposure.ivar, dtype=float)[counted]
+    sigma = float(np.median(1.0 / np.sqrt(ivar)))
+    background = np.broadcast_to(np.asarray(exposure.background, dtype=float), exposure.shape)[counted]
+    offset = float(np.median(np.asarray(exposure.pixels, dtype=float)[counted] - background))
+    return SKY_WIDTH_SIGMA * sigma + 2.0 * abs(offset)
 
 
 def _profile_of(likelihood, index: int):

@@ -72,7 +72,8 @@ class SampleResult:
     names : list of str
     summary : dict
         ``name -> {"median", "p16", "p84", "mean", "std"}`` (position angles summarised in a
-        window of width pi around their circular mean).
+        window of width pi around their circular mean); for sources with conformal shear also
+        ``"s{i}.q"`` and ``"s{i}.pa"``, derived from every sample's eta.
     settings : dict
         The run's settings (sampler, nlive, bound, dlogz, seed, ...), written to file headers.
     n_calls, n_iter : int
@@ -125,6 +126,10 @@ class SampleResult:
         for n in self.names:
             s = self.summary[n]
             lines.append(f"  {n:<22s} {s['median']:>16.8g} +{s['p84'] - s['median']:.3g} -{s['median'] - s['p16']:.3g}")
+        for n in (k for k in self.summary if k not in self.names):
+            s = self.summary[n]
+            label = n + " (derived)"
+            lines.append(f"  {label:<22s} {s['median']:>16.8g} +{s['p84'] - s['median']:.3g} -{s['median'] - s['p16']:.3g}")
         return "\n".join(lines)
 
 
@@ -258,7 +263,26 @@ def _summarize(samples, weights, names, priors):
         mean = float(np.sum(weights * x))
         std = float(np.sqrt(np.sum(weights * (x - mean) ** 2)))
         summary[name] = {"median": float(p50), "p16": float(p16), "p84": float(p84), "mean": mean, "std": std}
+    summary.update(_derived_summary(samples, weights, names))
     return summary
+
+
+def _derived_summary(samples, weights, names) -> dict:
+    """Summaries of q and pa (radians) of the sources with conformal shear (from every sample's
+    eta); pa in a window of width pi around its circular mean."""
+    from .transforms import eta_pairs, q_pa_from_eta
+
+    out = {}
+    for i, j, prefix in eta_pairs(names):
+        q, pa = q_pa_from_eta(samples[:, i], samples[:, j])
+        centre = 0.5 * math.atan2(np.sum(weights * np.sin(2 * pa)), np.sum(weights * np.cos(2 * pa)))
+        pa = centre + (pa - centre + math.pi / 2) % math.pi - math.pi / 2
+        for key, x in ((f"{prefix}.q", q), (f"{prefix}.pa", pa)):
+            p16, p50, p84 = weighted_quantiles(x, weights, [0.16, 0.5, 0.84])
+            mean = float(np.sum(weights * x))
+            std = float(np.sqrt(np.sum(weights * (x - mean) ** 2)))
+            out[key] = {"median": float(p50), "p16": float(p16), "p84": float(p84), "mean": mean, "std": std}
+    return out
 
 
 def sample(

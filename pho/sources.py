@@ -6,7 +6,8 @@ each source's parameters in scene order. Per source, in this order (docs/ARCHITE
 - one flux per band of the scene (``scene.bands`` order), user units: ``s{i}.flux_{band}``;
 - ``s{i}.ra``, ``s{i}.dec``: degrees;
 - Sersic only: the shape, ``s{i}.q`` (b/a) and ``s{i}.pa`` (radians, north through east), or
-  with ``shape_parameters="g1_g2"`` the reduced shear ``s{i}.g1``, ``s{i}.g2``
+  with ``shape_parameters="g1_g2"`` the reduced shear ``s{i}.g1``, ``s{i}.g2``, or with
+  ``shape_parameters="eta"`` the conformal shear ``s{i}.eta_plus``, ``s{i}.eta_cross``
   (docs/model.md); then ``s{i}.n`` and ``s{i}.rh`` (half-light radius along the major axis,
   arcsec).
 """
@@ -22,7 +23,7 @@ import numpy as np
 
 from .errors import PhoRangeError, PhoValueError
 
-__all__ = ["PointSource", "Sersic", "Scene", "PARAMETER_KINDS", "SHEAR_BOUND"]
+__all__ = ["PointSource", "Sersic", "Scene", "PARAMETER_KINDS", "SHEAR_BOUND", "SHAPE_PARAMETERS", "ETA_LIMIT"]
 
 #: Every parameter kind a scene can hold, with its unit.
 PARAMETER_KINDS = {
@@ -33,6 +34,8 @@ PARAMETER_KINDS = {
     "pa": "rad, north through east, periodic with period pi",
     "g1": "dimensionless reduced shear",
     "g2": "dimensionless reduced shear",
+    "eta_plus": "dimensionless conformal shear, -ln(q) cos(2 pa)",
+    "eta_cross": "dimensionless conformal shear, -ln(q) sin(2 pa)",
     "n": "dimensionless Sersic index",
     "rh": "arcsec, half-light radius along the major axis",
 }
@@ -40,6 +43,13 @@ PARAMETER_KINDS = {
 #: Box bound on each of g1, g2 given by ``Scene.parameter_bounds`` (|g| <= 0.99 at the corners,
 #: q >= 0.005); the model itself only needs |g| < 1.
 SHEAR_BOUND = 0.7
+
+#: Largest conformal shear |eta| a vector may hold: q = exp(-|eta|) is then 1e-300, still a
+#: positive double (the model needs q > 0, nothing more).
+ETA_LIMIT = 690.0
+
+#: The shape parameterizations of a Scene and the two parameter kinds each puts in the vector.
+SHAPE_PARAMETERS = {"q_pa": ("q", "pa"), "g1_g2": ("g1", "g2"), "eta": ("eta_plus", "eta_cross")}
 
 
 def _finite_float(value, name: str) -> float:
@@ -216,8 +226,8 @@ class Sersic(PointSource):
         _check_profile_range(self.profile, self.n, self.rh, "")
 
     def _kinds(self, shape_parameters: str) -> tuple[str, ...]:
-        if shape_parameters == "g1_g2":
-            return ("ra", "dec", "g1", "g2", "n", "rh")
+        if shape_parameters in ("g1_g2", "eta"):
+            return ("ra", "dec") + SHAPE_PARAMETERS[shape_parameters] + ("n", "rh")
         return self._extra_kinds
 
     def _values(self, shape_parameters: str) -> list[float]:
@@ -226,6 +236,11 @@ class Sersic(PointSource):
 
             g1, g2 = shear_from_q_pa(self.q, self.pa)
             return [self.ra, self.dec, float(g1), float(g2), self.n, self.rh]
+        if shape_parameters == "eta":
+            from .transforms import eta_from_q_pa
+
+            ep, ec = eta_from_q_pa(self.q, self.pa)
+            return [self.ra, self.dec, float(ep), float(ec), self.n, self.rh]
         return [self.ra, self.dec, self.q, self.pa, self.n, self.rh]
 
     def _set_values(self, values, shape_parameters: str) -> None:
@@ -234,6 +249,11 @@ class Sersic(PointSource):
             from .transforms import q_pa_from_shear
 
             q, pa = q_pa_from_shear(values[2], values[3])
+            self.q, self.pa = float(q), float(pa)
+        elif shape_parameters == "eta":
+            from .transforms import q_pa_from_eta
+
+            q, pa = q_pa_from_eta(values[2], values[3])
             self.q, self.pa = float(q), float(pa)
         else:
             self.q, self.pa = float(values[2]), float(values[3])
@@ -265,9 +285,10 @@ class Scene:
     sources : sequence of PointSource or Sersic
         The sources; the scene keeps its own copies (``scene.sources``), so later changes to
         the objects passed in do not affect it.
-    shape_parameters : {"q_pa", "g1_g2"}
-        How Sersic shapes appear in the vector: axis ratio and position angle, or reduced shear
-        (g1, g2) (docs/model.md).
+    shape_parameters : {"q_pa", "g1_g2", "eta"}
+        How Sersic shapes appear in the vector: axis ratio and position angle, reduced shear
+        (g1, g2), or conformal shear (eta_plus, eta_cross) with ``|eta| = -ln q``
+        (docs/model.md).
     bands : sequence of str, optional
         The scene's bands, in vector order. Default: every band named in the sources' flux
         dicts, in order of first appearance. When given, fluxes of the sources in other bands
@@ -283,7 +304,7 @@ class Scene:
         ``"s{i}.{name}"`` per parameter, e.g. ``"s0.flux_F814W"``, ``"s0.ra"``, ``"s1.rh"``.
     parameter_kinds : tuple of str
         The kind of each parameter, one of ``PARAMETER_KINDS`` (``"flux"``, ``"ra"``, ``"dec"``,
-        ``"q"``, ``"pa"``, ``"g1"``, ``"g2"``, ``"n"``, ``"rh"``).
+        ``"q"``, ``"pa"``, ``"g1"``, ``"g2"``, ``"eta_plus"``, ``"eta_cross"``, ``"n"``, ``"rh"``).
     parameter_sources : ndarray of int, shape (P,)
         Index of the source each parameter belongs to.
     parameter_bands : tuple of str or None
@@ -321,8 +342,8 @@ class Scene:
         for i, s in enumerate(sources):
             if not isinstance(s, PointSource):
                 raise TypeError(f"source {i} is a {type(s).__name__}, not a pho.PointSource or pho.Sersic")
-        if shape_parameters not in ("q_pa", "g1_g2"):
-            raise PhoValueError(f"shape_parameters={shape_parameters!r}; use 'q_pa' or 'g1_g2'")
+        if shape_parameters not in SHAPE_PARAMETERS:
+            raise PhoValueError(f"shape_parameters={shape_parameters!r}; use 'q_pa' or 'g1_g2' or 'eta'")
         self.shape_parameters = shape_parameters
         if bands is None:
             seen: dict[str, None] = {}
@@ -394,6 +415,7 @@ class Scene:
         self._check_lo, self._check_hi = lo, hi
         self._g1_index = np.flatnonzero(kinds == "g1")
         self._g2_index = np.flatnonzero(kinds == "g2")
+        self._eta_index = np.flatnonzero(kinds == "eta_plus")
 
     def check_vector(self, theta) -> np.ndarray:
         """Validate a parameter vector: length, finiteness, ranges (O(P)).
@@ -412,7 +434,7 @@ class Scene:
         PhoValueError
             Wrong length or non-finite values (naming the parameter).
         PhoRangeError
-            ``q`` outside (0, 1], ``|g| >= 1``, ``n`` or ``rh`` outside the profile's range,
+            ``q`` outside (0, 1], ``|g| >= 1``, ``|eta| > ETA_LIMIT``, ``n`` or ``rh`` outside the profile's range,
             ``dec`` outside [-90, 90] (naming the parameter and its range).
         """
         theta = np.asarray(theta, dtype=np.float64)
@@ -440,6 +462,16 @@ class Scene:
                     f"reduced shear of {self.parameter_names[self._g1_index[j]].split('.')[0]} has |g| = {g[j]:.6g} >= 1 "
                     "(q = (1-|g|)/(1+|g|) would be <= 0); keep |g| < 1",
                     float(g[j]), 0.0, 1.0,
+                )
+        if self._eta_index.size:
+            e = np.hypot(theta[self._eta_index], theta[self._eta_index + 1])
+            if np.any(e > ETA_LIMIT):
+                j = int(np.argmax(e))
+                raise PhoRangeError(
+                    f"conformal shear of {self.parameter_names[self._eta_index[j]].split('.')[0]} has |eta| = {e[j]:.6g} "
+                    f"> {ETA_LIMIT:g} (q = exp(-|eta|) would underflow to 0); bound eta in the prior (the default keeps "
+                    "|eta| below 2.3, q >= 0.1)",
+                    float(e[j]), 0.0, ETA_LIMIT,
                 )
         if not np.isfinite(theta).all():
             i = int(np.flatnonzero(~np.isfinite(theta))[0])
@@ -471,7 +503,8 @@ class Scene:
         lower, upper : ndarray of shape (P,)
             flux, ra, dec, pa: unbounded (-inf, inf) (pa is periodic); q: (0, 1); n and rh: the
             profile's range; g1 and g2: (-SHEAR_BOUND, SHEAR_BOUND) = (-0.7, 0.7), a box inside
-            the unit disk |g| < 1.
+            the unit disk |g| < 1; eta_plus and eta_cross: unbounded (every finite eta is a
+            valid shape).
         """
         kinds = np.array(self.parameter_kinds)
         lo = np.where(np.isin(kinds, ("n", "rh")), self._check_lo, -np.inf)

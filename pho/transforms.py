@@ -1,9 +1,14 @@
-"""Parameter transforms: reduced shear for shapes, and the unconstrained sampling map.
+"""Parameter transforms: reduced and conformal shear for shapes, and the unconstrained sampling map.
 
 Reduced shear (docs/ARCHITECTURE.md, docs/model.md)::
 
     |g| = (1 - q) / (1 + q),   g1 = |g| cos(2 pa),   g2 = |g| sin(2 pa)
     q = (1 - |g|) / (1 + |g|),  pa = atan2(g2, g1) / 2        (pa in (-pi/2, pi/2])
+
+Conformal shear (docs/model.md, "Conformal shear"), with pho's q = b/a::
+
+    |eta| = -ln q,   eta_plus = |eta| cos(2 pa),   eta_cross = |eta| sin(2 pa)
+    q = exp(-|eta|),  pa = atan2(eta_cross, eta_plus) / 2     (pa in (-pi/2, pi/2])
 
 Unconstrained map (per parameter, elementwise), for samplers and optimizers that want to move
 freely on the real line::
@@ -19,6 +24,8 @@ explored in ``u``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import PhoRangeError, PhoValueError
@@ -27,6 +34,12 @@ __all__ = [
     "shear_from_q_pa",
     "q_pa_from_shear",
     "q_pa_jacobian_from_shear",
+    "eta_from_q_pa",
+    "q_pa_from_eta",
+    "q_pa_jacobian_from_eta",
+    "eta_jacobian_from_q_pa",
+    "eta_pairs",
+    "q_pa_from_eta_with_errors",
     "LogisticTransform",
     "TransformedLikelihood",
 ]
@@ -111,6 +124,157 @@ def q_pa_jacobian_from_shear(g1, g2):
     jac[..., 1, 0] = -0.5 * g2 / g**2
     jac[..., 1, 1] = 0.5 * g1 / g**2
     return jac
+
+
+def eta_from_q_pa(q, pa_rad):
+    """Conformal shear (eta_plus, eta_cross) of an ellipse of axis ratio ``q`` and angle ``pa_rad``.
+
+    Parameters
+    ----------
+    q : float or ndarray
+        Axis ratio b/a in (0, 1].
+    pa_rad : float or ndarray
+        Position angle of the major axis, radians from north through east.
+
+    Returns
+    -------
+    eta_plus, eta_cross : float or ndarray
+        ``|eta| cos(2 pa)``, ``|eta| sin(2 pa)`` with ``|eta| = -ln q = ln(a/b)``.
+
+    Raises
+    ------
+    PhoRangeError
+        ``q`` outside (0, 1].
+
+    Examples
+    --------
+    >>> import math
+    >>> from pho.transforms import eta_from_q_pa
+    >>> [round(float(v), 12) for v in eta_from_q_pa(math.exp(-0.5), 0.0)]
+    [0.5, 0.0]
+    """
+    q = np.asarray(q, dtype=float)
+    pa = np.asarray(pa_rad, dtype=float)
+    if np.any(~((q > 0.0) & (q <= 1.0))):
+        bad = float(q.ravel()[np.flatnonzero(~((q > 0.0) & (q <= 1.0)))[0]])
+        raise PhoRangeError(f"axis ratio q={bad!r} is outside (0, 1]; q = b/a of minor to major axis", bad, 0.0, 1.0)
+    e = -np.log(q)
+    return e * np.cos(2.0 * pa), e * np.sin(2.0 * pa)
+
+
+def q_pa_from_eta(eta_plus, eta_cross):
+    """Axis ratio and position angle from conformal shear (inverse of :func:`eta_from_q_pa`).
+
+    Parameters
+    ----------
+    eta_plus, eta_cross : float or ndarray
+        Conformal shear; any finite values (the whole plane maps onto q in (0, 1]).
+
+    Returns
+    -------
+    q : float or ndarray
+        ``exp(-|eta|)``, in (0, 1] (it underflows to 0 beyond ``|eta|`` of about 745).
+    pa_rad : float or ndarray
+        Position angle in (-pi/2, pi/2], radians (0 where ``|eta| = 0``).
+    """
+    ep = np.asarray(eta_plus, dtype=float)
+    ec = np.asarray(eta_cross, dtype=float)
+    return np.exp(-np.hypot(ep, ec)), 0.5 * np.arctan2(ec, ep)
+
+
+def q_pa_jacobian_from_eta(eta_plus, eta_cross):
+    """Jacobian d(q, pa)/d(eta_plus, eta_cross) of :func:`q_pa_from_eta`.
+
+    Parameters
+    ----------
+    eta_plus, eta_cross : float or ndarray of shape (S,)
+        Conformal shear with ``|eta| > 0`` (pa is undefined at ``|eta| = 0``).
+
+    Returns
+    -------
+    jac : ndarray of shape (..., 2, 2)
+        ``[[dq/deta_plus, dq/deta_cross], [dpa/deta_plus, dpa/deta_cross]]``:
+        ``dq/deta_i = -q eta_i/|eta|``, ``dpa/deta_plus = -eta_cross/(2 |eta|^2)``,
+        ``dpa/deta_cross = eta_plus/(2 |eta|^2)``.
+    """
+    ep = np.asarray(eta_plus, dtype=float)
+    ec = np.asarray(eta_cross, dtype=float)
+    e = np.hypot(ep, ec)
+    q = np.exp(-e)
+    jac = np.empty(e.shape + (2, 2))
+    jac[..., 0, 0] = -q * ep / e
+    jac[..., 0, 1] = -q * ec / e
+    jac[..., 1, 0] = -0.5 * ec / e**2
+    jac[..., 1, 1] = 0.5 * ep / e**2
+    return jac
+
+
+def eta_jacobian_from_q_pa(q, pa_rad):
+    """Jacobian d(eta_plus, eta_cross)/d(q, pa) of :func:`eta_from_q_pa` (the inverse of
+    :func:`q_pa_jacobian_from_eta` where ``q < 1``).
+
+    Parameters
+    ----------
+    q : float or ndarray of shape (S,)
+        Axis ratio in (0, 1].
+    pa_rad : float or ndarray of shape (S,)
+        Position angle, radians.
+
+    Returns
+    -------
+    jac : ndarray of shape (..., 2, 2)
+        ``[[deta_plus/dq, deta_plus/dpa], [deta_cross/dq, deta_cross/dpa]]`` =
+        ``[[-cos(2 pa)/q, -2 |eta| sin(2 pa)], [-sin(2 pa)/q, 2 |eta| cos(2 pa)]]``.
+    """
+    q = np.asarray(q, dtype=float)
+    pa = np.asarray(pa_rad, dtype=float)
+    e = -np.log(q)
+    c2, s2 = np.cos(2.0 * pa), np.sin(2.0 * pa)
+    jac = np.empty(np.broadcast(q, pa).shape + (2, 2))
+    jac[..., 0, 0] = -c2 / q
+    jac[..., 0, 1] = -2.0 * e * s2
+    jac[..., 1, 0] = -s2 / q
+    jac[..., 1, 1] = 2.0 * e * c2
+    return jac
+
+
+def eta_pairs(names) -> list[tuple[int, int, str]]:
+    """``(index of eta_plus, index of eta_cross, source prefix)`` of every source with conformal
+    shear among parameter ``names`` (``"s3.eta_plus"``, ``"s3.eta_cross"`` -> ``(i, j, "s3")``)."""
+    names = list(names)
+    out = []
+    for i, name in enumerate(names):
+        if name.endswith(".eta_plus"):
+            prefix = name[: -len(".eta_plus")]
+            if prefix + ".eta_cross" in names:
+                out.append((i, names.index(prefix + ".eta_cross"), prefix))
+    return out
+
+
+def q_pa_from_eta_with_errors(eta_plus, eta_cross, cov=None):
+    """q and pa of a conformal shear, with 1-sigma errors propagated from its 2x2 covariance.
+
+    Parameters
+    ----------
+    eta_plus, eta_cross : float
+    cov : ndarray of shape (2, 2), optional
+        Covariance of (eta_plus, eta_cross).
+
+    Returns
+    -------
+    q, q_err, pa_rad, pa_err : float
+        Errors by linear propagation through :func:`q_pa_jacobian_from_eta`; NaN without ``cov``,
+        and the pa error is NaN at ``|eta| = 0`` (pa undefined; q's error is then 0 to first order).
+    """
+    q, pa = (float(v) for v in q_pa_from_eta(eta_plus, eta_cross))
+    if cov is None:
+        return q, float("nan"), pa, float("nan")
+    cov = np.asarray(cov, dtype=float)
+    if math.hypot(eta_plus, eta_cross) == 0.0:
+        return q, 0.0, pa, float("nan")
+    jac = q_pa_jacobian_from_eta(eta_plus, eta_cross)
+    c = jac @ cov @ jac.T
+    return q, math.sqrt(max(c[0, 0], 0.0)), pa, math.sqrt(max(c[1, 1], 0.0))
 
 
 def _softplus(x):

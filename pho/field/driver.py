@@ -82,6 +82,10 @@ class FieldSettings:
         Half-width of the position prior box (default: 3 pixels of the coarsest exposure).
     nlive, maxcall, draws, tune, chains, seed
         Sampler settings.
+    fit_sky : {"none", "constant", "plane"}
+        Fit a sky background per patch and exposure cutout, jointly with the patch's sources
+        (``pho.Likelihood(sky=...)``): a constant level, or a plane (level and x, y slopes).
+        Default "none": the exposures' data are taken as sky-subtracted, as before.
     """
 
     max_patch_sources: int = 12
@@ -98,6 +102,7 @@ class FieldSettings:
     tune: int = 1000
     chains: int = 2
     seed: int = 1
+    fit_sky: str = "none"
 
     def check(self) -> None:
         if self.max_patch_sources < 1:
@@ -110,11 +115,16 @@ class FieldSettings:
             raise PhoValueError(f"tol_sigma={self.tol_sigma} must be positive")
         if self.sampler not in (None, "auto", "dynesty", "nuts"):
             raise PhoValueError(f"sampler={self.sampler!r}; use None, 'auto', 'dynesty' or 'nuts'")
+        if self.fit_sky not in ("none", "constant", "plane"):
+            raise PhoValueError(f"fit_sky={self.fit_sky!r}; use 'none', 'constant' or 'plane'")
 
     def fingerprint_part(self) -> dict:
         """The settings that change the answer (not the sampler's, which run after the passes)."""
-        return {k: getattr(self, k) for k in ("max_patch_sources", "blend_threshold_sigma", "light_threshold_sigma",
+        part = {k: getattr(self, k) for k in ("max_patch_sources", "blend_threshold_sigma", "light_threshold_sigma",
                                               "margin_pix", "max_passes", "tol_sigma", "position_box_arcsec")}
+        if self.fit_sky != "none":  # absent when off, so runs without a sky fingerprint as before
+            part["fit_sky"] = self.fit_sky
+        return part
 
 
 @dataclass
@@ -138,6 +148,7 @@ class FieldRun:
     time_s: float = 0.0
     profile: object = None
     residual_stats: list = field(default_factory=list)
+    sky_posterior: dict = field(default_factory=dict)  # patch index -> sampled PatchResult (fit_sky only)
 
 
 # ----------------------------------------------------------------------------------------- Dask
@@ -262,6 +273,9 @@ def _run_tasks(client, tasks: list[PatchTask], store: ResultStore | None, stage:
                 f" (sampling {res.sample_time_s:.2f} s)" if res.sample_time_s else "",
                 f": {res.message}" if res.message else "",
             )
+            if res.ok and res.sky_names:
+                log.debug("%s patch %d sky: %s", stage, res.patch_index, ", ".join(
+                    f"{n} = {v:.4g} +/- {e:.2g}" for n, v, e in zip(res.sky_names, res.sky_theta, res.sky_sigma)))
     finally:
         for fut in futures:
             fut.cancel()
@@ -462,11 +476,12 @@ def _sample_patches(client, run: FieldRun, store, options: dict, progress: bool,
 
     have_nuts = hasattr(pho, "sample_nuts")
     n_per_source = {True: len(run.current.bands) + 2, False: len(run.current.bands) + 6}
+    n_sky = {"none": 0, "constant": 1, "plane": 3}[run.settings.fit_sky]
     tasks = []
     for patch in run.patches:
         if not run.results.get(patch.index, PatchResult(0, 0, np.zeros(0))).ok:
             continue
-        n_params = sum(n_per_source[bool(run.current.is_point[i])] for i in patch.sources)
+        n_params = sum(n_per_source[bool(run.current.is_point[i])] for i in patch.sources) + n_sky * len(patch.boxes)
         sampler = run.settings.sampler
         if sampler == "auto":
             sampler = "nuts" if have_nuts and n_params > DYNESTY_MAX_PARAMS else "dynesty"
@@ -482,6 +497,8 @@ def _sample_patches(client, run: FieldRun, store, options: dict, progress: bool,
             for row in r.rows:
                 run.flags[int(row)] = run.flags[int(row)] or f"sampling failed: {r.message}"
             continue
+        if r.sky_names and r.sky_median is not None:
+            run.sky_posterior[r.patch_index] = r
         for j, (row, kind) in enumerate(zip(r.param_rows, r.param_kinds)):
             for k in post:
                 post[k][int(row), cols.index(kind)] = getattr(r, k)[j]
@@ -587,7 +604,7 @@ def fit_field(
     options = {
         "position_box_arcsec": settings.position_box_arcsec, "seed": settings.seed, "nlive": settings.nlive,
         "maxcall": settings.maxcall, "draws": settings.draws, "tune": settings.tune, "chains": settings.chains,
-        "profile": profile,
+        "profile": profile, "fit_sky": settings.fit_sky,
     }
     with connect(client, scheduler, workers) as c:
         n_workers = len(c.scheduler_info().get("workers", {}))

@@ -7,6 +7,14 @@
   when sampled, ``<kind>_median``, ``<kind>_p16``, ``<kind>_p84``; NaN where a source has no
   such parameter (a point source's ``n``) or was not fitted. The header holds the settings, the
   passes with their largest change, and the residual statistics.
+- ``catalog.fits``, HDU ``SKY`` (with ``fit_sky``): one row per patch and exposure cutout:
+  ``patch``, ``exposure`` (index), ``name``, ``level_best``, ``level_err`` (counts per pixel; the
+  mean sky over the cutout, on top of the exposure's data as given) and, for a plane,
+  ``slope_x_*``, ``slope_y_*`` (counts per pixel per pixel, about the cutout's centre pixel
+  ``box_x0 + (nx - 1)/2``, ``box_y0 + (ny - 1)/2``), the cutout ``box_x0, box_y0, box_x1, box_y1``
+  (0-based, half-open), and the posterior ``*_median``, ``*_p16``, ``*_p84`` when sampled. The
+  residual images are data minus the sources' model; the fitted skies are not subtracted
+  (cutouts of neighbouring patches overlap, so there is no one sky per pixel).
 - ``residual_<k>_<name>.fits`` per exposure: data minus the model of the whole field (counts,
   float32, NaN where a pixel has no data), with the exposure's WCS; computed in tiles on the
   Dask workers and written through a memory map, so no process holds a whole mosaic.
@@ -24,7 +32,7 @@ import numpy as np
 
 from ..io import UNITS, _header_cards, write_hdus_atomic
 
-__all__ = ["catalog_table", "write_catalog", "write_residuals", "plot_patches", "RESIDUAL_TILE_PIX"]
+__all__ = ["catalog_table", "sky_table", "write_catalog", "write_residuals", "plot_patches", "RESIDUAL_TILE_PIX"]
 
 #: Side of the square tiles in which the residual images are computed, pixels.
 RESIDUAL_TILE_PIX = 512
@@ -62,8 +70,48 @@ def catalog_table(run):
     return table
 
 
+def sky_table(run):
+    """The fitted skies per patch and exposure (module docstring, HDU ``SKY``) as an astropy
+    Table, or None when the run fitted no sky."""
+    from astropy.table import Table
+
+    if run.settings.fit_sky == "none":
+        return None
+    params = ("level", "slope_x", "slope_y") if run.settings.fit_sky == "plane" else ("level",)
+    rows = []
+    for k in sorted(run.results):
+        r = run.results[k]
+        if not r.ok or not r.sky_names:
+            continue
+        post = run.sky_posterior.get(k)
+        by_exposure: dict[int, dict] = {}
+        for j, name in enumerate(r.sky_names):
+            head, p = name.split(".", 1)
+            e = int(head[4:])
+            row = by_exposure.setdefault(e, {"patch": k, "exposure": e, "name": run.exposures[e].name})
+            row[f"{p}_best"], row[f"{p}_err"] = float(r.sky_theta[j]), float(r.sky_sigma[j])
+            if post is not None and name in post.sky_names:
+                jj = post.sky_names.index(name)
+                for stat in ("median", "p16", "p84"):
+                    row[f"{p}_{stat}"] = float(getattr(post, f"sky_{stat}")[jj])
+        patch = run.patches[k]
+        for e, row in sorted(by_exposure.items()):
+            row["box_x0"], row["box_y0"], row["box_x1"], row["box_y1"] = patch.boxes[e]
+            rows.append(row)
+    stats = ["best", "err"] + (["median", "p16", "p84"] if run.posterior is not None else [])
+    columns = ["patch", "exposure", "name"] + [f"{p}_{s}" for p in params for s in stats] + ["box_x0", "box_y0",
+                                                                                          "box_x1", "box_y1"]
+    table = Table(rows=[[row.get(c, np.nan) for c in columns] for row in rows], names=columns) if rows else Table(
+        names=columns, dtype=[int, int, str] + [float] * (len(columns) - 7) + [int] * 4)
+    for c in columns:
+        if c.split("_")[0] in ("level", "slope"):
+            table[c].unit = UNITS[c.rsplit("_", 1)[0]]
+    return table
+
+
 def write_catalog(path: str | os.PathLike, table, run, run_info: dict) -> Path:
-    """Write the catalog table with the run's settings in its header, atomically."""
+    """Write the catalog table (and the ``SKY`` table of a run that fitted skies) with the run's
+    settings in its header, atomically."""
     from astropy.io import fits
 
     from .. import __version__
@@ -83,7 +131,14 @@ def write_catalog(path: str | os.PathLike, table, run, run_info: dict) -> Path:
     settings.update(run_info)
     for key, value in _header_cards(settings):
         hdu.header[key] = value
-    return write_hdus_atomic(path, [fits.PrimaryHDU(), hdu])
+    hdus = [fits.PrimaryHDU(), hdu]
+    sky = sky_table(run)
+    if sky is not None:
+        sky_hdu = fits.table_to_hdu(sky)
+        sky_hdu.name = "SKY"
+        sky_hdu.header["SKYMODEL"] = (run.settings.fit_sky, "sky fitted per patch and exposure cutout")
+        hdus.append(sky_hdu)
+    return write_hdus_atomic(path, hdus)
 
 
 # ----------------------------------------------------------------------------------------- residuals

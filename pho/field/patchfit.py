@@ -44,7 +44,9 @@ class PatchTask:
     sampler : {None, "dynesty", "nuts"}
         Posterior sampling after the optimization.
     options : dict
-        ``position_box_arcsec``, ``seed``, ``nlive``, ``maxcall``, ``draws``, ``tune``.
+        ``position_box_arcsec``, ``seed``, ``nlive``, ``maxcall``, ``draws``, ``tune``,
+        ``fit_sky`` (``"none"``, ``"constant"`` or ``"plane"``: a sky per exposure cutout of the
+        patch, fitted with the sources; ``pho.Likelihood(sky=...)``).
     previous_sigma : ndarray of shape (len(rows), B + 6) or None
         The active sources' errors from an earlier pass (``FieldSources`` column order: fluxes,
         ra, dec, q, pa, n, rh; NaN where a source has no such parameter): the optimizer's units
@@ -87,6 +89,13 @@ class PatchResult:
     median, p16, p84 : ndarray or None
         Posterior summaries (sampled patches only).
     warnings : list of str
+    sky_names : list of str
+        The patch's sky parameters, ``"sky_<field exposure index>.level"`` (and ``.slope_x``,
+        ``.slope_y``), empty without ``fit_sky``: one sky per exposure cutout of the patch.
+    sky_theta, sky_sigma : ndarray
+        Their best fit and Fisher errors (counts per pixel; slopes per pixel).
+    sky_median, sky_p16, sky_p84 : ndarray or None
+        Their posterior summaries (sampled patches only).
     """
 
     patch_index: int
@@ -108,6 +117,12 @@ class PatchResult:
     p16: np.ndarray | None = None
     p84: np.ndarray | None = None
     warnings: list = field(default_factory=list)
+    sky_names: list = field(default_factory=list)
+    sky_theta: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sky_sigma: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sky_median: np.ndarray | None = None
+    sky_p16: np.ndarray | None = None
+    sky_p84: np.ndarray | None = None
 
 
 def parameter_kinds(names) -> list[str]:
@@ -141,16 +156,29 @@ def _preconditioning_scales(likelihood, priors, theta0, task) -> np.ndarray:
 
     names = list(likelihood.parameter_names)
     default = parameter_scales(names, theta0, priors)
+    n_src = getattr(likelihood, "n_source_params", len(names))
     if task.previous_sigma is not None:
         kinds = task.active.column_kinds
         previous = np.array([task.previous_sigma[int(n.split(".", 1)[0][1:]), kinds.index(n.split(".", 1)[1])]
-                             for n in names])
+                             for n in names[:n_src]])
         if np.all(np.isfinite(previous) & (previous > 0)):
-            return previous
+            return np.concatenate([previous, _sky_scales(likelihood)]) if n_src < len(names) else previous
     diag = np.diag(fisher_matrix(likelihood, theta0, method="fd"))
     with np.errstate(divide="ignore"):
         scales = 1.0 / np.sqrt(diag)
     return np.where(np.isfinite(scales) & (scales > 0) & (diag > 0), scales, default)
+
+
+def _sky_scales(likelihood) -> np.ndarray:
+    """Conditional errors ``1 / sqrt(F_ii)`` of the sky parameters (the model is linear in them:
+    ``F_ii = sum_pixels ivar (dm/dsky_i)^2`` over counted pixels)."""
+    out = []
+    for k, e in enumerate(likelihood.exposures):
+        w = np.where(e.counted, e.ivar, 0.0)
+        for d in likelihood._sky_derivative_images(k):
+            info = float(np.sum(w * d * d))
+            out.append(1.0 / math.sqrt(info) if info > 0 else 1.0)
+    return np.array(out)
 
 
 def _build_likelihood(task: PatchTask):
@@ -174,9 +202,16 @@ def _build_likelihood(task: PatchTask):
     bands = [b for b in task.active.bands if b in bands_seen]
     sources = task.active.to_sources(range(len(task.rows)), profile)
     scene = Scene(sources, bands=bands)
-    likelihood = Likelihood(scene, exposures, backend="cpu", workers=1)
+    fit_sky = task.options.get("fit_sky", "none") or "none"
+    if fit_sky == "none":
+        likelihood = Likelihood(scene, exposures, backend="cpu", workers=1)
+    else:
+        likelihood = Likelihood(scene, exposures, backend="cpu", workers=1, sky=fit_sky)
     start_scene = Scene(task.start.to_sources(range(len(task.rows)), profile), bands=bands)
-    return likelihood, start_scene.get_vector()
+    start = start_scene.get_vector()
+    if fit_sky != "none":
+        start = np.concatenate([start, likelihood.sky_start])
+    return likelihood, start
 
 
 def _take_upstream(task: PatchTask, upstream) -> None:
@@ -215,7 +250,8 @@ def fit_patch(task: PatchTask, *upstream: PatchResult) -> PatchResult:
             warnings.simplefilter("always", PhoWarning)
             likelihood, theta_start = _build_likelihood(task)
             names = list(likelihood.parameter_names)
-            theta0 = likelihood.scene.get_vector()
+            theta0 = likelihood.initial
+            n_src = likelihood.n_source_params
             priors = default_priors(
                 likelihood, theta=theta_start, position_box_arcsec=task.options.get("position_box_arcsec")
             )
@@ -223,9 +259,12 @@ def fit_patch(task: PatchTask, *upstream: PatchResult) -> PatchResult:
             best = optimize(likelihood, priors, theta0=theta0, scales=_preconditioning_scales(likelihood, priors, theta0,
                                                                                                task),
                             fisher_method="fd")
-            result.param_kinds = parameter_kinds(names)
-            result.param_rows = np.asarray(task.rows)[[int(n.split(".", 1)[0][1:]) for n in names]]
-            result.theta, result.sigma = best.theta, best.sigma
+            result.param_kinds = parameter_kinds(names[:n_src])
+            result.param_rows = np.asarray(task.rows)[[int(n.split(".", 1)[0][1:]) for n in names[:n_src]]]
+            result.theta, result.sigma = best.theta[:n_src], best.sigma[:n_src]
+            if n_src < len(names):
+                result.sky_names = _field_sky_names(task, names[n_src:])
+                result.sky_theta, result.sky_sigma = best.theta[n_src:], best.sigma[n_src:]
             result.lnlike, result.n_calls = best.lnlike, best.n_calls
             result.chi2 = -2.0 * best.lnlike
             result.n_pixels = int(sum(int(e.counted.sum()) for e in likelihood.exposures))
@@ -233,7 +272,7 @@ def fit_patch(task: PatchTask, *upstream: PatchResult) -> PatchResult:
             result.message = "" if best.success else f"optimizer: {best.message}"
             if best.at_bound:
                 result.message = (result.message + "; " if result.message else "") + "at prior bound: " + ",".join(
-                    parameter_kinds(best.at_bound)
+                    n if n.startswith("sky_") else parameter_kinds([n])[0] for n in best.at_bound
                 )
             if task.sampler is not None:
                 t1 = time.perf_counter()
@@ -266,6 +305,21 @@ def _sample(task, likelihood, priors, best, result) -> None:
         nlive = int(opts.get("nlive") or max(50, 10 * len(best.theta)))
         post = sample(likelihood, priors, nlive=nlive, maxcall=opts.get("maxcall"), rng=rng, processes=1, progress=False)
     names = list(likelihood.parameter_names)
-    result.median = np.array([post.summary[n]["median"] for n in names])
-    result.p16 = np.array([post.summary[n]["p16"] for n in names])
-    result.p84 = np.array([post.summary[n]["p84"] for n in names])
+    n_src = likelihood.n_source_params
+    result.median = np.array([post.summary[n]["median"] for n in names[:n_src]])
+    result.p16 = np.array([post.summary[n]["p16"] for n in names[:n_src]])
+    result.p84 = np.array([post.summary[n]["p84"] for n in names[:n_src]])
+    if n_src < len(names):
+        result.sky_median = np.array([post.summary[n]["median"] for n in names[n_src:]])
+        result.sky_p16 = np.array([post.summary[n]["p16"] for n in names[n_src:]])
+        result.sky_p84 = np.array([post.summary[n]["p84"] for n in names[n_src:]])
+
+
+def _field_sky_names(task: PatchTask, local_names) -> list[str]:
+    """``sky_<k>.level`` of the patch's likelihood (k: its k-th cutout) -> ``sky_<field exposure index>.level``."""
+    field_index = [e for e, _ in sorted(task.exposures.items())]
+    out = []
+    for n in local_names:
+        head, p = n.split(".", 1)
+        out.append(f"sky_{field_index[int(head[4:])]}.{p}")
+    return out

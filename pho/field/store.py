@@ -26,9 +26,10 @@ from .patchfit import PatchResult
 
 __all__ = ["ResultStore", "fingerprint"]
 
-_ARRAYS = ("rows", "param_rows", "theta", "sigma", "median", "p16", "p84")
+_ARRAYS = ("rows", "param_rows", "theta", "sigma", "median", "p16", "p84", "sky_theta", "sky_sigma", "sky_median",
+           "sky_p16", "sky_p84")
 _SCALARS = ("patch_index", "pass_index", "ok", "message", "lnlike", "chi2", "n_pixels", "n_calls", "time_s",
-            "sample_time_s", "param_kinds", "warnings")
+            "sample_time_s", "param_kinds", "warnings", "sky_names")
 
 
 def _digest(*arrays) -> str:
@@ -137,4 +138,5 @@ class ResultStore:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta_json"]))
             arrays = {k: z[k] for k in _ARRAYS if k in z.files}
+        meta = {k: v for k, v in meta.items() if k in _SCALARS}
         return PatchResult(**meta, **arrays)

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop sampling after this many likelihood calls (a quick look; the posterior is then "
                      "not converged; default: no limit)")
     run.add_argument("--no-sample", action="store_true", help="optimize only")
+    run.add_argument("--fit-sky", choices=("none", "constant", "plane"), default="none",
+                     help="fit a sky background per exposure with the sources: a constant level (counts per pixel) or "
+                     "a plane (level and x, y slopes); written to catalog.fits, HDU SKY (default %(default)s)")
+    run.add_argument("--shape-parameters", choices=("q_pa", "g1_g2", "eta"), default="q_pa",
+                     help="how galaxy shapes are fitted: axis ratio and position angle, reduced shear, or conformal "
+                     "shear (eta; q and pa are reported as well) (default %(default)s)")
     run.add_argument("--position-box-arcsec", type=float, default=None,
                      help="half-width of the position prior box, arcsec (default 3 pixels)")
     run.add_argument("--backend", choices=("auto", "cpu", "reference"), default="auto",
@@ -138,7 +144,7 @@ def results_table(names, best=None, posterior=None, truth=None, reference=None) 
         kind = name.split(".", 1)[1]
         label = name.replace(".ra", '.dra"').replace(".dec", '.ddec"') if kind in ("ra", "dec") else name
         scale = 3600.0 * (math.cos(math.radians(reference[name.split(".")[0] + ".dec"])) if kind == "ra" else 1.0) if kind in ("ra", "dec") else 1.0
-        t = _display(name, truth[name], reference) if truth is not None else None
+        t = _display(name, truth[name], reference) if truth is not None and name in truth else None
         b = _fmt(_display(name, best.theta[j], reference), best.sigma[j] * scale) if best is not None else "-"
         if posterior is not None:
             s = posterior.summary[name]
@@ -259,7 +265,9 @@ def run_job(
     run_settings = {"BACKEND": getattr(likelihood, "backend_name", getattr(likelihood, "backend", "?")), "SEED": seed}
     run_settings.update(settings or {})
     run_settings = {k: (v if isinstance(v, (int, float, bool, str)) else str(v)) for k, v in run_settings.items()}
-    paths["catalog"] = write_catalog(catalog_path, scene, best, posterior, settings=run_settings, overwrite=True)
+    paths["catalog"] = write_catalog(catalog_path, scene, best, posterior, settings=run_settings, overwrite=True,
+                                     exposure_names=[getattr(e, "name", f"exposure {k}")
+                                                     for k, e in enumerate(getattr(likelihood, "exposures", ()))])
     timings["write catalog"] = time.perf_counter() - t
     if do_sample:
         paths["checkpoint"] = checkpoint
@@ -366,7 +374,11 @@ def _run(parser, args, argv, outdir: Path) -> int:
 
         problem = build_demo(shape=(args.demo_pix, args.demo_pix))
         exposures, scene = problem.exposures, problem.initial
-        truth = dict(zip(problem.truth.parameter_names, problem.truth.get_vector()))
+        truth_scene = problem.truth
+        if args.shape_parameters != "q_pa":
+            scene = pho.Scene(scene.sources, shape_parameters=args.shape_parameters, bands=scene.bands)
+            truth_scene = pho.Scene(truth_scene.sources, shape_parameters=args.shape_parameters, bands=scene.bands)
+        truth = dict(zip(truth_scene.parameter_names, truth_scene.get_vector()))
         nlive = args.nlive or 45
         settings["INPUT"] = "built-in demo (pho.demo)"
     else:
@@ -382,12 +394,13 @@ def _run(parser, args, argv, outdir: Path) -> int:
             kw = {"ivar_path" if args.noise_kind == "ivar" else "err_path": noise}
             exposures.append(pho.Exposure.from_fits(sci, psf=psf, band=band, cutout=args.cutout, **kw))
         bands = list(dict.fromkeys(e.band for e in exposures))
-        scene = pho.Scene(read_source_list(args.sources, bands=bands), bands=bands)
+        scene = pho.Scene(read_source_list(args.sources, bands=bands), bands=bands, shape_parameters=args.shape_parameters)
         nlive = args.nlive or 200
         settings["SOURCES"] = str(args.sources)
         for k, e in enumerate(args.exposure):
             settings[f"EXP{k}"] = " ".join(e)
-    likelihood = Likelihood(scene, exposures, backend=backend)
+    likelihood = (Likelihood(scene, exposures, backend=backend) if args.fit_sky == "none"
+                  else Likelihood(scene, exposures, backend=backend, sky=args.fit_sky))
     timings["build"] = time.perf_counter() - t0
     print(f"pho {pho.__version__}: {len(scene.sources)} sources, {scene.n_params} parameters, "
           f"{len(exposures)} exposures, backend {backend}, "

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="half-width of the position prior box (default 3 pixels)")
     fit.add_argument("--nlive", type=int, default=None, help="dynesty live points per patch (default max(50, 10 P))")
     fit.add_argument("--seed", type=int, default=1, help="sampler seed (default %(default)s)")
+    fit.add_argument("--fit-sky", choices=("none", "constant", "plane"), default="none",
+                     help="fit a sky background per patch and exposure with the sources: a constant level (counts per "
+                     "pixel) or a plane (level and x, y slopes); the levels are written per patch to catalog.fits, HDU "
+                     "SKY (default %(default)s: the data are taken as sky-subtracted)")
     return p
 
 
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(f).exists():
             parser.error(f"input file {f} does not exist")
 
+    from astropy.table import Table
+
     from pho.errors import PhoError
     from pho.field import FieldExposure, FieldSettings, fit_field
     from pho.runlock import clean_temporary_files, output_lock
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = FieldSettings(
         max_patch_sources=args.max_patch_sources, max_passes=args.max_passes, tol_sigma=args.tol_sigma,
         sampler=sampler, position_box_arcsec=args.position_box_arcsec, nlive=args.nlive, seed=args.seed,
+        fit_sky=args.fit_sky,
     )
     cmdline = "python -m pho.tools.fitfield " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     outdir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
                     log.info("demo %s: %d sources with S/N > 20: %.1f%% of flux pulls within 3 sigma, median |flux "
                              "error| %.2f%%, pulls median %+.2f std %.2f", band, r["n"], 100 * r["within_3sigma"],
                              100 * r["median_abs_rel_error"], r["median_pull"], r["std_pull"])
+            if args.fit_sky != "none":
+                sky = Table.read(catalog_path, hdu="SKY")
+                for e in sorted(set(int(k) for k in sky["exposure"])):
+                    rows = sky[sky["exposure"] == e]
+                    level = np.asarray(rows["level_best"], float)
+                    log.info("sky of exposure %d (%s): %d patch cutouts, level median %.4g, range %.4g to %.4g counts "
+                             "per pixel (per patch: catalog.fits, HDU SKY)", e, rows["name"][0], len(rows),
+                             float(np.median(level)), float(level.min()), float(level.max()))
             log.info("wrote %s (%d sources), %s, residual images and the log %s in %.1f s", catalog_path, len(table),
                      outdir / "patches.png", log_path, time.perf_counter() - t0)
     except KeyboardInterrupt:
