@@ -568,7 +568,7 @@ class Likelihood:
         PhoValueError
             An invalid ``theta``; a source outside a grid's hull (unless the grid clamps).
         """
-        theta = self.scene.check_vector(theta)
+        _, theta = self._split(theta)  # the sources' part (sky parameters, if any, do not move PSFs)
         clone = copy.copy(self)
         models = []
         for em, e in zip(self._models, self.exposures):

@@ -363,6 +363,19 @@ def test_with_psf_at_retakes_the_mixtures_where_the_sources_are(rng):
     np.testing.assert_allclose(pho.render(scene, exp, theta=moved), fresh.model_images(moved)[0], rtol=1e-14, atol=1e-14)
 
 
+def test_with_psf_at_takes_a_vector_with_sky_parameters(rng):
+    # a likelihood with sky parameters: with_psf_at reads the sources' part of the longer vector
+    scene, exp, theta = _grid_problem(rng)
+    like = pho.Likelihood(scene, [exp], sky="constant")
+    full = np.concatenate([theta, [0.5]])
+    moved = full.copy()
+    moved[: len(theta)][np.array(scene.parameter_kinds) == "dec"] += 3.0 * 0.03 / 3600
+    again = like.with_psf_at(moved)
+    plain = pho.Likelihood(scene, [exp]).with_psf_at(moved[: len(theta)])
+    np.testing.assert_array_equal(again._models[0].psf_params, plain._models[0].psf_params)
+    assert again.n_params == len(theta) + 1
+
+
 def test_single_mixture_exposures_are_unchanged_by_the_grid_path(rng):
     # a grid of one repeated mixture gives the single mixture's model to rounding
     scene, exp, theta = _grid_problem(rng)
