@@ -21,6 +21,7 @@ from .psffit import fit_psf_mixture
 from . import gaussians, transforms
 from .exposure import Exposure
 from .likelihood import Likelihood, render
+from .mc import ExactSersic, MonteCarloRenderer
 from .sources import PointSource, Scene, Sersic
 from .transforms import LogisticTransform, TransformedLikelihood
 from .priors import LogUniform, Priors, Uniform, default_priors
@@ -39,6 +40,8 @@ __all__ = [
     "Exposure",
     "Likelihood",
     "render",
+    "MonteCarloRenderer",
+    "ExactSersic",
     "gaussians",
     "transforms",
     "LogisticTransform",
