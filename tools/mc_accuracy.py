@@ -4,6 +4,8 @@
 
 Sections:
 
+0. ``bound`` (not in the default list): worst error against GalSim divided by the bound
+   ``eta = psf_peak / (N c)`` that ``n_draws="auto"`` uses, over a grid of n, rh and N.
 1. ``galsim``: at the default (automatic) draws, worst |MC - GalSim| / GalSim's peak and the
    stamp-flux error for n in {0.3, 1, 4, 6.2} and rh in {0.02, 0.3, 1, 3}" under the broad and
    narrow PSFs of tests/test_sersic_galsim.py (65 x 65 stamps at 0.03"/pixel; GalSim's profile is
@@ -79,6 +81,28 @@ def section_galsim(quick: bool) -> None:
                 flag = " (capped: warned)" if capped else ""
                 print(f"{psf_name:7s} {n:4.1f} {rh:9.2f} {nd:7d} {r:10.3%} {f:+9.3%} {cpu:12.3f}{flag}", flush=True)
     print(f"worst residual {worst[0]:.3%} of the peak at {worst[1]}; worst |flux error| {worst_f[0]:.3%} at {worst_f[1]}")
+
+
+def section_bound() -> None:
+    """Worst error against GalSim over the bound eta = psf_peak / (N c) that n_draws='auto' uses."""
+    T = _galsim_module()
+    print("== 0. worst error / peak over the bound eta (fibonacci), rh <= 1\" grid, N = 1024, 4096, 16384 ==")
+    ratios = []
+    for psf_name in ("broad", "narrow"):
+        for n in (0.3, 1.0, 4.0, 6.2):
+            for rh in (0.02, 0.3, 1.0):
+                ref = T.render_galsim(psf_name, n, rh)
+                gal = pho.Sersic(150.0, 2.0, {"B": 1.0}, q=1.0, pa=0.0, n=n, rh=rh, profile=pho.ExactSersic())
+                mc = pho.MonteCarloRenderer(n_draws=1024)
+                eta_n = mc._peak_ratio(gal, T._exposure(psf_name))  # eta times N
+                row = []
+                for N in (1024, 4096, 16384):
+                    img = _mc_image(T, psf_name, n, rh, n_draws=N)[0]
+                    r = float(np.abs(img - ref).max() / ref.max()) / (eta_n / N)
+                    ratios.append(r)
+                    row.append(r)
+                print(f"{psf_name:7s} {n:4.1f} {rh:5.2f}  error/eta " + " ".join(f"{r:5.2f}" for r in row), flush=True)
+    print(f"{len(ratios)} cases: error/eta from {min(ratios):.2f} to {max(ratios):.2f}")
 
 
 def section_n() -> None:
@@ -158,7 +182,7 @@ def main(argv=None) -> int:
     print(f"pho {pho.__version__} from {Path(pho.__file__).parent}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for name in args.sections.split(","):
-        {"galsim": lambda: section_galsim(args.quick), "n": section_n, "mixture": section_mixture,
+        {"galsim": lambda: section_galsim(args.quick), "bound": section_bound, "n": section_n, "mixture": section_mixture,
          "speed": section_speed}[name]()
     return 0
 
