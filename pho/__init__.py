@@ -23,6 +23,7 @@ from .psfgridfit import fit_psf_grid
 from . import gaussians, transforms
 from .exposure import Exposure
 from .likelihood import Likelihood, render
+from .mc import ExactSersic, MonteCarloRenderer
 from .sources import PointSource, Scene, Sersic
 from .transforms import LogisticTransform, TransformedLikelihood
 from .priors import LogUniform, Priors, TruncatedNormal, Uniform, default_priors
@@ -43,6 +44,8 @@ __all__ = [
     "Exposure",
     "Likelihood",
     "render",
+    "MonteCarloRenderer",
+    "ExactSersic",
     "gaussians",
     "transforms",
     "LogisticTransform",

@@ -193,6 +193,13 @@ class SceneModel:
             ra_idx.append(idx[nb])
             dec_idx.append(idx[nb + 1])
             if isinstance(s, Sersic):
+                if not hasattr(s.profile, "amplitudes"):
+                    from .errors import PhoValueError
+
+                    raise PhoValueError(
+                        f"source s{i} has the profile {s.profile!r}, which has no Gaussian-mixture amplitudes; render "
+                        "it with backend='mc' (pho.MonteCarloRenderer) or give it a table profile (profile=None)"
+                    )
                 key = id(s.profile)
                 sersic.setdefault(key, [s.profile, [], []])
                 sersic[key][1].append(i)

@@ -48,10 +48,30 @@ GRADIENT_IMAGES_CHUNK_BYTES = 64 * 2**20
 
 def _resolve_backend(backend, workers):
     if isinstance(backend, str):
+        if backend == "mc":
+            from .mc import MonteCarloRenderer  # the Monte Carlo renderer: its own scene model
+
+            return MonteCarloRenderer(workers=workers)
         return get_backend(backend, workers=workers)
     if hasattr(backend, "render") and hasattr(backend, "gradient"):
         return backend
-    raise TypeError(f"backend must be a name ('reference', 'cpu', 'gpu') or a backend object, got {backend!r}")
+    raise TypeError(f"backend must be a name ('reference', 'cpu', 'gpu', 'mc') or a backend object, got {backend!r}")
+
+
+def _models(backend, scene, exposures, psf_theta=None):
+    """(scene, scene model, exposure models) for a backend: the Gaussian-mixture model, or the
+    backend's own (``builds_models``: the Monte Carlo renderer, whose scene carries its profile).
+    ``psf_theta``: where an exposure has a PSF grid, take each source's mixture at these
+    parameters' positions (default: the scene's values)."""
+    if getattr(backend, "builds_models", False):
+        scene = backend.model_scene(scene)
+        sm, models = backend.build_models(scene, exposures)
+        return scene, sm, models
+    sm = SceneModel(scene)
+    models = [ExposureModel(sm, e, psf_theta=psf_theta) for e in exposures]
+    for em in models:
+        em.compiled = getattr(backend, "name", None) == "cpu"
+    return scene, sm, models
 
 
 def render(scene, exposure: Exposure, backend="reference", workers: int | None = None, theta=None) -> np.ndarray:
@@ -61,8 +81,9 @@ def render(scene, exposure: Exposure, backend="reference", workers: int | None =
     ----------
     scene : pho.Scene
     exposure : pho.Exposure
-    backend : {"reference", "cpu", "gpu"} or backend object
-        Pixel backend (``pho._backends.get_backend``).
+    backend : {"reference", "cpu", "gpu", "mc"} or backend object
+        Pixel backend (``pho._backends.get_backend``), or the Monte Carlo renderer ("mc", or a
+        ``pho.MonteCarloRenderer``), which renders every Sersic by draws with no table.
     workers : int, optional
         Threads for the ``cpu`` backend (default: all cores).
     theta : array_like of shape (P,), optional
@@ -86,11 +107,12 @@ def render(scene, exposure: Exposure, backend="reference", workers: int | None =
     >>> round(float(img.sum() - 64 * 64), 1)  # 200 counts within the 1e-5 box truncation
     200.0
     """
-    theta = scene.get_vector() if theta is None else scene.check_vector(theta)
-    sm = SceneModel(scene)
-    em = ExposureModel(sm, exposure, psf_theta=theta)
     be = _resolve_backend(backend, workers)
-    em.compiled = getattr(be, "name", None) == "cpu"
+    if getattr(be, "builds_models", False):
+        scene = be.model_scene(scene)  # the renderer's copy, whose ranges theta is checked against
+    theta = scene.get_vector() if theta is None else scene.check_vector(theta)
+    # with a PSF grid, each source's mixture is taken at its position for theta
+    scene, sm, (em,) = _models(be, scene, [exposure], psf_theta=theta)
     g, _ = em.forward(sm.prepare(theta))
     return be.render(_kept(g, em.significant(g)), exposure.shape) + exposure.background
 
@@ -121,8 +143,12 @@ class Likelihood:
     exposures : sequence of pho.Exposure
         The data. Every exposure's band must be one of ``scene.bands`` and every scene band
         must have at least one exposure.
-    backend : {"reference", "cpu", "gpu"} or backend object
+    backend : {"reference", "cpu", "gpu", "mc"} or backend object
         Pixel backend (``pho._backends.get_backend``). Default "reference" (NumPy, slow).
+        "mc" (or a ``pho.MonteCarloRenderer``) renders every Sersic by fixed Monte Carlo draws
+        instead of the Gaussian-mixture table; ``self.scene`` is then a copy of ``scene`` whose
+        Sersics carry the renderer's ``pho.ExactSersic`` profile, so the table's n and rh range
+        checks do not apply (docs/model.md, "Monte Carlo renderer").
     kind : {"gaussian", "poisson"}
         Noise model (module docstring).
     workers : int, optional
@@ -192,6 +218,10 @@ class Likelihood:
                 raise TypeError(f"exposure {i} is a {type(e).__name__}, not a pho.Exposure")
         if kind not in ("gaussian", "poisson"):
             raise PhoValueError(f"kind={kind!r}; use 'gaussian' or 'poisson'")
+        self._backend = _resolve_backend(backend, workers)
+        self.backend = getattr(self._backend, "name", str(backend))
+        self._backend_spec = (backend if isinstance(backend, str) else None, workers)
+        scene, self._scene_model, self._models = _models(self._backend, scene, exposures)
         self.scene = scene
         self.exposures = tuple(exposures)
         self.kind = kind
@@ -199,13 +229,6 @@ class Likelihood:
         self.parameter_names = tuple(scene.parameter_names) + self.sky_names
         self.n_source_params = scene.n_params
         self.n_params = scene.n_params + len(self.sky_names)
-        self._backend = _resolve_backend(backend, workers)
-        self.backend = getattr(self._backend, "name", str(backend))
-        self._backend_spec = (backend if isinstance(backend, str) else None, workers)
-        self._scene_model = SceneModel(scene)
-        self._models = [ExposureModel(self._scene_model, e) for e in exposures]
-        for em in self._models:
-            em.compiled = self.backend == "cpu"
         seen = {e.band for e in exposures}
         missing = [b for b in scene.bands if b not in seen]
         if missing:

@@ -523,3 +523,11 @@ def test_fit_with_a_psf_grid_recovers_the_truth(rng):
     pull = (result.theta - truth) / result.sigma
     assert np.all(np.abs(pull) < 4.0), dict(zip(scene.parameter_names, np.round(pull, 2)))
     assert np.all(np.abs(result.theta - at_truth.theta) < 0.5 * at_truth.sigma)
+
+
+def test_monte_carlo_renderer_refuses_a_psf_grid(rng):
+    scene, exp, _ = _grid_problem(rng)
+    with pytest.raises(pho.PhoValueError, match="one PSF mixture per exposure, not a PSF grid"):
+        pho.Likelihood(scene, [exp], backend="mc")
+    with pytest.raises(pho.PhoValueError, match="not a PSF grid"):
+        pho.render(scene, exp, backend="mc")
