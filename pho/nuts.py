@@ -198,7 +198,16 @@ def _write_checkpoint(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def _read_checkpoint(path: Path, names, settings: dict) -> dict:
+def _fingerprint(likelihood, priors: Priors) -> dict:
+    """The problem's fingerprint (:func:`pho.checkpoint.problem_fingerprint`: data, noise, PSF, astrometry,
+    sources and wrappers, starting vector, priors). Settings that fix the draws are compared separately
+    (:func:`_read_checkpoint`), with messages naming the value."""
+    from .checkpoint import problem_fingerprint
+
+    return problem_fingerprint(likelihood, priors, {"sampler": "nuts", "periodic": list(priors.periodic)})
+
+
+def _read_checkpoint(path: Path, names, settings: dict, fingerprint: dict) -> dict:
     try:
         with open(path, "rb") as f:
             payload = pickle.load(f)
@@ -215,8 +224,17 @@ def _read_checkpoint(path: Path, names, settings: dict) -> dict:
         if payload["settings"][key] != settings[key]:
             raise PhoValueError(
                 f"the checkpoint {path} has {key}={payload['settings'][key]!r}, this call {key}={settings[key]!r}; "
-                "resume with the same settings or run without resume"
+                "resume with the same settings, or start afresh without resume (delete the checkpoint)"
             )
+    from .checkpoint import fingerprint_differences
+
+    differences = fingerprint_differences(payload.get("fingerprint"), fingerprint)
+    if differences:
+        raise PhoValueError(
+            f"the checkpoint {path} belongs to another problem: {'; '.join(differences)}. Resuming it would continue "
+            "chains adapted to the old posterior with the new likelihood; start afresh without resume (delete the "
+            "checkpoint, or choose another checkpoint file / --outdir)"
+        )
     return payload
 
 
@@ -280,6 +298,8 @@ def sample_nuts(
     resume : bool
         Continue from ``checkpoint_file`` (which must exist and come from a call with the same
         draws, tune, chains and settings); the draws are then identical to an uninterrupted run.
+        The checkpoint holds a fingerprint of the problem (:mod:`pho.checkpoint`: pixels, noise,
+        PSF, astrometry, sources, starting vector, priors): a checkpoint of another problem is refused.
     progress : bool
         A live line on a terminal, a line every 10 s when stderr is redirected; False: silent.
     target_accept : float
@@ -316,7 +336,8 @@ def sample_nuts(
     ------
     PhoValueError
         Bad settings, priors that do not match the likelihood, a starting point outside the
-        priors, a non-finite log posterior at the start, ``resume`` without a usable checkpoint.
+        priors, a non-finite log posterior at the start, ``resume`` without a usable checkpoint, or
+        of a checkpoint written for another problem or other settings (the message names what differs).
 
     Warns
     -----
@@ -372,8 +393,9 @@ def sample_nuts(
     records = [{k: [] for k in ("theta", "lnl", "depth", "n_leapfrog", "accept", "divergent")} for _ in range(chains)]
     states = None
     resumed = False
+    fingerprint = None if checkpoint_path is None else _fingerprint(likelihood, priors)
     if resume:
-        payload = _read_checkpoint(checkpoint_path, names, settings)
+        payload = _read_checkpoint(checkpoint_path, names, settings, fingerprint)
         states, records = payload["states"], payload["records"]
         settings["seed"] = payload["settings"]["seed"]
         resumed = True
@@ -386,7 +408,7 @@ def sample_nuts(
     def save():
         if checkpoint_path is not None:
             _write_checkpoint(checkpoint_path, {"format": CHECKPOINT_FORMAT, "names": names, "settings": settings,
-                                                "states": states, "records": records})
+                                                "fingerprint": fingerprint, "states": states, "records": records})
 
     def show(force=False):
         done = sum(s["iteration"] for s in states)
