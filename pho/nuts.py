@@ -55,6 +55,8 @@ RHAT_WARN = 1.01
 CHECKPOINT_FORMAT = "pho-nuts-1"
 #: Seconds of sampling per chain between returns to the main process (progress, checkpoints).
 _SLICE_S = 2.0
+#: Shrink each warm-up window's metric estimate towards the metric in use (True) or towards 1e-3 (Stan).
+_SHRINK_TO_PREVIOUS = True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,10 +180,10 @@ def _slice_in_worker(args):
 
 
 def _init_in_worker(args):
-    u0, seed_seq, settings = args
+    u0, seed_seq, settings, cov_u = args
     target = _WORKER["target"]
     calls0 = target.n_calls
-    state = _init_chain(target, u0, seed_seq, settings)
+    state = _init_chain(target, u0, seed_seq, settings, cov_u)
     state["n_calls"] = target.n_calls - calls0
     return state
 
@@ -243,6 +245,27 @@ def _read_checkpoint(path: Path, names, settings: dict, fingerprint: dict) -> di
 # --------------------------------------------------------------------------------------------------
 
 
+def _cov_in_u(cov, target: _Target, u0: np.ndarray, names) -> np.ndarray:
+    """A covariance of theta mapped to the sampler's coordinates at ``u0`` (d theta / d u diagonal), each
+    variance capped at 4 (a logistic coordinate's posterior wider than that is prior-dominated and far
+    from Gaussian; the correlations are kept)."""
+    cov = np.array(cov, dtype=float)
+    n = len(u0)
+    if cov.shape != (n, n) or not np.all(np.isfinite(cov)):
+        raise PhoValueError(f"init_cov must be a finite ({n}, {n}) covariance matrix of {names}, got shape {cov.shape}; "
+                            "pass best.cov of pho.optimize")
+    _, dtheta = target.theta_and_derivative(u0)
+    cov_u = 0.5 * (cov + cov.T) / np.outer(dtheta, dtheta)
+    scale = np.sqrt(np.minimum(1.0, 4.0 / np.maximum(np.diag(cov_u), 1e-300)))
+    cov_u *= np.outer(scale, scale)
+    try:
+        np.linalg.cholesky(cov_u)
+    except np.linalg.LinAlgError:
+        raise PhoValueError("init_cov is not positive definite; pass best.cov of pho.optimize (check best.at_bound for "
+                            "parameters on a prior bound) or leave init_cov None") from None
+    return cov_u
+
+
 def _check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise PhoValueError(f"{name}={value!r} must be an integer >= {minimum}")
@@ -267,6 +290,7 @@ def sample_nuts(
     theta0: np.ndarray | None = None,
     jitter: float = 1.0,
     checkpoint_every_s: float = 60.0,
+    init_cov: np.ndarray | None = None,
 ) -> SampleResult:
     """Sample the posterior with NUTS (dynamic Hamiltonian Monte Carlo) on the analytic gradient.
 
@@ -320,6 +344,13 @@ def sample_nuts(
         in the unconstrained coordinates (independently per chain). Default 1.
     checkpoint_every_s : float
         Seconds between checkpoints.
+    init_cov : ndarray of shape (P, P), optional
+        A covariance of the natural parameters near ``theta0``, typically ``best.cov`` of
+        :func:`pho.optimize` (the inverse Fisher matrix at the optimum). Mapped into the sampler's
+        coordinates it is the first inverse mass matrix and the shape of the starting jitter, instead
+        of the curvature along each axis; later metric estimates are shrunk towards it. Worth it for
+        many correlated parameters (blends), where the first windows of warm-up hold fewer draws
+        than there are parameters (docs/fitting.md has the measurements).
 
     Returns
     -------
@@ -380,6 +411,7 @@ def sample_nuts(
         "sampler": "nuts", "draws": draws, "tune": tune, "chains": chains, "metric": metric,
         "target_accept": float(target_accept), "max_tree_depth": max_tree_depth, "jitter": float(jitter),
         "seed": seed if seed is not None else str(seed_seq.entropy),
+        "init_cov": init_cov is not None, "shrink_to_previous": _SHRINK_TO_PREVIOUS,
     }
     target = _Target(likelihood, priors)
     # Start strictly inside the bounds (a value on a bound has no finite u): nudge by 1e-6 of the width.
@@ -387,6 +419,7 @@ def sample_nuts(
     nudge = 1e-6 * (hi - lo)
     inside = np.where(target.bounded, np.clip(theta0, lo + nudge, hi - nudge), theta0)
     u0 = target.to_unconstrained(inside)
+    cov_u = None if init_cov is None else _cov_in_u(init_cov, target, u0, names)
 
     display = Progress("nuts", enabled=progress)
     t_start = time.perf_counter()
@@ -426,12 +459,12 @@ def sample_nuts(
             ctx = multiprocessing.get_context("spawn")
             pool = ctx.Pool(processes, initializer=_install, initargs=(target.with_workers(1),))
             if states is None:
-                states = pool.map(_init_in_worker, [(u0, s, settings) for s in chain_seeds], chunksize=1)
+                states = pool.map(_init_in_worker, [(u0, s, settings, cov_u) for s in chain_seeds], chunksize=1)
         elif states is None:
             states = []
             for s in chain_seeds:
                 calls0 = target.n_calls
-                st = _init_chain(target, u0, s, settings)
+                st = _init_chain(target, u0, s, settings, cov_u)
                 st["n_calls"] = target.n_calls - calls0
                 states.append(st)
         last_save = time.perf_counter()
