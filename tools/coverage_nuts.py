@@ -97,9 +97,12 @@ def main(argv=None) -> int:
                 if res.diagnostics:
                     st["rhat"].append(max(d["rhat"] for d in res.diagnostics.values()))
             st["q"].append(q)
-        # truth of pa on the branch of each method's median
         truths.append(t)
         print(f"realization {r + 1}/{R}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        if args.save:  # after every realization, so that an interrupted run keeps what it measured
+            _save(args.save, {"truth": np.array(truths), "names": np.array(names),
+                              **{f"{m}_quantiles": np.array(stats[m]["q"]) for m in args.methods}})
+    R = len(truths)
     truths = np.array(truths)  # (R, P)
     P = len(names)
     i_pa = [i for i, n in enumerate(names) if n.endswith(".pa")]
@@ -140,13 +143,18 @@ def main(argv=None) -> int:
     print(f"\na correct method gives 68% hits in [{lo68:.0f}, {hi68:.0f}] and 95% hits in [{lo95:.0f}, {hi95:.0f}] "
           f"per parameter 95% of the time")
     if args.save:
-        import os
-
-        tmp = args.save + ".tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, args.save)
+        _save(args.save, arrays)
         print(args.save)
     return 0
+
+
+def _save(path: str, arrays: dict) -> None:
+    """np.savez to a temporary name, then os.replace (atomic)."""
+    import os
+
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
