@@ -1,11 +1,16 @@
-"""Nested sampling of a small scene with pho and dynesty: a script to copy and adapt.
+"""Posterior sampling of a small scene with pho (dynesty or NUTS): a script to copy and adapt.
 
 It simulates one Sersic galaxy in two dithered exposures (swap in your own ``pho.Exposure``
 objects, e.g. ``pho.Exposure.from_fits(sci, err_path=err, psf=psf, band="F200W")``), finds the
-best fit with L-BFGS-B, samples the posterior with dynesty (checkpointing, so Ctrl-C and rerun
-resumes), and writes a catalog and figures.
+best fit with L-BFGS-B, samples the posterior with dynesty nested sampling (the default; it also
+gives the evidence ln Z) or with NUTS on the analytic gradient (``--sampler nuts``), checkpointing
+either way (Ctrl-C, then the same command again, resumes), and writes a catalog and figures.
 
-    python examples/nested_sampling.py [--outdir DIR] [--nlive N] [--processes N]
+Progress goes to stderr: a live line on a terminal, one summary line every 10 s when stderr is
+redirected to a file (``2> log.txt``).
+
+    python examples/nested_sampling.py [--sampler {dynesty,nuts}] [--outdir DIR] [--nlive N]
+                                       [--draws N] [--tune N] [--chains N] [--processes N]
 """
 
 from __future__ import annotations
@@ -34,13 +39,29 @@ def simulate(rng):
     return truth, exposures
 
 
-def main():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sampler", choices=("dynesty", "nuts"), default="dynesty",
+                        help="dynesty nested sampling (gives ln Z) or NUTS on the analytic gradient "
+                             "(default %(default)s)")
     parser.add_argument("--outdir", default="nested_sampling_example", help="output folder (default %(default)s)")
-    parser.add_argument("--nlive", type=int, default=150, help="dynesty live points (default %(default)s)")
+    parser.add_argument("--nlive", type=int, default=150, help="dynesty: live points (default %(default)s)")
+    parser.add_argument("--draws", type=int, default=1000, help="NUTS: draws kept per chain (default %(default)s)")
+    parser.add_argument("--tune", type=int, default=1000, help="NUTS: warm-up iterations per chain (default %(default)s)")
+    parser.add_argument("--chains", type=int, default=2, help="NUTS: independent chains (default %(default)s)")
     parser.add_argument("--processes", type=int, default=None,
-                        help="worker processes for sampling (default: one per core; 1: none)")
-    args = parser.parse_args()
+                        help="worker processes for sampling (default: one per core, for NUTS at most one per "
+                             "chain; 1: none)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sampler == "nuts" and args.nlive != parser.get_default("nlive"):
+        parser.error("--nlive is a dynesty option; with --sampler nuts use --draws, --tune, --chains")
+    if args.sampler == "dynesty" and any(getattr(args, k) != parser.get_default(k) for k in ("draws", "tune", "chains")):
+        parser.error("--draws, --tune and --chains are NUTS options; add --sampler nuts, or use --nlive for dynesty")
     outdir = Path(args.outdir)
     outdir.mkdir(exist_ok=True)
 
@@ -58,11 +79,18 @@ def main():
     print(best)
 
     # 3. Posterior: re-centre the priors on the best fit, then sample, with one worker process per
-    #    core (they are spawned: keep the `if __name__ == "__main__":` guard below). Rerun to resume.
+    #    core (they are spawned: keep the `if __name__ == "__main__":` guard below). Rerun to resume:
+    #    each sampler has its own checkpoint file, and a checkpoint of other data is refused.
     priors = default_priors(like, theta=best.theta, overrides={"rh": (0.02, 1.0)})
-    checkpoint = outdir / "sampler.pkl"
-    post = pho.sample(like, priors, nlive=args.nlive, rng=np.random.default_rng(1),
-                      checkpoint_file=checkpoint, resume=checkpoint.exists(), processes=args.processes)
+    if args.sampler == "nuts":
+        checkpoint = outdir / "nuts.pkl"
+        post = pho.sample_nuts(like, priors, draws=args.draws, tune=args.tune, chains=args.chains, seed=1,
+                               theta0=best.theta, checkpoint_file=checkpoint, resume=checkpoint.exists(),
+                               processes=args.processes)
+    else:
+        checkpoint = outdir / "sampler.pkl"
+        post = pho.sample(like, priors, nlive=args.nlive, rng=np.random.default_rng(1),
+                          checkpoint_file=checkpoint, resume=checkpoint.exists(), processes=args.processes)
     print(post)
     for name, value in zip(truth.parameter_names, truth.get_vector()):
         s = post.summary[name]
@@ -73,7 +101,10 @@ def main():
     print(plots.save_figure(plots.plot_corner(post, truths=dict(zip(truth.parameter_names, truth.get_vector()))),
                             outdir / "corner.png"))
     print(plots.save_figure(plots.plot_exposures(like, best.theta), outdir / "exposures.png"))
+    if args.sampler == "nuts":
+        print(plots.save_figure(plots.plot_chains(post), outdir / "chains.png"))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -233,22 +233,37 @@ def _initial_step(target, metric: _Metric, point: _Point, rng) -> float:
     return step
 
 
-def _init_chain(target, u0: np.ndarray, seed_seq: np.random.SeedSequence, settings: dict) -> dict:
-    """The state of a new chain: a jittered start, a first metric and step size."""
+def _init_chain(target, u0: np.ndarray, seed_seq: np.random.SeedSequence, settings: dict,
+                cov_u: np.ndarray | None = None) -> dict:
+    """The state of a new chain: a jittered start, a first metric and step size.
+
+    ``cov_u`` (P, P), a covariance of ``u`` (the Fisher matrix's inverse mapped into the sampler's
+    coordinates), is the first inverse mass matrix if given (its diagonal for ``metric="diag"``);
+    otherwise the inverse curvature along each axis at ``u0`` (2 P gradient calls) is.
+    """
     rng = np.random.default_rng(seed_seq)
     logp, grad, lnl = target(u0, strict=True)
     if not math.isfinite(logp):
         raise PhoValueError("the log posterior is not finite at the starting point; check the data and the starting values")
-    minv0 = _curvature_minv(target, u0, grad)
+    if cov_u is None:
+        minv0 = _curvature_minv(target, u0, grad)
+        chol0 = np.diag(np.sqrt(minv0))
+    else:
+        cov_u = np.asarray(cov_u, dtype=float)
+        minv0 = np.diag(cov_u).copy()
+        chol0 = np.linalg.cholesky(cov_u) if settings["metric"] == "dense" else np.diag(np.sqrt(minv0))
     for attempt in range(50):
         scale = settings["jitter"] * 0.5**attempt
-        u = u0 + scale * np.sqrt(minv0) * rng.standard_normal(len(u0))
+        u = u0 + scale * chol0 @ rng.standard_normal(len(u0))
         logp, grad, lnl = target(u)
         if math.isfinite(logp):
             break
     else:
         u, (logp, grad, lnl) = u0.copy(), target(u0)
-    minv = np.diag(minv0) if settings["metric"] == "dense" else minv0
+    if settings["metric"] == "dense":
+        minv = np.diag(minv0) if cov_u is None else cov_u.copy()
+    else:
+        minv = minv0
     metric = _Metric(minv)
     point = _Point(u, None, logp, grad, lnl, None)
     step = _initial_step(target, metric, point, rng)
@@ -283,10 +298,19 @@ def _welford_add(w: dict, u: np.ndarray, periodic: np.ndarray, width: np.ndarray
         w["m2"] += delta * (x - w["mean"])
 
 
-def _welford_metric(w: dict) -> np.ndarray:
-    """Stan's regularized estimate: shrink the sample (co)variance towards 1e-3 with weight 5 / (n + 5)."""
+def _welford_metric(w: dict, previous: np.ndarray | None = None) -> np.ndarray:
+    """The window's (co)variance estimate, regularized.
+
+    Without ``previous``: Stan's rule, the sample (co)variance shrunk towards 1e-3 with weight
+    5 / (n + 5). With ``previous`` (the metric in use): shrunk towards it with weight k / (n + k),
+    k = max(5, P) for a dense metric (a P x P covariance from n < P draws is singular; the previous
+    metric fills the directions the window did not explore) and 5 for a diagonal one.
+    """
     n = w["n"]
     cov = w["m2"] / (n - 1)
+    if previous is not None:
+        k = float(max(5, len(cov))) if cov.ndim == 2 else 5.0
+        return (n * cov + k * previous) / (n + k)
     reg = 1e-3 * 5.0 / (n + 5.0)
     if cov.ndim == 2:
         return (n / (n + 5.0)) * cov + reg * np.eye(len(cov))
@@ -325,7 +349,8 @@ def _run_slice(target, state: dict, settings: dict, max_seconds: float):
             if init <= i < (ends[-1] if ends else 0):
                 _welford_add(state["welford"], point.u, target.periodic, target.width)
             if i + 1 in ends:
-                metric = _Metric(_welford_metric(state["welford"]))
+                previous = metric.minv if settings.get("shrink_to_previous") else None
+                metric = _Metric(_welford_metric(state["welford"], previous))
                 wf = state["welford"]
                 wf.update(n=0, mean=np.zeros_like(wf["mean"]), m2=np.zeros_like(wf["m2"]), ref=None)
                 step = _initial_step(target, metric, point, rng)

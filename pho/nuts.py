@@ -55,6 +55,8 @@ RHAT_WARN = 1.01
 CHECKPOINT_FORMAT = "pho-nuts-1"
 #: Seconds of sampling per chain between returns to the main process (progress, checkpoints).
 _SLICE_S = 2.0
+#: Shrink each warm-up window's metric estimate towards the metric in use (True) or towards 1e-3 (Stan).
+_SHRINK_TO_PREVIOUS = True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,10 +180,10 @@ def _slice_in_worker(args):
 
 
 def _init_in_worker(args):
-    u0, seed_seq, settings = args
+    u0, seed_seq, settings, cov_u = args
     target = _WORKER["target"]
     calls0 = target.n_calls
-    state = _init_chain(target, u0, seed_seq, settings)
+    state = _init_chain(target, u0, seed_seq, settings, cov_u)
     state["n_calls"] = target.n_calls - calls0
     return state
 
@@ -198,7 +200,16 @@ def _write_checkpoint(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def _read_checkpoint(path: Path, names, settings: dict) -> dict:
+def _fingerprint(likelihood, priors: Priors) -> dict:
+    """The problem's fingerprint (:func:`pho.checkpoint.problem_fingerprint`: data, noise, PSF, astrometry,
+    sources and wrappers, starting vector, priors). Settings that fix the draws are compared separately
+    (:func:`_read_checkpoint`), with messages naming the value."""
+    from .checkpoint import problem_fingerprint
+
+    return problem_fingerprint(likelihood, priors, {"sampler": "nuts", "periodic": list(priors.periodic)})
+
+
+def _read_checkpoint(path: Path, names, settings: dict, fingerprint: dict) -> dict:
     try:
         with open(path, "rb") as f:
             payload = pickle.load(f)
@@ -215,14 +226,44 @@ def _read_checkpoint(path: Path, names, settings: dict) -> dict:
         if payload["settings"][key] != settings[key]:
             raise PhoValueError(
                 f"the checkpoint {path} has {key}={payload['settings'][key]!r}, this call {key}={settings[key]!r}; "
-                "resume with the same settings or run without resume"
+                "resume with the same settings, or start afresh without resume (delete the checkpoint)"
             )
+    from .checkpoint import fingerprint_differences
+
+    differences = fingerprint_differences(payload.get("fingerprint"), fingerprint)
+    if differences:
+        raise PhoValueError(
+            f"the checkpoint {path} belongs to another problem: {'; '.join(differences)}. Resuming it would continue "
+            "chains adapted to the old posterior with the new likelihood; start afresh without resume (delete the "
+            "checkpoint, or choose another checkpoint file / --outdir)"
+        )
     return payload
 
 
 # --------------------------------------------------------------------------------------------------
 # The public function
 # --------------------------------------------------------------------------------------------------
+
+
+def _cov_in_u(cov, target: _Target, u0: np.ndarray, names) -> np.ndarray:
+    """A covariance of theta mapped to the sampler's coordinates at ``u0`` (d theta / d u diagonal), each
+    variance capped at 4 (a logistic coordinate's posterior wider than that is prior-dominated and far
+    from Gaussian; the correlations are kept)."""
+    cov = np.array(cov, dtype=float)
+    n = len(u0)
+    if cov.shape != (n, n) or not np.all(np.isfinite(cov)):
+        raise PhoValueError(f"init_cov must be a finite ({n}, {n}) covariance matrix of {names}, got shape {cov.shape}; "
+                            "pass best.cov of pho.optimize")
+    _, dtheta = target.theta_and_derivative(u0)
+    cov_u = 0.5 * (cov + cov.T) / np.outer(dtheta, dtheta)
+    scale = np.sqrt(np.minimum(1.0, 4.0 / np.maximum(np.diag(cov_u), 1e-300)))
+    cov_u *= np.outer(scale, scale)
+    try:
+        np.linalg.cholesky(cov_u)
+    except np.linalg.LinAlgError:
+        raise PhoValueError("init_cov is not positive definite; pass best.cov of pho.optimize (check best.at_bound for "
+                            "parameters on a prior bound) or leave init_cov None") from None
+    return cov_u
 
 
 def _check_int(name, value, minimum):
@@ -249,6 +290,7 @@ def sample_nuts(
     theta0: np.ndarray | None = None,
     jitter: float = 1.0,
     checkpoint_every_s: float = 60.0,
+    init_cov: np.ndarray | None = None,
 ) -> SampleResult:
     """Sample the posterior with NUTS (dynamic Hamiltonian Monte Carlo) on the analytic gradient.
 
@@ -280,6 +322,8 @@ def sample_nuts(
     resume : bool
         Continue from ``checkpoint_file`` (which must exist and come from a call with the same
         draws, tune, chains and settings); the draws are then identical to an uninterrupted run.
+        The checkpoint holds a fingerprint of the problem (:mod:`pho.checkpoint`: pixels, noise,
+        PSF, astrometry, sources, starting vector, priors): a checkpoint of another problem is refused.
     progress : bool
         A live line on a terminal, a line every 10 s when stderr is redirected; False: silent.
     target_accept : float
@@ -300,6 +344,13 @@ def sample_nuts(
         in the unconstrained coordinates (independently per chain). Default 1.
     checkpoint_every_s : float
         Seconds between checkpoints.
+    init_cov : ndarray of shape (P, P), optional
+        A covariance of the natural parameters near ``theta0``, typically ``best.cov`` of
+        :func:`pho.optimize` (the inverse Fisher matrix at the optimum). Mapped into the sampler's
+        coordinates it is the first inverse mass matrix and the shape of the starting jitter, instead
+        of the curvature along each axis; later metric estimates are shrunk towards it. Worth it for
+        many correlated parameters (blends), where the first windows of warm-up hold fewer draws
+        than there are parameters (docs/fitting.md has the measurements).
 
     Returns
     -------
@@ -316,7 +367,8 @@ def sample_nuts(
     ------
     PhoValueError
         Bad settings, priors that do not match the likelihood, a starting point outside the
-        priors, a non-finite log posterior at the start, ``resume`` without a usable checkpoint.
+        priors, a non-finite log posterior at the start, ``resume`` without a usable checkpoint, or
+        of a checkpoint written for another problem or other settings (the message names what differs).
 
     Warns
     -----
@@ -359,6 +411,7 @@ def sample_nuts(
         "sampler": "nuts", "draws": draws, "tune": tune, "chains": chains, "metric": metric,
         "target_accept": float(target_accept), "max_tree_depth": max_tree_depth, "jitter": float(jitter),
         "seed": seed if seed is not None else str(seed_seq.entropy),
+        "init_cov": init_cov is not None, "shrink_to_previous": _SHRINK_TO_PREVIOUS,
     }
     target = _Target(likelihood, priors)
     # Start strictly inside the bounds (a value on a bound has no finite u): nudge by 1e-6 of the width.
@@ -366,14 +419,16 @@ def sample_nuts(
     nudge = 1e-6 * (hi - lo)
     inside = np.where(target.bounded, np.clip(theta0, lo + nudge, hi - nudge), theta0)
     u0 = target.to_unconstrained(inside)
+    cov_u = None if init_cov is None else _cov_in_u(init_cov, target, u0, names)
 
     display = Progress("nuts", enabled=progress)
     t_start = time.perf_counter()
     records = [{k: [] for k in ("theta", "lnl", "depth", "n_leapfrog", "accept", "divergent")} for _ in range(chains)]
     states = None
     resumed = False
+    fingerprint = None if checkpoint_path is None else _fingerprint(likelihood, priors)
     if resume:
-        payload = _read_checkpoint(checkpoint_path, names, settings)
+        payload = _read_checkpoint(checkpoint_path, names, settings, fingerprint)
         states, records = payload["states"], payload["records"]
         settings["seed"] = payload["settings"]["seed"]
         resumed = True
@@ -386,7 +441,7 @@ def sample_nuts(
     def save():
         if checkpoint_path is not None:
             _write_checkpoint(checkpoint_path, {"format": CHECKPOINT_FORMAT, "names": names, "settings": settings,
-                                                "states": states, "records": records})
+                                                "fingerprint": fingerprint, "states": states, "records": records})
 
     def show(force=False):
         done = sum(s["iteration"] for s in states)
@@ -404,12 +459,12 @@ def sample_nuts(
             ctx = multiprocessing.get_context("spawn")
             pool = ctx.Pool(processes, initializer=_install, initargs=(target.with_workers(1),))
             if states is None:
-                states = pool.map(_init_in_worker, [(u0, s, settings) for s in chain_seeds], chunksize=1)
+                states = pool.map(_init_in_worker, [(u0, s, settings, cov_u) for s in chain_seeds], chunksize=1)
         elif states is None:
             states = []
             for s in chain_seeds:
                 calls0 = target.n_calls
-                st = _init_chain(target, u0, s, settings)
+                st = _init_chain(target, u0, s, settings, cov_u)
                 st["n_calls"] = target.n_calls - calls0
                 states.append(st)
         last_save = time.perf_counter()

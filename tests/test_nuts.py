@@ -116,6 +116,119 @@ def test_resume_after_a_kill_gives_the_uninterrupted_draws(tmp_path, monkeypatch
         sample_nuts(CorrelatedGaussian(), _priors(), checkpoint_file=path, resume=True, **{**kw, "draws": 41})
 
 
+class _KillAfter:
+    """A pho likelihood that raises after ``limit`` gradient calls (None: never); the counters are private, so
+    the checkpoint fingerprint of the wrapper is the same whatever the limit."""
+
+    def __init__(self, likelihood, limit=None):
+        self.likelihood = likelihood
+        self._limit, self._calls = limit, 0
+
+    @property
+    def parameter_names(self):
+        return self.likelihood.parameter_names
+
+    def lnlike_and_grad(self, theta):
+        self._calls += 1
+        if self._limit is not None and self._calls >= self._limit:
+            raise _Killed("simulated kill")
+        return self.likelihood.lnlike_and_grad(theta)
+
+
+def _with_pixels(like, pixels):
+    """The same problem with other pixel values (same noise, WCS, PSF, band)."""
+    e = like.exposures[0]
+    return pho.Likelihood(copy.deepcopy(like.scene), [pho.Exposure(pixels, e.ivar, e.wcs, e.psf, e.band)],
+                          backend=BACKEND)
+
+
+@pytest.mark.filterwarnings("ignore::pho.errors.PhoConvergenceWarning")  # 15 draws: R-hat far from 1
+def test_resume_checks_the_data_fingerprint(tmp_path, monkeypatch):
+    """A NUTS checkpoint of a real galaxy: resuming it against other pixels, noise or priors is refused with
+    the mismatch named; against the same data it continues to the uninterrupted run's draws."""
+    import pho.nuts
+
+    monkeypatch.setattr(pho.nuts, "_SLICE_S", 0.0)  # a checkpoint after every iteration
+    truth, like = _one_galaxy(np.random.default_rng(3))
+    pri = default_priors(like)
+    kw = dict(draws=15, tune=15, chains=2, seed=4, processes=1, progress=False, theta0=truth.get_vector())
+    full = sample_nuts(_KillAfter(like), pri, **kw)
+    path = tmp_path / "nuts.pkl"
+    with pytest.raises(_Killed):
+        sample_nuts(_KillAfter(like, full.n_calls // 2), pri, checkpoint_file=path, checkpoint_every_s=0.0, **kw)
+    with open(path, "rb") as f:
+        saved = pickle.load(f)
+    assert 0 < sum(s["iteration"] for s in saved["states"]) < 2 * 30, "the checkpoint is not from mid-run"
+    assert saved["fingerprint"]["hashes"]["data"]
+
+    pixels = like.exposures[0].pixels.copy()
+    pixels[8, 8] += 0.01  # a quarter of the noise sigma in one pixel
+    with pytest.raises(PhoValueError, match=r"belongs to another problem: the data differ\. "):
+        sample_nuts(_KillAfter(_with_pixels(like, pixels)), pri, checkpoint_file=path, resume=True, **kw)
+    e = like.exposures[0]
+    noisier = pho.Likelihood(copy.deepcopy(like.scene), [pho.Exposure(e.pixels, 0.5 * e.ivar, e.wcs, e.psf, e.band)],
+                             backend=BACKEND)
+    with pytest.raises(PhoValueError, match="the noise maps differ"):
+        sample_nuts(_KillAfter(noisier), pri, checkpoint_file=path, resume=True, **kw)
+    with pytest.raises(PhoValueError, match="the priors differ"):
+        sample_nuts(_KillAfter(like), pri.replace({"rh": (0.05, 1.0)}), checkpoint_file=path, resume=True, **kw)
+    with pytest.raises(PhoValueError, match="the sources differ"):  # another likelihood around the same data
+        sample_nuts(like, pri, checkpoint_file=path, resume=True, **kw)
+    # a checkpoint without a fingerprint (written before pho had one) is refused, not trusted
+    old = tmp_path / "old.pkl"
+    old.write_bytes(pickle.dumps({k: v for k, v in saved.items() if k != "fingerprint"}))
+    with pytest.raises(PhoValueError, match="no problem fingerprint"):
+        sample_nuts(_KillAfter(like), pri, checkpoint_file=old, resume=True, **kw)
+
+    # the same data (a new but identical likelihood object): continues where it stopped, same draws
+    same = _KillAfter(_with_pixels(like, like.exposures[0].pixels.copy()))
+    resumed = sample_nuts(same, pri, checkpoint_file=path, resume=True, **kw)
+    assert resumed.settings["resumed"] is True
+    assert same._calls < full.n_calls, "the resumed run started over"
+    np.testing.assert_array_equal(resumed.samples, full.samples)
+
+
+def test_initial_covariance_gives_the_right_moments_and_is_checked():
+    """init_cov (e.g. the optimizer's inverse Fisher matrix) as the first metric: on the correlated Gaussian,
+    with a warm-up too short for any metric window (tune < 50), the draws have the known moments; a bad
+    matrix is refused by name."""
+    _KILL.update(calls=0, limit=None)
+    res = sample_nuts(CorrelatedGaussian(), _priors(), draws=600, tune=40, chains=2, seed=8, processes=1,
+                      progress=False, init_cov=COV)
+    x = res.samples
+    for i, name in enumerate(NAMES):
+        ess = res.diagnostics[name]["ess_bulk"]
+        assert ess > 600, (name, res.diagnostics[name])  # without init_cov (same seed): 449 for the worst
+        assert abs(x[:, i].mean() - MEAN[i]) < 4 * SIGMA[i] / math.sqrt(ess), name
+        assert abs(x[:, i].std() / SIGMA[i] - 1) < 4 / math.sqrt(2 * ess), name
+    assert res.settings["init_cov"] is True and res.settings["divergences"] == 0
+    # the metric was the given covariance (mapped to the logistic coordinates): shorter trajectories than with
+    # the curvature along each axis (mean depth 3.03 without init_cov, same seed)
+    assert res.settings["mean_tree_depth"] < 2.8
+    with pytest.raises(PhoValueError, match=r"init_cov must be a finite \(4, 4\) covariance"):
+        sample_nuts(CorrelatedGaussian(), _priors(), init_cov=np.eye(3))
+    with pytest.raises(PhoValueError, match="init_cov is not positive definite"):
+        sample_nuts(CorrelatedGaussian(), _priors(), init_cov=-COV)
+
+
+def test_window_metric_is_shrunk_towards_the_previous_one():
+    """A dense metric from fewer draws than parameters is singular; shrunk towards the metric in use (weight
+    P / (n + P)) it is positive definite and equals the exact weighted mean."""
+    from pho._hmc import _welford_add, _welford_metric
+
+    P, n = 10, 6
+    rng = np.random.default_rng(0)
+    w = {"n": 0, "mean": np.zeros(P), "m2": np.zeros((P, P)), "ref": None}
+    draws = rng.normal(size=(n, P))
+    for x in draws:
+        _welford_add(w, x, np.zeros(P, bool), np.ones(P))
+    previous = np.diag(np.linspace(1.0, 2.0, P))
+    m = _welford_metric(w, previous)
+    np.testing.assert_allclose(m, (n * np.cov(draws.T) + P * previous) / (n + P), rtol=1e-12)
+    assert np.linalg.eigvalsh(m).min() > 0.3  # >= P / (n + P) times previous's smallest eigenvalue
+    assert np.linalg.matrix_rank(np.cov(draws.T)) < P
+
+
 def test_bad_arguments_are_refused(tmp_path):
     like, pri = CorrelatedGaussian(), _priors()
     with pytest.raises(PhoValueError, match="draws=2 must be an integer >= 4"):
