@@ -272,6 +272,18 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
+def usable_covariance(cov) -> np.ndarray | None:
+    """``cov`` if it is finite and positive definite (a starting metric for NUTS), else None."""
+    cov = np.asarray(cov, dtype=np.float64)
+    if cov.ndim != 2 or not np.all(np.isfinite(cov)):
+        return None
+    try:
+        np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        return None
+    return cov
+
+
 def sample_nuts(
     likelihood,
     priors: Priors | None = None,

@@ -408,3 +408,13 @@ def test_inference_data_export_where_arviz_is_installed():
     assert idata.posterior["s0_q"].shape == (2, 10)
     np.testing.assert_array_equal(idata.posterior["s0_q"].values, res.results["chains"][:, :, 2])
     assert float(az.rhat(idata)["s0_q"]) == pytest.approx(res.diagnostics["s0.q"]["rhat"], rel=1e-10)
+
+
+def test_usable_covariance_accepts_only_finite_positive_definite_matrices():
+    from pho.nuts import usable_covariance
+
+    good = np.array([[2.0, 0.5], [0.5, 1.0]])
+    np.testing.assert_array_equal(usable_covariance(good), good)
+    assert usable_covariance(np.array([[1.0, 2.0], [2.0, 1.0]])) is None  # indefinite
+    assert usable_covariance(np.array([[np.inf, 0.0], [0.0, 1.0]])) is None
+    assert usable_covariance(np.ones(3)) is None

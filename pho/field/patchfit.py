@@ -296,9 +296,11 @@ def _sample(task, likelihood, priors, best, result) -> None:
     rng = np.random.default_rng([int(opts.get("seed", 1)), task.patch_index])
     if task.sampler == "nuts":
         from .. import sample_nuts
+        from ..nuts import usable_covariance
 
         post = sample_nuts(likelihood, priors, draws=int(opts.get("draws", 1000)), tune=int(opts.get("tune", 1000)),
-                           chains=int(opts.get("chains", 2)), seed=int(rng.integers(2**31)), processes=1, progress=False)
+                           chains=int(opts.get("chains", 2)), seed=int(rng.integers(2**31)), processes=1, progress=False,
+                           theta0=best.theta, init_cov=usable_covariance(best.cov))
     else:
         from ..sample import sample
 

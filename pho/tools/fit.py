@@ -203,7 +203,7 @@ def run_job(
     from pho.fit import optimize
     from pho.io import write_catalog
     from pho.priors import default_priors
-    from pho.nuts import sample_nuts
+    from pho.nuts import sample_nuts, usable_covariance
     from pho.sample import sample
 
     timings = {} if timings is None else timings
@@ -235,7 +235,7 @@ def run_job(
             posterior = sample_nuts(
                 likelihood, priors, draws=draws, tune=tune, chains=chains, seed=seed, processes=processes,
                 checkpoint_file=checkpoint, checkpoint_every_s=checkpoint_every_s, resume=resume, progress=progress,
-                theta0=best.theta,
+                theta0=best.theta, init_cov=usable_covariance(best.cov),
             )
             timings["sample"] = time.perf_counter() - t
             diag = posterior.diagnostics
