@@ -172,6 +172,38 @@ def _eta_shape_matrices(ep, ec, out):
     return out
 
 
+def _init_layout(model, scene) -> list[int]:
+    """Fill the layout a scene model shares with the Monte Carlo model: ``scene``, ``n_params``,
+    ``shape_parameters``, ``source_labels``, ``ra_idx``, ``dec_idx`` and ``groups`` holding the
+    point-source group (if any); return the rows of the Sersic sources, for the caller's groups."""
+    model.scene = scene
+    model.n_params = scene.n_params
+    model.shape_parameters = scene.shape_parameters
+    nb = len(scene.bands)
+    point_rows, point_idx, sersic_rows = [], [], []
+    ra_idx, dec_idx = [], []
+    for i, s in enumerate(scene.sources):
+        idx = scene.source_parameter_indices(i)
+        ra_idx.append(idx[nb])
+        dec_idx.append(idx[nb + 1])
+        if isinstance(s, Sersic):
+            sersic_rows.append(i)
+        else:
+            point_rows.append(i)
+            point_idx.append(idx)
+    #: labels of the sources in messages, scene order
+    model.source_labels = [f"source s{i} ({s.kind})" for i, s in enumerate(scene.sources)]
+    model.ra_idx = np.array(ra_idx, dtype=np.intp)
+    model.dec_idx = np.array(dec_idx, dtype=np.intp)
+    model.groups = []
+    if point_rows:
+        idx = np.array(point_idx)
+        g = _Group("point", point_rows, idx[:, nb:])
+        g.flux_idx = idx[:, :nb]
+        model.groups.append(g)
+    return sersic_rows
+
+
 class SceneModel:
     """Static layout of a scene for the model: source groups and index arrays.
 
@@ -181,42 +213,22 @@ class SceneModel:
     """
 
     def __init__(self, scene):
-        self.scene = scene
-        self.n_params = scene.n_params
-        self.shape_parameters = scene.shape_parameters
+        sersic_rows = _init_layout(self, scene)
         nb = len(scene.bands)
-        point_rows, point_idx = [], []
         sersic: dict[int, list] = {}
-        ra_idx, dec_idx = [], []
-        for i, s in enumerate(scene.sources):
-            idx = scene.source_parameter_indices(i)
-            ra_idx.append(idx[nb])
-            dec_idx.append(idx[nb + 1])
-            if isinstance(s, Sersic):
-                if not hasattr(s.profile, "amplitudes"):
-                    from .errors import PhoValueError
+        for i in sersic_rows:
+            s = scene.sources[i]
+            if not hasattr(s.profile, "amplitudes"):
+                from .errors import PhoValueError
 
-                    raise PhoValueError(
-                        f"source s{i} has the profile {s.profile!r}, which has no Gaussian-mixture amplitudes; render "
-                        "it with backend='mc' (pho.MonteCarloRenderer) or give it a table profile (profile=None)"
-                    )
-                key = id(s.profile)
-                sersic.setdefault(key, [s.profile, [], []])
-                sersic[key][1].append(i)
-                sersic[key][2].append(idx)
-            else:
-                point_rows.append(i)
-                point_idx.append(idx)
-        #: labels of the sources in messages, scene order
-        self.source_labels = [f"source s{i} ({s.kind})" for i, s in enumerate(scene.sources)]
-        self.ra_idx = np.array(ra_idx, dtype=np.intp)
-        self.dec_idx = np.array(dec_idx, dtype=np.intp)
-        self.groups = []
-        if point_rows:
-            idx = np.array(point_idx)
-            g = _Group("point", point_rows, idx[:, nb:])
-            g.flux_idx = idx[:, :nb]
-            self.groups.append(g)
+                raise PhoValueError(
+                    f"source s{i} has the profile {s.profile!r}, which has no Gaussian-mixture amplitudes; render "
+                    "it with backend='mc' (pho.MonteCarloRenderer) or give it a table profile (profile=None)"
+                )
+            key = id(s.profile)
+            sersic.setdefault(key, [s.profile, [], []])
+            sersic[key][1].append(i)
+            sersic[key][2].append(scene.source_parameter_indices(i))
         for profile, rows, idxs in sersic.values():
             idx = np.array(idxs)
             g = _Group("sersic", rows, idx[:, nb:], profile)

@@ -30,8 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..exposure import unit_vectors
-from ..gaussians import N_LOCAL, ExposureModel, _Group, _shape_matrices
-from ..sources import Sersic
+from ..gaussians import N_LOCAL, ExposureModel, _Group, _init_layout, _shape_matrices
 from .draws import sersic_radius, sersic_radius_dn
 
 __all__ = ["McSceneModel", "McExposureModel", "shape_root"]
@@ -125,31 +124,9 @@ class McSceneModel:
     """
 
     def __init__(self, scene, variates):
-        self.scene = scene
-        self.n_params = scene.n_params
-        self.shape_parameters = scene.shape_parameters
+        sersic_rows = _init_layout(self, scene)
         nb = len(scene.bands)
-        point_rows, point_idx, sersic_rows, sersic_idx = [], [], [], []
-        ra_idx, dec_idx = [], []
-        for i, s in enumerate(scene.sources):
-            idx = scene.source_parameter_indices(i)
-            ra_idx.append(idx[nb])
-            dec_idx.append(idx[nb + 1])
-            if isinstance(s, Sersic):
-                sersic_rows.append(i)
-                sersic_idx.append(idx)
-            else:
-                point_rows.append(i)
-                point_idx.append(idx)
-        self.source_labels = [f"source s{i} ({s.kind})" for i, s in enumerate(scene.sources)]
-        self.ra_idx = np.array(ra_idx, dtype=np.intp)
-        self.dec_idx = np.array(dec_idx, dtype=np.intp)
-        self.groups = []
-        if point_rows:
-            idx = np.array(point_idx)
-            g = _Group("point", point_rows, idx[:, nb:])
-            g.flux_idx = idx[:, :nb]
-            self.groups.append(g)
+        sersic_idx = [scene.source_parameter_indices(i) for i in sersic_rows]
         self.draws = None
         if sersic_rows:
             if len(variates) != len(sersic_rows):
