@@ -87,8 +87,20 @@ def test_demo_with_nuts_end_to_end(tmp_path, capsys):
         assert hdul["CATALOG"].header["NS_RESUMED"] is True
 
 
+@pytest.fixture
+def default_sigint():
+    """Ctrl-C handled as in an interactive shell. A process started in the background (``nohup``,
+    ``&``, as CI scripts may be) inherits SIGINT ignored, and pho keeps it ignored (it never takes a
+    Ctrl-C its shell ignores), so the test sets the default handler for its own duration."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, capsys, monkeypatch, default_sigint):
     import importlib
     import os
     import signal
