@@ -267,6 +267,44 @@ def _render_module():
     return _RENDER[0]
 
 
+def _mixture_parameters(psf) -> np.ndarray:
+    """One PSF mixture as the (1, L, 6) array (amp, x, y, cxx, cxy, cyy) that ``_group_psf`` reads."""
+    return np.column_stack([psf.amp, psf.x, psf.y, psf.cxx, psf.cxy, psf.cyy])[None]
+
+
+def _band_index(scene, exposure) -> int:
+    """Index of the exposure's band in ``scene.bands``; PhoValueError naming both if it is not there."""
+    from .errors import PhoValueError
+
+    if exposure.band not in scene.bands:
+        raise PhoValueError(
+            f"{exposure.name}: band {exposure.band!r} is not one of the scene's bands {list(scene.bands)}; "
+            "give the sources a flux in that band"
+        )
+    return scene.bands.index(exposure.band)
+
+
+def _index_arrays(scene_model, band_index: int, per_source):
+    """Scene-vector indices of an exposure model's image Gaussians.
+
+    ``per_source`` holds, per group of ``scene_model.groups``, the number of image Gaussians of
+    each of its sources (an int, or an array (S,)). Returns ``param_index`` (G, 7) (the scene index
+    of each Gaussian's local parameters, ``n_params`` where unused), ``source_index`` (G,) and
+    ``vjp_index`` (sum of S * 7,), the same per source, for scattering vector-Jacobian products.
+    """
+    P = scene_model.n_params
+    pidx, sidx, vidx = [], [], []
+    for g, each in zip(scene_model.groups, per_source):
+        full = np.full((len(g.rows), N_LOCAL), P, dtype=np.intp)
+        full[:, 0] = g.flux_idx[:, band_index]
+        full[:, 1 : 1 + g.idx.shape[1]] = g.idx
+        pidx.append(np.repeat(full, each, axis=0))
+        sidx.append(np.repeat(g.rows, each))
+        vidx.append(full)
+    return (np.ascontiguousarray(np.concatenate(pidx)), np.ascontiguousarray(np.concatenate(sidx), dtype=np.intp),
+            np.ascontiguousarray(np.concatenate(vidx)).ravel())
+
+
 class ExposureModel:
     """The scene-to-image-Gaussians map for one exposure (static parts precomputed).
 
@@ -289,17 +327,10 @@ class ExposureModel:
     """
 
     def __init__(self, scene_model: SceneModel, exposure, psf_theta=None):
-        from .errors import PhoValueError
-
         self.scene_model = scene_model
         self.exposure = exposure
         scene = scene_model.scene
-        if exposure.band not in scene.bands:
-            raise PhoValueError(
-                f"{exposure.name}: band {exposure.band!r} is not one of the scene's bands {list(scene.bands)}; "
-                "give the sources a flux in that band"
-            )
-        self.band_index = scene.bands.index(exposure.band)
+        self.band_index = _band_index(scene, exposure)
         psf = exposure.psf
         L = psf.n_gauss
         self.n_psf = L
@@ -313,15 +344,10 @@ class ExposureModel:
             pp = exposure.psf_parameters_at(xs, ys, labels=scene_model.source_labels)
             self.psf_positions = np.column_stack([xs, ys])  # where the mixtures were taken, exposure pixels
             self.psf_params = pp
-            # the single-PSF attributes do not exist for a grid: per-group arrays below
-            self.psf_cov = self.psf_x = self.psf_y = self.psf_amp_cpf = self.psf_F = self.psf_norm = None
         else:
-            pp = np.column_stack([psf.amp, psf.x, psf.y, psf.cxx, psf.cxy, psf.cyy])[None]  # (1, L, 6)
+            pp = _mixture_parameters(psf)
             self.psf_positions = None
             self.psf_params = None
-            self.psf_cov = np.column_stack([psf.cxx, psf.cxy, psf.cyy])  # (L, 3)
-            self.psf_x, self.psf_y = np.asarray(psf.x, float), np.asarray(psf.y, float)
-            self.psf_amp_cpf = np.asarray(psf.amp, float) * exposure.counts_per_flux
         D = exposure.D
         d00, d01, d10, d11 = D[0, 0], D[0, 1], D[1, 0], D[1, 1]
         # T = D R D^T as a linear map of (Rxx, Rxy, Ryy) -> (Txx, Txy, Tyy): T = R @ MT
@@ -332,32 +358,16 @@ class ExposureModel:
                 [d01 * d01, d01 * d11, d11 * d11],
             ]
         )
-        if not self.psf_per_source:
-            det = psf.cxx * psf.cyy - psf.cxy**2
-            self.psf_F = np.column_stack([psf.cyy, -psf.cxy, psf.cxx]) / det[:, None]
-            self.psf_norm = self.psf_amp_cpf / (_TWO_PI * np.sqrt(det))
         # per group: the PSF arrays with a leading axis of 1 (one PSF) or S (one per source)
         self._gpsf = [self._group_psf(pp, g.rows if self.psf_per_source else slice(0, 1), exposure.counts_per_flux)
                       for g in scene_model.groups]
-        P = scene_model.n_params
-        pidx, sidx = [], []
-        for g in scene_model.groups:
-            S = len(g.rows)
-            full = np.full((S, N_LOCAL), P, dtype=np.intp)
-            full[:, 0] = g.flux_idx[:, self.band_index]
-            full[:, 1 : 1 + g.idx.shape[1]] = g.idx
-            n_each = g.n_comp * L
-            pidx.append(np.repeat(full, n_each, axis=0))
-            sidx.append(np.repeat(g.rows, n_each))
-        self.param_index = np.ascontiguousarray(np.concatenate(pidx))
-        self.source_index = np.ascontiguousarray(np.concatenate(sidx), dtype=np.intp)
+        #: (sum over groups of S, 7) scene index of each source's local parameters (P = unused): vjp_index
+        self.param_index, self.source_index, self.vjp_index = _index_arrays(
+            scene_model, self.band_index, [g.n_comp * L for g in scene_model.groups])
         self.n_gauss = len(self.source_index)
         # flattened (N = M * L, n = m * L + l) constants of each group for the fast path
         self._flat = []
-        vjp_idx = []
-        for g, gp, full in zip(scene_model.groups, self._gpsf,
-                               (p[:: g.n_comp * L] for p, g in zip(pidx, scene_model.groups))):
-            vjp_idx.append(full)
+        for g, gp in zip(scene_model.groups, self._gpsf):
             if g.kind == "point":
                 self._flat.append(None)
                 continue
@@ -376,8 +386,6 @@ class ExposureModel:
                     m_index=np.repeat(np.arange(M, dtype=np.intp), L), M=M, N=M * L,
                 )
             )
-        #: (sum over groups of S, 7) scene index of each source's local parameters (P = unused)
-        self.vjp_index = np.ascontiguousarray(np.concatenate(vjp_idx)).ravel()
 
     @staticmethod
     def _group_psf(pp, rows, counts_per_flux) -> dict:

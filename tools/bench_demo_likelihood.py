@@ -47,10 +47,9 @@ def main() -> int:
         g = g if keep is None else g[keep]
         orders = ref.integration_orders(g)
         boxes = ref.pixel_boxes(g, exposure.shape)
-        npix = np.maximum(boxes[:, 1] - boxes[:, 0] + 1, 0) * np.maximum(boxes[:, 3] - boxes[:, 2] + 1, 0)
-        by_order = ", ".join(f"order {int(o)}: {int((orders == o).sum())} ({int(npix[orders == o].sum())} px)"
+        by_order = ", ".join(f"order {int(o)}: {int((orders == o).sum())} ({ref.box_pixel_count(boxes[orders == o])} px)"
                              for o in np.unique(orders))
-        print(f"{exposure.name} {exposure.shape}: {len(g)} Gaussians, {int(npix.sum())} Gaussian-pixels; {by_order}")
+        print(f"{exposure.name} {exposure.shape}: {len(g)} Gaussians, {ref.box_pixel_count(boxes)} Gaussian-pixels; {by_order}")
     return 0
 
 

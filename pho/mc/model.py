@@ -30,7 +30,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..exposure import unit_vectors
-from ..gaussians import N_LOCAL, ExposureModel, _Group, _init_layout, _shape_matrices
+from ..gaussians import (N_LOCAL, ExposureModel, _band_index, _Group, _index_arrays, _init_layout,
+                         _mixture_parameters, _shape_matrices)
 from .draws import sersic_radius, sersic_radius_dn
 
 __all__ = ["McSceneModel", "McExposureModel", "shape_root"]
@@ -193,45 +194,23 @@ class McExposureModel:
     significant = ExposureModel.significant
     def _point(self, flux, x, y, J, jacobian):
         """Point sources as in ``ExposureModel._point``, with this exposure's one PSF mixture."""
-        gp = {"norm": self.psf_norm, "x": self.psf_x, "y": self.psf_y, "F": self.psf_F}
-        return ExposureModel._point(self, gp, flux, x, y, J, jacobian)
+        return ExposureModel._point(self, self._gp, flux, x, y, J, jacobian)
 
     def __init__(self, scene_model: McSceneModel, exposure):
-        from ..errors import PhoValueError
-
         self.scene_model = scene_model
         self.exposure = exposure
-        scene = scene_model.scene
-        if exposure.band not in scene.bands:
-            raise PhoValueError(
-                f"{exposure.name}: band {exposure.band!r} is not one of the scene's bands {list(scene.bands)}; "
-                "give the sources a flux in that band"
-            )
-        self.band_index = scene.bands.index(exposure.band)
+        self.band_index = _band_index(scene_model.scene, exposure)
         require_one_psf(exposure)
-        psf = exposure.psf
-        L = psf.n_gauss
+        L = exposure.psf.n_gauss
         self.n_psf = L
-        self.psf_x, self.psf_y = np.asarray(psf.x, float), np.asarray(psf.y, float)
-        det = psf.cxx * psf.cyy - psf.cxy**2
-        self.psf_F = np.column_stack([psf.cyy, -psf.cxy, psf.cxx]) / det[:, None]
-        self.psf_norm = np.asarray(psf.amp, float) * exposure.counts_per_flux / (_TWO_PI * np.sqrt(det))
+        # the PSF arrays of ExposureModel (leading axis 1: one mixture), and (L, ...) views of them
+        self._gp = ExposureModel._group_psf(_mixture_parameters(exposure.psf), slice(0, 1), exposure.counts_per_flux)
+        self.psf_x, self.psf_y, self.psf_F, self.psf_norm = (self._gp[k][0] for k in ("x", "y", "F", "norm"))
         self.D = np.array(exposure.D, dtype=float)
-        P = scene_model.n_params
-        pidx, sidx, vjp_idx = [], [], []
-        for g in scene_model.groups:
-            S = len(g.rows)
-            full = np.full((S, N_LOCAL), P, dtype=np.intp)
-            full[:, 0] = g.flux_idx[:, self.band_index]
-            full[:, 1 : 1 + g.idx.shape[1]] = g.idx
-            each = np.full(S, L) if g.kind == "point" else scene_model.draws.counts * L
-            pidx.append(np.repeat(full, each, axis=0))
-            sidx.append(np.repeat(g.rows, each))
-            vjp_idx.append(full)
-        self.param_index = np.ascontiguousarray(np.concatenate(pidx))
-        self.source_index = np.concatenate(sidx)
+        self.param_index, self.source_index, self.vjp_index = _index_arrays(
+            scene_model, self.band_index, [L if g.kind == "point" else scene_model.draws.counts * L
+                                           for g in scene_model.groups])
         self.n_gauss = len(self.source_index)
-        self.vjp_index = np.ascontiguousarray(np.concatenate(vjp_idx)).ravel()
 
     # ------------------------------------------------------------------ forward model
     def _sersic_positions(self, st: _SersicState, x, y):
