@@ -46,8 +46,13 @@ _INTEGRATED_EXTNAMES = ("DET_SAMP", "DET_DIST")
 #: Smallest Gaussian variance allowed during the fit, detector pixels squared. A PSF Gaussian
 #: narrower than 0.05 pixel (sigma) cannot be told from a delta function by any detector.
 MIN_VARIANCE_DET_PIX2 = 0.05**2
-#: Gauss-Legendre points per axis for the integral over one detector pixel.
-N_QUAD_PER_AXIS = 6
+#: Smallest variance the polish lets a Gaussian's Cholesky factors reach, detector pixels
+#: squared: that of a Gaussian of FWHM ``MIN_FWHM_PIX``, the narrowest pho draws to 1e-3 (a hair
+#: above it, so a component on the bound passes the drawability check).
+MIN_DRAWABLE_VARIANCE_DET_PIX2 = (MIN_FWHM_PIX / (2.0 * np.sqrt(2.0 * np.log(2.0)))) ** 2 * (1.0 + 1e-6)
+#: Gauss-Legendre points per axis for the integral over one detector pixel: 8 integrate a
+#: Gaussian of the narrowest drawable width (FWHM ``MIN_FWHM_PIX``) to 1.4e-4 per axis (6: 4.3e-3).
+N_QUAD_PER_AXIS = 8
 #: Beyond this radius (detector pixels) from the centre the fit compares the image with the
 #: model in bins of one detector pixel (S x S image pixels): the model there is smooth on that
 #: scale, and the fit becomes ~S^2 times cheaper. Figures of merit always use every pixel.
@@ -364,11 +369,28 @@ def _unpack(p: np.ndarray):
     return a / a.sum(), p[:, 1], p[:, 2], np.exp(p[:, 3]), p[:, 4], np.exp(p[:, 5])
 
 
+def _floor_narrowest_axis(cuu, cuv, cvv, min_var=MIN_DRAWABLE_VARIANCE_DET_PIX2):
+    """Raise each covariance's smaller eigenvalue to ``min_var`` (detector pixels^2) where it is
+    below, keeping the eigenvectors and the larger eigenvalue. Returns (cuu, cuv, cvv, number
+    of components changed)."""
+    cov = np.stack([np.stack([cuu, cuv], -1), np.stack([cuv, cvv], -1)], -2)
+    lam, vec = np.linalg.eigh(cov)
+    low = lam[:, 0] < min_var
+    if not np.any(low):
+        return cuu, cuv, cvv, 0
+    lam[:, 0] = np.maximum(lam[:, 0], min_var)
+    lam[:, 1] = np.maximum(lam[:, 1], lam[:, 0])
+    cov = np.einsum("kij,kj,klj->kil", vec, lam, vec)
+    return cov[:, 0, 0].copy(), cov[:, 0, 1].copy(), cov[:, 1, 1].copy(), int(low.sum())
+
+
 def _pack(amp, mu_u, mu_v, cuu, cuv, cvv) -> np.ndarray:
     l11 = np.sqrt(cuu)
     l21 = cuv / l11
     l22 = np.sqrt(np.maximum(cvv - l21**2, 1e-300))
-    return np.stack([np.log(amp), mu_u, mu_v, np.log(l11), l21, np.log(l22)], axis=1).ravel()
+    # an amplitude EM drove to zero becomes a finite, negligible weight (log 0 would stall the polish)
+    log_amp = np.log(np.maximum(amp, 1e-30))
+    return np.stack([log_amp, mu_u, mu_v, np.log(l11), l21, np.log(l22)], axis=1).ravel()
 
 
 def _model_and_jac(p, u, v, offsets, qweights, area, want_jac=True, spread=None):
@@ -657,7 +679,7 @@ def _initial_mixture(img, u, v, area, ngauss, core_factor=1.0, wide_factor=1.0):
     sigma_wide = max(np.sqrt(r2 / 2.0), 2.0 * sigma_core)
     sigma_core *= core_factor
     sigma_wide = max(sigma_wide * wide_factor, 1.5 * sigma_core)
-    sigmas = np.geomspace(sigma_core, sigma_wide, ngauss) if ngauss > 1 else np.array([np.sqrt(r2 / 2.0)])
+    sigmas = np.geomspace(sigma_core, sigma_wide, ngauss) if ngauss > 1 else np.array([max(np.sqrt(r2 / 2.0), 0.1)])
     cov = np.zeros((ngauss, 2, 2))
     cov[:, 0, 0] = cov[:, 1, 1] = sigmas**2
     return np.full(ngauss, 1.0 / ngauss), np.zeros(ngauss), np.zeros(ngauss), cov
@@ -870,10 +892,12 @@ def fit_psf_mixture(
         polished = False
         if polish:
             lo = np.full(q_em.size, -np.inf)
-            lo[3:-1:6] = lo[5:-1:6] = 0.5 * np.log(MIN_VARIANCE_DET_PIX2)
-            q_fit, n_lm, lm_note = _levenberg_marquardt(
-                scaled_model, img, np.maximum(q_em, lo), lo, np.sqrt(counts), max_iter=max_lm_iter
-            )
+            lo[3:-1:6] = lo[5:-1:6] = 0.5 * np.log(MIN_DRAWABLE_VARIANCE_DET_PIX2)
+            q0 = np.maximum(q_em, lo)
+            if np.any(q0 != q_em):  # widths raised to the bound: the scale F that best fits them
+                m0 = scaled_model(np.append(q0[:-1], 0.0), False)[0]
+                q0[-1] = np.log(np.sum(img * m0 / counts) / np.sum(m0 * m0 / counts))
+            q_fit, n_lm, lm_note = _levenberg_marquardt(scaled_model, img, q0, lo, np.sqrt(counts), max_iter=max_lm_iter)
             model_pol, fig_pol = figures_of(q_fit)
             log.info("start %d polish: %s after %d iterations; figures %s -> %s", start, lm_note, n_lm,
                      fig_best[:2], fig_pol[:2])  # fmt: skip
@@ -884,6 +908,19 @@ def fit_psf_mixture(
         chi2 = float(np.sum(resid * resid / counts))
         candidates.append((chi2, start, q_best, model_best, fig_best, polished, n_iter))
     chi2, start, q_best, model_best, fig_best, polished, n_iter = min(candidates, key=lambda c: c[0])
+    n_widened = 0
+    if polish:
+        # The polish bounds the Cholesky factors, not the narrowest axis of a tilted component;
+        # one that ends a little narrower than pho draws is widened along that axis alone, and
+        # the figures below are those of the widened mixture.
+        a, m1, m2, l11, l21, l22 = _unpack(q_best[:-1])
+        cuu, cuv, cvv, n_widened = _floor_narrowest_axis(l11**2, l11 * l21, l21**2 + l22**2)
+        if n_widened:
+            rows = q_best[:-1].reshape(-1, 6).copy()
+            rows[:, 3:] = _pack(a, m1, m2, cuu, cuv, cvv).reshape(-1, 6)[:, 3:]  # amplitudes as they were
+            q_best = np.append(rows.ravel(), q_best[-1])
+            model_best, fig_best = figures_of(q_best)
+            log.info("widened %d component(s) to FWHM %.3g detector pixel along their narrowest axis", n_widened, MIN_FWHM_PIX)
     p_best = q_best[:-1]
     model_scale = float(np.exp(q_best[-1]))
 
@@ -899,6 +936,7 @@ def fit_psf_mixture(
         "CENTSRC": center_source,
         "RADIUS": -1.0 if radius_det_pix is None else float(radius_det_pix),
         "POLISHED": polished,
+        "NWIDENED": n_widened,
         "MODSCALE": model_scale,
         "EMITER": n_iter,
         "START": start,

@@ -8,6 +8,8 @@ from scipy.special import erf
 
 import pho
 from pho import PhoDataError, PhoDataWarning, PhoRangeError, PhoValueError, PSFMixture
+from pho._reference import MIN_FWHM_PIX
+from pho.psf import narrowest_fwhm_pix
 from pho.psffit import (
     _em,
     _model_and_jac,
@@ -216,11 +218,42 @@ def test_flat_image_is_refused_as_holding_no_psf(image):
         fit_psf_mixture(image, 2, 1.0)
 
 
-def test_one_pixel_psf_is_refused_not_written_too_narrow():
+@pytest.mark.parametrize("ngauss", [1, 2, 3])
+def test_one_pixel_psf_is_fitted_at_the_narrowest_drawable_width(ngauss):
+    # All the light in one pixel: after integration over the pixel a Gaussian of FWHM 0.35 pixel
+    # puts 99.8% of it there, so the polish, whose widths are bounded there, fits it to well
+    # under 1e-3 of the peak (0.04% measured) instead of writing components pho cannot draw.
+    image = np.zeros((21, 21))
+    image[10, 10] = 1.0
+    fit = fit_psf_mixture(image, ngauss, 1.0)
+    m = fit.mixture
+    assert np.all(narrowest_fwhm_pix(m.cxx, m.cxy, m.cyy) >= MIN_FWHM_PIX)
+    assert fit.max_abs_residual_frac_peak < 1e-3
+    assert fit.model_scale == pytest.approx(1.0, rel=1e-2)
+
+
+def test_unpolished_fit_narrower_than_drawable_is_refused_not_written():
     image = np.zeros((21, 21))
     image[10, 10] = 1.0
     with pytest.raises(PhoDataError, match=r"FWHM .* below the 0\.35 pixel .* too undersampled.*nothing was written"):
-        fit_psf_mixture(image, 2, 1.0)
+        fit_psf_mixture(image, 2, 1.0, polish=False)
+
+
+def test_floor_narrowest_axis_widens_only_the_narrow_axis():
+    from pho.psffit import _floor_narrowest_axis
+
+    angle = 0.6
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    narrow = rot @ np.diag([0.004, 0.3]) @ rot.T  # tilted, narrow axis below the floor
+    wide = np.array([[0.5, 0.1], [0.1, 0.4]])
+    cuu, cuv, cvv = (np.array([narrow[0, 0], wide[0, 0]]), np.array([narrow[0, 1], wide[0, 1]]),
+                     np.array([narrow[1, 1], wide[1, 1]]))
+    floor = 0.02
+    cuu2, cuv2, cvv2, n = _floor_narrowest_axis(cuu, cuv, cvv, floor)
+    assert n == 1
+    widened = np.array([[cuu2[0], cuv2[0]], [cuv2[0], cvv2[0]]])
+    np.testing.assert_allclose(rot.T @ widened @ rot, np.diag([floor, 0.3]), atol=1e-12)
+    assert (cuu2[1], cuv2[1], cvv2[1]) == (cuu[1], cuv[1], cvv[1])
 
 
 def test_mostly_nan_image_is_refused():
