@@ -99,6 +99,34 @@ def test_swapped_fit_is_put_back_in_order(monkeypatch):
     assert all(m.cxx[0] < m.cxx[1] for m in result.grid.mixtures)
 
 
+def test_warm_start_worse_than_its_neighbour_is_refitted_from_the_concentric_start(monkeypatch):
+    """A warm-started fit much worse than its predecessor's is redone from the usual start, and the
+    better fit is kept; a warm start that is fine is not redone."""
+    import dataclasses
+
+    import pho.psfgridfit as pgf
+
+    real = pgf.fit_psf_mixture
+    calls = []
+
+    def spoiling(*args, **kw):
+        fit = real(*args, **kw)
+        calls.append(kw.get("init") is not None)
+        if len(calls) == 3:  # the second warm start: report it as a poor optimum
+            fit = dataclasses.replace(fit, sum_abs_residual_frac=10.0 * fit.sum_abs_residual_frac + 0.5)
+        return fit
+
+    monkeypatch.setattr(pgf, "fit_psf_mixture", spoiling)
+    images = [_image((21, 21), 10.0, 10.0, *_truth(x, y)) for x, y in POS]
+    x, y = np.array(POS).T
+    result = pgf.fit_psf_grid(images, x, y, 2, 1.0)
+    assert calls == [False, True, True, False, True]  # one extra fit, from the concentric start
+    assert result.n_restarts == 1 and result.grid.meta["NRESTART"] == 1
+    assert [m.meta["RESTART"] for m in result.grid.mixtures] == [False, False, False, True]  # input 3
+    assert result.fits[3].sum_abs_residual_frac < 0.5
+    assert all(m.cxx[0] < m.cxx[1] for m in result.grid.mixtures)  # still in the shared order
+
+
 def test_grid_fit_input_errors():
     img = _image((21, 21), 10.0, 10.0, *_truth(0, 0))
     with pytest.raises(PhoValueError, match="3 PSF images but 4 x and 4 y positions"):
