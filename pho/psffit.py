@@ -95,7 +95,9 @@ class PSFImage:
     header_center_pix: tuple | None = None
 
 
-def read_psf_image(path: str | os.PathLike, hdu: int = 0, oversample: float | None = None) -> PSFImage:
+def read_psf_image(
+    path: str | os.PathLike, hdu: int = 0, oversample: float | None = None, plane: int | None = None
+) -> PSFImage:
     """Read a PSF image from one HDU of a FITS file and find its oversampling factor.
 
     Parameters
@@ -109,6 +111,9 @@ def read_psf_image(path: str | os.PathLike, hdu: int = 0, oversample: float | No
         present in the HDU's header (then the primary header); if none is present a
         ``PhoValueError`` asks for it. If given and the header disagrees, the given value is
         used and a ``PhoDataWarning`` says so.
+    plane : int, optional
+        For an HDU holding a cube of PSFs (``(n, ny, nx)``, as WebbPSF/STPSF's ``psf_grid`` writes),
+        the 0-based plane to read; must be None for a 2-D image.
 
     Returns
     -------
@@ -136,6 +141,20 @@ def read_psf_image(path: str | os.PathLike, hdu: int = 0, oversample: float | No
         if not h.is_image:
             raise PhoValueError(f"HDU {hdu} of {path} is a table, not an image; pick an image HDU with --hdu")
         data = np.array(h.data, dtype=np.float64)
+        if plane is not None:
+            if data.ndim != 3:
+                raise PhoValueError(
+                    f"HDU {hdu} of {path} holds a {data.ndim}-D array, not a cube of PSFs; planes (--planes) are "
+                    "for a 3-D HDU, use --hdu/--hdus for images"
+                )
+            if not 0 <= plane < data.shape[0]:
+                raise PhoValueError(f"HDU {hdu} of {path} has {data.shape[0]} planes (0..{data.shape[0] - 1}); plane {plane} is out of range")
+            data = data[plane]
+        elif data.ndim == 3:
+            raise PhoValueError(
+                f"HDU {hdu} of {path} holds a cube of {data.shape[0]} PSFs of shape {data.shape[1:]}; fit them as a "
+                "grid with --planes all (positions from the DET_YX<i> keys WebbPSF writes), or pick one with --planes i"
+            )
         if data.ndim != 2:
             raise PhoValueError(
                 f"HDU {hdu} of {path} holds a {data.ndim}-D array of shape {data.shape}; a PSF image must be "

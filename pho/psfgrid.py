@@ -57,7 +57,7 @@ EDGE_TOLERANCE = 1e-9
 
 _COLUMNS = ("amp", "x", "y", "cxx", "cxy", "cyy")
 #: Per-point meta keys that become table columns when every mixture of the grid has them.
-_POINT_KEYS = ("HDU", "MAXRES", "SUMRES", "MODSCALE", "CENTERX", "CENTERY", "EMITER", "NSWAPS")
+_POINT_KEYS = ("HDU", "PLANE", "MAXRES", "SUMRES", "MODSCALE", "CENTERX", "CENTERY", "EMITER", "NSWAPS", "NWIDENED")
 
 
 def _mixture_parameters(m: PSFMixture) -> np.ndarray:

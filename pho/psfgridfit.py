@@ -46,6 +46,10 @@ from .psfgrid import PSFGrid, grid_nodes, match_components
 RESTART_FACTOR = 1.5
 
 __all__ = [
+    "CUBE_POSITION_PREFIX",
+    "cube_plane_count",
+    "cube_positions",
+    "parse_planes",
     "POSITION_KEYS",
     "PSFGridFitResult",
     "fit_psf_grid",
@@ -357,3 +361,84 @@ def assigned_grid_positions(n: int, nx: int, ny: int, extent) -> tuple[np.ndarra
         raise PhoValueError(f"--grid-extent {x0:g} {x1:g} {y0:g} {y1:g}: need finite X0 < X1 and Y0 < Y1 (pixels)")
     gx, gy = np.meshgrid(np.linspace(x0, x1, nx), np.linspace(y0, y1, ny))
     return gx.ravel(), gy.ravel()
+
+
+# --------------------------------------------------------------------------------------------
+# A cube of PSFs in one HDU (WebbPSF/STPSF psf_grid files)
+# --------------------------------------------------------------------------------------------
+
+#: Header key prefix of the position of plane i of a PSF cube: ``DET_YX<i> = '(y, x)'``, 0-based
+#: detector pixels, y first (WebbPSF/STPSF's ``psf_grid`` and photutils' GriddedPSFModel).
+CUBE_POSITION_PREFIX = "DET_YX"
+
+
+def cube_plane_count(path: str | os.PathLike, hdu: int) -> int:
+    """Number of planes of the 3-D HDU ``hdu``; ``PhoValueError`` if it is not a cube."""
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        if not 0 <= hdu < len(hdul):
+            raise PhoValueError(f"{path} has {len(hdul)} HDUs (0..{len(hdul) - 1}); --hdu {hdu} is out of range")
+        h = hdul[hdu]
+        if not h.is_image or h.header.get("NAXIS", 0) != 3:
+            raise PhoValueError(
+                f"HDU {hdu} of {path} is not a cube of PSFs (NAXIS = {h.header.get('NAXIS', 0)}); --planes needs a 3-D "
+                "image HDU (pick it with --hdu), --hdus fits one PSF per HDU"
+            )
+        return int(h.header["NAXIS3"])
+
+
+def parse_planes(spec: str, n_planes: int) -> list[int]:
+    """Plane indices from ``"all"``, ``"A:B"`` (inclusive) or ``"a,b,c"``, each in 0..n_planes-1."""
+    text = spec.strip().lower()
+    try:
+        if text == "all":
+            planes = list(range(n_planes))
+        elif ":" in text:
+            lo, hi = (int(v) for v in text.split(":", 1))
+            planes = list(range(lo, hi + 1))
+        else:
+            planes = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PhoValueError(f"--planes {spec!r}: give 'all', a range A:B (inclusive) or a list a,b,c of planes") from None
+    bad = [p for p in planes if not 0 <= p < n_planes]
+    if bad or not planes:
+        raise PhoValueError(f"--planes {spec!r}: plane(s) {bad or planes} are not in the cube's 0..{n_planes - 1}")
+    if len(set(planes)) != len(planes):
+        raise PhoValueError(f"--planes {spec!r} names a plane twice")
+    return planes
+
+
+def cube_positions(path: str | os.PathLike, hdu: int, planes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of cube planes from the ``DET_YX<i> = '(y, x)'`` keys of the HDU (or the primary
+    header), 0-based detector pixels.
+
+    Raises
+    ------
+    PhoValueError
+        Planes without a key (named), or a value that is not ``(y, x)``.
+    """
+    from astropy.io import fits
+
+    xs, ys, lacking = [], [], []
+    with fits.open(path) as hdul:
+        headers = (hdul[hdu].header, hdul[0].header)
+        for p in planes:
+            key = f"{CUBE_POSITION_PREFIX}{p}"
+            value = next((h[key] for h in headers if key in h), None)
+            if value is None:
+                lacking.append(p)
+                continue
+            try:
+                yv, xv = (float(v) for v in str(value).strip().strip("()[]").split(","))
+            except ValueError:
+                raise PhoValueError(f"{path} HDU {hdu}: {key} = {value!r} is not '(y, x)'") from None
+            xs.append(xv)
+            ys.append(yv)
+    if lacking:
+        raise PhoValueError(
+            f"{path} HDU {hdu}: plane(s) {lacking[:10]}{' ...' if len(lacking) > 10 else ''} have no "
+            f"{CUBE_POSITION_PREFIX}<i> = '(y, x)' header key (the PSF's 0-based detector position); give the positions "
+            "with --positions FILE (lines 'plane x_pix y_pix') or assign a grid with --grid NX NY --grid-extent X0 X1 Y0 Y1"
+        )
+    return np.array(xs), np.array(ys)

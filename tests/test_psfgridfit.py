@@ -309,3 +309,64 @@ def test_hst_grid_of_eight_gaussians_puts_a_star_within_one_percent_of_the_image
         peak = float(np.nanmax(fit.data))
         assert float(np.max(np.abs(star - fit.model))) / peak < 1e-3  # the fitter's pixel integral is pho's
         assert float(np.max(np.abs(star - fit.data))) / peak < 0.01
+
+
+# ------------------------------------------------------------------ a cube of PSFs in one HDU
+def _write_cube(path, positions=True):
+    """A WebbPSF/STPSF psf_grid-style file: one HDU with a (4, 21, 21) cube, DET_YX<i> = '(y, x)'."""
+    cube = np.array([_image((21, 21), 10.0, 10.0, *_truth(x, y)) for x, y in POS])
+    hdu = fits.PrimaryHDU(cube)
+    hdu.header["OVERSAMP"] = 1
+    if positions:
+        for i, (x, y) in enumerate(POS):
+            hdu.header[f"DET_YX{i}"] = (str((y, x)), "The #{} PSF's (y,x) detector pixel position".format(i))
+    hdu.writeto(path)
+    return path
+
+
+def test_cli_fits_the_planes_of_a_webbpsf_style_cube(tmp_path, capsys):
+    path = _write_cube(tmp_path / "grid.fits")
+    out = tmp_path / "grid_mix.fits"
+    assert main([str(path), "--planes", "all", "--ngauss", "2", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "4 PSFs (planes 0..3 of HDU 0)" in text and "positions from header DET_YX<i>" in text
+    grid = PSFGrid.read(out)
+    np.testing.assert_array_equal(np.column_stack([grid.x_pix, grid.y_pix]), POS)  # (y, x) keys read as x, y
+    for (px, py), m in zip(POS, grid.mixtures):
+        amps, sig = _truth(px, py)
+        np.testing.assert_allclose(np.sqrt(m.cxx), sig, rtol=3e-3)
+        assert m.meta["PLANE"] == POS.index((px, py)) and m.meta["HDU"] == 0
+    # one plane alone is one image, written as one mixture
+    one = tmp_path / "one.fits"
+    assert main([str(path), "--planes", "2", "--ngauss", "2", "-o", str(one)]) == 0
+    m = PSFMixture.read(one)
+    np.testing.assert_allclose(np.sqrt(np.sort(m.cxx)), _truth(*POS[2])[1], rtol=3e-3)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], r"holds a cube of 4 PSFs .* --planes all"),
+        (["--planes", "0:5"], r"plane\(s\) \[4, 5\] are not in the cube's 0..3"),
+        (["--planes", "all", "--hdus", "all"], "not both"),
+    ],
+)
+def test_cli_cube_mistakes_are_one_line(tmp_path, capsys, args, message):
+    path = _write_cube(tmp_path / "grid.fits")
+    with pytest.raises(SystemExit):
+        main([str(path), "--ngauss", "1"] + args)
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_cli_cube_without_positions_or_planes_on_an_image_are_refused(tmp_path, capsys):
+    path = _write_cube(tmp_path / "grid.fits", positions=False)
+    with pytest.raises(SystemExit):
+        main([str(path), "--planes", "all", "--ngauss", "1"])
+    assert "plane(s) [0, 1, 2, 3] have no DET_YX<i> = '(y, x)' header key" in capsys.readouterr().err
+    flat = tmp_path / "image.fits"
+    fits.writeto(flat, _image((21, 21), 10.0, 10.0, *_truth(0, 0)))
+    with pytest.raises(SystemExit):
+        main([str(flat), "--planes", "all", "--ngauss", "1", "--oversample", "1"])
+    assert "is not a cube of PSFs (NAXIS = 2)" in capsys.readouterr().err

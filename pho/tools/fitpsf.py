@@ -19,6 +19,10 @@ A grid of PSFs, one per HDU, positions from each HDU's PSFX/PSFY keys, written a
 
     python -m pho.tools.fitpsf psf_grid.fits --hdus all --ngauss 3 -o psf_grid_mix.fits
 
+A cube of PSFs in one HDU, as WebbPSF/STPSF's psf_grid writes it (positions from DET_YX<i>)::
+
+    python -m pho.tools.fitpsf nrca1_f200w_grid.fits --planes all --ngauss 4 -o grid_mix.fits
+
 The 100 HST PSFs have no positions: assign them to a 10 x 10 grid over a 4096 x 4096 detector
 (an assumption for a demonstration, not their real positions)::
 
@@ -38,8 +42,12 @@ from .. import __version__
 from ..errors import NOT_OVERWRITING_MSG, PhoError
 from ..psfgrid import INTERPOLATIONS, OUTSIDE_POLICIES
 from ..psfgridfit import (
+    CUBE_POSITION_PREFIX,
     POSITION_KEYS,
     assigned_grid_positions,
+    cube_plane_count,
+    cube_positions,
+    parse_planes,
     fit_psf_grid,
     header_positions,
     parse_hdus,
@@ -157,9 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hdus", default=None, metavar="SPEC",
                    help="fit these HDUs as a grid: 'all' (every HDU with a 2-d image), A:B (inclusive) or a,b,c; "
                         "replaces --hdu")
+    g.add_argument("--planes", default=None, metavar="SPEC",
+                   help="fit these planes of the cube of PSFs in HDU --hdu as a grid (WebbPSF/STPSF psf_grid files): "
+                        f"'all', A:B (inclusive) or a,b,c; positions from the {CUBE_POSITION_PREFIX}<i> = '(y, x)' keys. "
+                        "One plane alone is fitted as one image")
     g.add_argument("--positions", type=Path, default=None, metavar="FILE",
-                   help="text file of lines 'hdu x_pix y_pix' (0-based detector pixels) for files without "
-                        f"{POSITION_KEYS[0]}/{POSITION_KEYS[1]} keys")
+                   help="text file of lines 'hdu x_pix y_pix' (with --planes: 'plane x_pix y_pix'; 0-based detector "
+                        f"pixels) for files without {POSITION_KEYS[0]}/{POSITION_KEYS[1]} keys")
     g.add_argument("--grid", type=int, nargs=2, default=None, metavar=("NX", "NY"),
                    help="assign the HDUs, in order, to an even NX x NY grid (x fastest) spanning --grid-extent: "
                         "for files without positions; the positions are then an assumption")
@@ -172,13 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _main_grid(args, parser, argv_used) -> int:
-    """``--hdus``: fit a grid of PSFs and write a PSF grid."""
+def _main_grid(args, parser, argv_used, planes=None) -> int:
+    """``--hdus`` or ``--planes``: fit a grid of PSFs and write a PSF grid."""
+    flag = "--hdus" if planes is None else "--planes"
     if ":" in args.ngauss or "," in args.ngauss:
         parser.error(f"--ngauss {args.ngauss!r}: a grid needs one K for every PSF (a range is for one image)")
     for name in ("target", "target_peak", "plot", "center"):
         if getattr(args, name) is not None:
-            parser.error(f"--{name.replace('_', '-')} is for one image; it cannot be used with --hdus")
+            parser.error(f"--{name.replace('_', '-')} is for one image; it cannot be used with {flag}")
     if args.positions is not None and args.grid is not None:
         parser.error("give the positions one way: --positions FILE or --grid NX NY, not both")
     if (args.grid is None) != (args.grid_extent is None):
@@ -187,17 +200,26 @@ def _main_grid(args, parser, argv_used) -> int:
         parser.error(f"{args.positions}: no such file")
     try:
         K = parse_ngauss(args.ngauss)[0]
-        hdus = parse_hdus(args.hdus, args.psf)
+        if planes is None:
+            hdus = ids = parse_hdus(args.hdus, args.psf)
+        else:
+            ids = planes
         if args.positions is not None:
-            x, y = read_positions_file(args.positions, hdus)
+            x, y = read_positions_file(args.positions, ids)
             how = f"file {args.positions}"
         elif args.grid is not None:
-            x, y = assigned_grid_positions(len(hdus), args.grid[0], args.grid[1], args.grid_extent)
+            x, y = assigned_grid_positions(len(ids), args.grid[0], args.grid[1], args.grid_extent)
             how = "assigned: --grid {} {} --grid-extent {:g} {:g} {:g} {:g} (not measured)".format(*args.grid, *args.grid_extent)
-        else:
+        elif planes is None:
             x, y = header_positions(args.psf, hdus)
             how = f"header {POSITION_KEYS[0]}/{POSITION_KEYS[1]}"
-        images = [read_psf_image(args.psf, hdu=h, oversample=args.oversample) for h in hdus]
+        else:
+            x, y = cube_positions(args.psf, args.hdu, planes)
+            how = f"header {CUBE_POSITION_PREFIX}<i>"
+        if planes is None:
+            images = [read_psf_image(args.psf, hdu=h, oversample=args.oversample) for h in hdus]
+        else:
+            images = [read_psf_image(args.psf, hdu=args.hdu, oversample=args.oversample, plane=q) for q in planes]
     except FileNotFoundError:
         parser.error(f"{args.psf}: no such file")
     except (ValueError, PhoError, OSError) as exc:
@@ -211,26 +233,28 @@ def _main_grid(args, parser, argv_used) -> int:
         pixel_integrated = default_pixel_integrated(S, images[0].extname)
     meta = {
         "INPUT": str(args.psf),
-        "HDUS": args.hdus,
+        **({"HDUS": args.hdus} if planes is None else {"HDU": args.hdu, "PLANES": args.planes}),
         "POSSRC": how,
         "OSSOURCE": images[0].oversample_source,
         "PHOVERS": __version__,
         "CMDLINE": "python -m pho.tools.fitpsf " + shlex.join(argv_used),
     }
+    what = f"HDUs {ids[0]}..{ids[-1]}" if planes is None else f"planes {ids[0]}..{ids[-1]} of HDU {args.hdu}"
     print(
-        f"{args.psf}: {len(hdus)} PSFs (HDUs {hdus[0]}..{hdus[-1]}), oversample {S:g} ({images[0].oversample_source}), "
+        f"{args.psf}: {len(ids)} PSFs ({what}), oversample {S:g} ({images[0].oversample_source}), "
         f"{'pixel-integrated' if pixel_integrated else 'not pixel-integrated'}, positions from {how}"
     )
-    hdu_of = dict(enumerate(hdus))
+    label = "HDU" if planes is None else "plane"
 
     def progress(k, fit):
-        print(f"HDU {hdu_of[k]} at ({x[k]:.1f}, {y[k]:.1f}): {fit.summary()}", flush=True)
+        print(f"{label} {ids[k]} at ({x[k]:.1f}, {y[k]:.1f}): {fit.summary()}", flush=True)
 
     try:
         result = fit_psf_grid(
             [im.data for im in images], x, y, K, S, pixel_integrated=pixel_integrated, radius_det_pix=args.radius,
             polish=not args.no_polish, n_starts=args.starts, interpolation=args.interpolation, outside=args.outside,
-            meta=meta, point_meta=[{"HDU": h} for h in hdus], progress=progress,
+            meta=meta, point_meta=[{"HDU": h} if planes is None else {"HDU": args.hdu, "PLANE": h} for h in ids],
+            progress=progress,
         )
     except PhoError as exc:
         parser.error(str(exc))
@@ -263,14 +287,25 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and not value > 0:
             parser.error(f"--{name.replace('_', '-')} {value}: must be a positive fraction")
 
-    if args.hdus is None:
+    if args.hdus is not None and args.planes is not None:
+        parser.error("give --hdus (one PSF per HDU) or --planes (the planes of a cube in HDU --hdu), not both")
+    planes = None
+    if args.planes is not None:
+        try:
+            planes = parse_planes(args.planes, cube_plane_count(args.psf, args.hdu))
+        except FileNotFoundError:
+            parser.error(f"{args.psf}: no such file")
+        except (PhoError, OSError) as exc:
+            parser.error(str(exc))
+    if args.hdus is None and (planes is None or len(planes) == 1):
         for name in ("positions", "grid", "grid_extent"):
             if getattr(args, name) is not None:
-                parser.error(f"--{name.replace('_', '-')} places the PSFs of a grid; it needs --hdus")
+                parser.error(f"--{name.replace('_', '-')} places the PSFs of a grid; it needs --hdus or --planes with 2 or more planes")
     else:
-        return _main_grid(args, parser, sys.argv[1:] if argv is None else list(argv))
+        return _main_grid(args, parser, sys.argv[1:] if argv is None else list(argv), planes)
+    plane = None if planes is None else planes[0]
     try:
-        image = read_psf_image(args.psf, hdu=args.hdu, oversample=args.oversample)
+        image = read_psf_image(args.psf, hdu=args.hdu, oversample=args.oversample, plane=plane)
     except FileNotFoundError:
         parser.error(f"{args.psf}: no such file")
     except (PhoError, OSError) as exc:
@@ -282,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "INPUT": str(args.psf),
         "HDU": args.hdu,
+        **({} if plane is None else {"PLANE": plane}),
         "OSSOURCE": image.oversample_source,
         "PHOVERS": __version__,
         "CMDLINE": "python -m pho.tools.fitpsf " + shlex.join(argv_used),
