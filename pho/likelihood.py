@@ -65,7 +65,7 @@ def _models(backend, scene, exposures, psf_theta=None):
     parameters' positions (default: the scene's values)."""
     if getattr(backend, "builds_models", False):
         scene = backend.model_scene(scene)
-        sm, models = backend.build_models(scene, exposures)
+        sm, models = backend.build_models(scene, exposures, psf_theta=psf_theta)
         return scene, sm, models
     sm = SceneModel(scene)
     models = [ExposureModel(sm, e, psf_theta=psf_theta) for e in exposures]
@@ -596,8 +596,11 @@ class Likelihood:
         models = []
         for em, e in zip(self._models, self.exposures):
             if em.psf_per_source:
-                em = ExposureModel(self._scene_model, e, psf_theta=theta)
-                em.compiled = self.backend == "cpu"
+                if isinstance(em, ExposureModel):
+                    em = ExposureModel(self._scene_model, e, psf_theta=theta)
+                    em.compiled = self.backend == "cpu"
+                else:  # the Monte Carlo model, with the same draws
+                    em = type(em)(self._scene_model, e, psf_theta=theta)
             models.append(em)
         clone._models = models
         return clone

@@ -525,9 +525,58 @@ def test_fit_with_a_psf_grid_recovers_the_truth(rng):
     assert np.all(np.abs(result.theta - at_truth.theta) < 0.5 * at_truth.sigma)
 
 
-def test_monte_carlo_renderer_refuses_a_psf_grid(rng):
+def test_monte_carlo_renderer_takes_each_sources_mixture_from_the_grid(rng):
+    """The MC renderer with a PSF grid draws each source with the grid's mixture at its position:
+    its image is the sum of each source drawn alone (other fluxes zero, the same draws) through an
+    exposure holding that source's mixture."""
+    import copy
+
     scene, exp, _ = _grid_problem(rng)
-    with pytest.raises(pho.PhoValueError, match="one PSF mixture per exposure, not a PSF grid"):
-        pho.Likelihood(scene, [exp], backend="mc")
-    with pytest.raises(pho.PhoValueError, match="not a PSF grid"):
-        pho.render(scene, exp, backend="mc")
+    theta = scene.get_vector()
+    mc = pho.MonteCarloRenderer(n_draws=512)
+    with_grid = pho.render(scene, exp, backend=mc)
+    kinds = np.array(scene.parameter_kinds)
+    total = np.zeros_like(with_grid)
+    for i, src in enumerate(scene.sources):
+        x, y = exp.sky_to_pixel(src.ra, src.dec)
+        one = pho.Exposure(exp.pixels, exp.ivar, exp.wcs, exp.psf_at(x, y), "F814W", counts_per_flux=2.0)
+        t = theta.copy()
+        others = np.ones(len(theta), bool)
+        others[scene.source_parameter_indices(i)] = False
+        t[others & (kinds == "flux")] = 0.0
+        total += pho.render(copy.deepcopy(scene), one, backend=mc, theta=t)
+    peak = with_grid.max()
+    np.testing.assert_allclose(with_grid, total, rtol=0, atol=1e-10 * peak)  # sums of ~1e4 Gaussians in another order
+    # and not what one mixture for all gives
+    middle = pho.Exposure(exp.pixels, exp.ivar, exp.wcs, exp.psf.mixtures[4], "F814W", counts_per_flux=2.0)
+    assert np.max(np.abs(pho.render(scene, middle, backend=mc) - with_grid)) > 1e-2 * peak
+
+
+def test_monte_carlo_gradient_with_a_psf_grid_matches_finite_differences(rng, smooth_boxes):
+    scene, exp, theta = _grid_problem(rng)
+    like = pho.Likelihood(scene, [exp], backend=pho.MonteCarloRenderer(n_draws=256))
+    assert like._models[0].psf_per_source
+    value, grad = like.lnlike_and_grad(theta)
+    assert value == pytest.approx(like.lnlike(theta), rel=1e-13)
+    kinds = np.array(scene.parameter_kinds)
+    pos = np.isin(kinds, ["ra", "dec"])
+    for sel, rtol in ((~pos, 1e-6), (pos, 1e-5)):  # positions: see the mixture test above
+        idx = np.flatnonzero(sel)
+
+        def f(t_sub, idx=idx):
+            t = theta.copy()
+            t[idx] = t_sub
+            return like.lnlike(t)
+
+        check_gradient(f, grad[idx], theta[idx], kinds[idx], np.array(scene.parameter_names)[idx], rtol=rtol)
+
+
+def test_monte_carlo_with_psf_at_retakes_the_mixtures_with_the_same_draws(rng):
+    scene, exp, theta = _grid_problem(rng)
+    like = pho.Likelihood(scene, [exp], backend=pho.MonteCarloRenderer(n_draws=256))
+    moved = like.with_psf_at(theta)
+    scene.set_vector(theta)
+    fresh = pho.Likelihood(scene, [exp], backend=pho.MonteCarloRenderer(n_draws=256))
+    np.testing.assert_allclose(moved._models[0].psf_positions, fresh._models[0].psf_positions, rtol=0, atol=1e-9)
+    assert moved.lnlike(theta) == pytest.approx(fresh.lnlike(theta), rel=1e-12)
+    assert moved.lnlike(theta) != like.lnlike(theta)

@@ -163,18 +163,6 @@ def _sym(m):
     return out
 
 
-def require_one_psf(exposure) -> None:
-    """Raise PhoValueError if ``exposure`` has a PSF grid (the Monte Carlo renderer takes one mixture)."""
-    from ..errors import PhoValueError
-
-    if exposure.psf_varies:
-        raise PhoValueError(
-            f"{exposure.name}: the Monte Carlo renderer takes one PSF mixture per exposure, not a PSF grid; "
-            "give the exposure the mixture at the sources' position (exposure.psf_at(x_pix, y_pix)) or use a "
-            "Gaussian-mixture backend ('cpu', 'reference')"
-        )
-
-
 class McExposureModel:
     """The Monte Carlo scene-to-image-Gaussians map for one exposure.
 
@@ -192,20 +180,29 @@ class McExposureModel:
     #: Unused (the interface of ExposureModel; the Monte Carlo model is NumPy only).
     compiled = False
     significant = ExposureModel.significant
-    def _point(self, flux, x, y, J, jacobian):
-        """Point sources as in ``ExposureModel._point``, with this exposure's one PSF mixture."""
-        return ExposureModel._point(self, self._gp, flux, x, y, J, jacobian)
-
-    def __init__(self, scene_model: McSceneModel, exposure):
+    def __init__(self, scene_model: McSceneModel, exposure, psf_theta=None):
         self.scene_model = scene_model
         self.exposure = exposure
         self.band_index = _band_index(scene_model.scene, exposure)
-        require_one_psf(exposure)
-        L = exposure.psf.n_gauss
+        psf = exposure.psf
+        L = psf.n_gauss
         self.n_psf = L
-        # the PSF arrays of ExposureModel (leading axis 1: one mixture), and (L, ...) views of them
-        self._gp = ExposureModel._group_psf(_mixture_parameters(exposure.psf), slice(0, 1), exposure.counts_per_flux)
-        self.psf_x, self.psf_y, self.psf_F, self.psf_norm = (self._gp[k][0] for k in ("x", "y", "F", "norm"))
+        #: whether each source has its own PSF mixture (the exposure's PSF is a grid): taken at
+        #: the source's position for ``psf_theta`` (default the scene's values) and held fixed,
+        #: as in ``ExposureModel``
+        self.psf_per_source = bool(getattr(exposure, "psf_varies", False))
+        if self.psf_per_source:
+            theta0 = scene_model.scene.get_vector() if psf_theta is None else np.asarray(psf_theta, dtype=float)
+            units = unit_vectors(theta0[scene_model.ra_idx], theta0[scene_model.dec_idx])
+            xs, ys = exposure._astrometry.project_units(units, jacobian=False, names=scene_model.source_labels)
+            pp = exposure.psf_parameters_at(xs, ys, labels=scene_model.source_labels)
+            self.psf_positions = np.column_stack([xs, ys])
+        else:
+            pp = _mixture_parameters(psf)
+            self.psf_positions = None
+        # per group, the PSF arrays of ExposureModel: leading axis 1 (one mixture) or S (per source)
+        self._gpsf = [ExposureModel._group_psf(pp, g.rows if self.psf_per_source else slice(0, 1),
+                                               exposure.counts_per_flux) for g in scene_model.groups]
         self.D = np.array(exposure.D, dtype=float)
         self.param_index, self.source_index, self.vjp_index = _index_arrays(
             scene_model, self.band_index, [L if g.kind == "point" else scene_model.draws.counts * L
@@ -225,16 +222,20 @@ class McExposureModel:
         pos[:, 1] += y[own]
         return pos, M, off
 
+    def _per_draw(self, a, draws):
+        """A group's PSF array (1 or S, L, ...) for each draw: its source's row, or the one mixture."""
+        return a[draws.owner] if self.psf_per_source else a[0]
+
     def forward(self, state: McState):
         """Image Gaussians (G, 6) and a cache for :meth:`vjp`."""
         x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units, names=self.scene_model.source_labels)
         outs, caches = [], []
         L = self.n_psf
-        for g, st in zip(self.scene_model.groups, state.groups):
+        for g, gp, st in zip(self.scene_model.groups, self._gpsf, state.groups):
             x, y, J = x_all[g.rows], y_all[g.rows], J_all[g.rows]
             if g.kind == "point":
                 th, flux = st
-                out, _ = self._point(flux[:, self.band_index], x, y, J, False)
+                out, _ = ExposureModel._point(self, gp, flux[:, self.band_index], x, y, J, False)
                 outs.append(out)
                 caches.append((J, None))
                 continue
@@ -243,10 +244,10 @@ class McExposureModel:
             Nd = len(pos)
             wf = flux[st.draws.owner] * st.draws.weight  # (Nd,) flux of each draw
             out = np.empty((Nd, L, 6))
-            out[:, :, 0] = wf[:, None] * self.psf_norm
-            out[:, :, 1] = pos[:, 0:1] + self.psf_x
-            out[:, :, 2] = pos[:, 1:2] + self.psf_y
-            out[:, :, 3:] = self.psf_F
+            out[:, :, 0] = wf[:, None] * self._per_draw(gp["norm"], st.draws)
+            out[:, :, 1] = pos[:, 0:1] + self._per_draw(gp["x"], st.draws)
+            out[:, :, 2] = pos[:, 1:2] + self._per_draw(gp["y"], st.draws)
+            out[:, :, 3:] = self._per_draw(gp["F"], st.draws)
             outs.append(out.reshape(Nd * L, 6))
             caches.append((J, (M, off)))
         g_all = outs[0] if len(outs) == 1 else np.concatenate(outs)
@@ -261,13 +262,13 @@ class McExposureModel:
         outs = []
         start = 0
         L = self.n_psf
-        for g, st, (J, cache) in zip(self.scene_model.groups, state.groups, caches):
+        for g, gp, st, (J, cache) in zip(self.scene_model.groups, self._gpsf, state.groups, caches):
             S = len(g.rows)
             local = np.zeros((S, N_LOCAL))
             if cache is None:
                 gg = grad_gauss[start : start + S * L].reshape(S, L, 6)
                 start += S * L
-                local[:, 0] = gg[:, :, 0] @ self.psf_norm
+                local[:, 0] = np.sum(gg[:, :, 0] * gp["norm"], axis=1)
                 local[:, 1:3] = (gg[:, :, 1:3].sum(axis=1)[:, None, :] @ J)[:, 0, :]
                 outs.append(local)
                 continue
@@ -277,7 +278,7 @@ class McExposureModel:
             gg = grad_gauss[start : start + Nd * L].reshape(Nd, L, 6)
             start += Nd * L
             starts = dr.starts
-            gA = (gg[:, :, 0] @ self.psf_norm) * dr.weight  # (Nd,) d lnL / d flux per draw
+            gA = np.sum(gg[:, :, 0] * self._per_draw(gp["norm"], dr), axis=1) * dr.weight  # (Nd,) d lnL / d flux per draw
             gp = gg[:, :, 1:3].sum(axis=1)  # (Nd, 2) d lnL / d p_d
             local[:, 0] = np.add.reduceat(gA, starts)
             gsum = np.add.reduceat(gp, starts, axis=0)  # (S, 2)
@@ -305,10 +306,10 @@ class McExposureModel:
         x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units, names=self.scene_model.source_labels)
         L = self.n_psf
         jacs = []
-        for grp, st, (J, cache) in zip(self.scene_model.groups, state.groups, caches):
+        for grp, gp, st, (J, cache) in zip(self.scene_model.groups, self._gpsf, state.groups, caches):
             if cache is None:
                 th, flux = st
-                _, jac = self._point(flux[:, self.band_index], x_all[grp.rows], y_all[grp.rows], J, True)
+                _, jac = ExposureModel._point(self, gp, flux[:, self.band_index], x_all[grp.rows], y_all[grp.rows], J, True)
                 jacs.append(jac)
                 continue
             M, off = cache
@@ -317,7 +318,7 @@ class McExposureModel:
             Nd = len(dr.u)
             rh = st.th[own, 5]
             jac = np.zeros((Nd, L, 6, N_LOCAL))
-            jac[:, :, 0, 0] = dr.weight[:, None] * self.psf_norm
+            jac[:, :, 0, 0] = dr.weight[:, None] * self._per_draw(gp["norm"], dr)
             dp = np.zeros((Nd, 2, N_LOCAL))
             dp[:, :, 1:3] = J[own]
             for j in (1, 2):

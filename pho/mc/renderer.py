@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import PhoRangeError, PhoValueError, PhoWarning, warn
 from ..sources import Sersic, _check_profile_range
 from .draws import DRAW_SCHEMES, sersic_radius, unit_variates
-from .model import McExposureModel, McSceneModel, _sym, require_one_psf, shape_root
+from .model import McExposureModel, McSceneModel, _sym, shape_root
 
 __all__ = ["ExactSersic", "MonteCarloRenderer", "DEFAULT_TOLERANCE", "DEFAULT_MIN_DRAWS", "DEFAULT_MAX_DRAWS"]
 
@@ -213,7 +213,7 @@ class MonteCarloRenderer:
         new._build_checks()
         return new
 
-    def build_models(self, scene, exposures):
+    def build_models(self, scene, exposures, psf_theta=None):
         """The scene model and one exposure model per exposure, with this renderer's draws.
 
         Parameters
@@ -221,13 +221,14 @@ class MonteCarloRenderer:
         scene : pho.Scene
             As returned by :meth:`model_scene`.
         exposures : sequence of pho.Exposure
+        psf_theta : ndarray of shape (P,), optional
+            Where an exposure has a PSF grid, each source's mixture is taken at its position for
+            these parameters (default: the scene's values) and held fixed.
 
         Returns
         -------
         McSceneModel, list of McExposureModel
         """
-        for e in exposures:
-            require_one_psf(e)
         rows = [i for i, s in enumerate(scene.sources) if isinstance(s, Sersic)]
         if self.n_draws == "auto":
             counts = self.auto_draws(scene, exposures, rows)
@@ -235,7 +236,7 @@ class MonteCarloRenderer:
             counts = [self.n_draws] * len(rows)
         variates = [unit_variates(int(c), self.scheme, np.random.default_rng([self.seed, i])) for i, c in zip(rows, counts)]
         sm = McSceneModel(scene, variates)
-        return sm, [McExposureModel(sm, e) for e in exposures]
+        return sm, [McExposureModel(sm, e, psf_theta=psf_theta) for e in exposures]
 
     def auto_draws(self, scene, exposures, rows=None) -> list[int]:
         """Draws per Sersic source by the ``tolerance`` rule (see the class docstring).
@@ -275,6 +276,9 @@ class MonteCarloRenderer:
         from ..gaussians import _shape_matrices
 
         psf = exposure.psf
+        if exposure.psf_varies:  # the grid's mixture where the source is
+            x, y = exposure.sky_to_pixel(source.ra, source.dec)
+            psf = exposure.psf_at(float(x), float(y))
         cxx, cxy, cyy = psf.cxx + 1.0 / 12.0, np.asarray(psf.cxy, float), psf.cyy + 1.0 / 12.0
         det = cxx * cyy - cxy * cxy
         amp = np.asarray(psf.amp, float)
