@@ -397,10 +397,18 @@ def _floor_narrowest_axis(cuu, cuv, cvv, min_var=MIN_DRAWABLE_VARIANCE_DET_PIX2)
     low = lam[:, 0] < min_var
     if not np.any(low):
         return cuu, cuv, cvv, 0
-    lam[:, 0] = np.maximum(lam[:, 0], min_var)
-    lam[:, 1] = np.maximum(lam[:, 1], lam[:, 0])
-    cov = np.einsum("kij,kj,klj->kil", vec, lam, vec)
-    return cov[:, 0, 0].copy(), cov[:, 0, 1].copy(), cov[:, 1, 1].copy(), int(low.sum())
+    target = min_var
+    for _ in range(20):
+        lam[:, 0] = np.maximum(lam[:, 0], target)
+        lam[:, 1] = np.maximum(lam[:, 1], lam[:, 0])
+        out = np.einsum("kij,kj,klj->kil", vec, lam, vec)
+        # a needle-like component (one axis ~1e5 times the other) loses the narrow axis's last
+        # digits in the (xx, xy, yy) form: aim higher until the form itself clears the floor
+        lam_min = 0.5 * (out[:, 0, 0] + out[:, 1, 1]) - np.hypot(0.5 * (out[:, 0, 0] - out[:, 1, 1]), out[:, 0, 1])
+        if np.all(lam_min >= min_var * (1.0 - 1e-9)):  # (min_var sits 1e-6 above the drawable floor)
+            break
+        target *= 1.001
+    return out[:, 0, 0].copy(), out[:, 0, 1].copy(), out[:, 1, 1].copy(), int(low.sum())
 
 
 def _pack(amp, mu_u, mu_v, cuu, cuv, cvv) -> np.ndarray:

@@ -256,6 +256,23 @@ def test_floor_narrowest_axis_widens_only_the_narrow_axis():
     assert (cuu2[1], cuv2[1], cvv2[1]) == (cuu[1], cuv[1], cvv[1])
 
 
+@pytest.mark.parametrize("long_axis_var", [1e3, 1e6, 1e9, 1e11])
+def test_floor_narrowest_axis_holds_for_needles_after_the_round_trip(long_axis_var):
+    # A K = 8 grid fit of the ACS PSFs produced a needle (narrow axis 0, long axis huge) whose
+    # widened narrow axis lost its last digits in the (xx, xy, yy) form and failed the check.
+    from pho.psffit import MIN_DRAWABLE_VARIANCE_DET_PIX2, _floor_narrowest_axis, _pack, _unpack
+
+    angle = 0.7
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    c = rot @ np.diag([0.0, long_axis_var]) @ rot.T
+    cuu, cuv, cvv, n = _floor_narrowest_axis(np.array([c[0, 0]]), np.array([c[0, 1]]), np.array([c[1, 1]]),
+                                             MIN_DRAWABLE_VARIANCE_DET_PIX2)
+    assert n == 1
+    _, _, _, l11, l21, l22 = _unpack(_pack(np.ones(1), np.zeros(1), np.zeros(1), cuu, cuv, cvv))
+    fwhm = narrowest_fwhm_pix(l11**2, l11 * l21, l21**2 + l22**2)
+    assert MIN_FWHM_PIX <= fwhm[0] < 1.01 * MIN_FWHM_PIX
+
+
 def test_mostly_nan_image_is_refused():
     image = np.ones((20, 20))
     image[:, :12] = np.nan
