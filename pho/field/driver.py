@@ -88,7 +88,10 @@ class FieldSettings:
     fit_sky : {"none", "constant", "plane"}
         Fit a sky background per patch and exposure cutout, jointly with the patch's sources
         (``pho.Likelihood(sky=...)``): a constant level, or a plane (level and x, y slopes).
-        Default "none": the exposures' data are taken as sky-subtracted, as before.
+        Default "none": the exposures' data are taken as sky-subtracted, as before. From the
+        second pass on, each patch's skies start from that patch's previous fit (patches and
+        their cutouts are planned once per run, so a patch and an exposure name one sky); the
+        sky prior stays centred on 0.
     shape_parameters : {"q_pa", "eta"}
         How the patches fit the galaxies' shapes (``pho.Scene(shape_parameters=...)``): axis ratio
         and position angle (default, as before), or conformal shear ``eta_plus``, ``eta_cross``
@@ -469,12 +472,17 @@ def _task(patch: Patch, pass_index: int, run: FieldRun, sampler: str | None, opt
         previous = previous.copy()
         cols = run.current.column_kinds
         previous[:, [cols.index("q"), cols.index("pa")]] = run.eta_sigma[patch.sources]
+    # warm start of the skies: this patch's latest fit (same patch, same cutouts; None in pass 1)
+    last = run.results.get(patch.index)
+    sky_start = dict(zip(last.sky_names, (float(v) for v in last.sky_theta))) if last is not None and last.ok and \
+        last.sky_names else None
     return PatchTask(
         patch_index=patch.index, pass_index=pass_index, rows=patch.sources,
         active=run.current.subset(patch.sources), start=run.initial.subset(patch.sources), neighbour_rows=near,
         neighbours=run.current.subset(near) if near.size else None,
         exposures={e: (run.exposures[e], patch.boxes[e], patch.neighbours[e]) for e in patch.boxes},
         sampler=sampler, options=options, previous_sigma=previous if np.all(np.isfinite(previous)) else None,
+        sky_start=sky_start,
     )
 
 

@@ -56,6 +56,10 @@ class PatchTask:
         ra, dec, q, pa, n, rh, where with ``shape_parameters="eta"`` the q and pa columns hold the
         errors of eta_plus and eta_cross; NaN where a source has no such parameter): the
         optimizer's units in a later pass, which saves the Fisher matrix at the start.
+    sky_start : dict or None
+        Starting values of the patch's sky parameters by field name (``"sky_<field exposure
+        index>.level"``, ...): the same patch's fit of the previous pass. Parameters not in it
+        start from 0 (the data as given). The sky prior stays centred on 0 in every pass.
     """
 
     patch_index: int
@@ -69,6 +73,7 @@ class PatchTask:
     sampler: str | None = None
     options: dict = field(default_factory=dict)
     previous_sigma: np.ndarray | None = None
+    sky_start: dict | None = None
 
 
 @dataclass
@@ -109,6 +114,8 @@ class PatchResult:
         ``.slope_y``), empty without ``fit_sky``: one sky per exposure cutout of the patch.
     sky_theta, sky_sigma : ndarray
         Their best fit and Fisher errors (counts per pixel; slopes per pixel).
+    sky_start : ndarray
+        The values the optimizer started them from (0, or the previous pass's fit).
     sky_median, sky_p16, sky_p84 : ndarray or None
         Their posterior summaries (sampled patches only).
     """
@@ -141,6 +148,7 @@ class PatchResult:
     sky_names: list = field(default_factory=list)
     sky_theta: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sky_sigma: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sky_start: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sky_median: np.ndarray | None = None
     sky_p16: np.ndarray | None = None
     sky_p84: np.ndarray | None = None
@@ -153,7 +161,8 @@ def parameter_kinds(names) -> list[str]:
 
 def _widen_to_include(priors, theta):
     """Priors whose bounds hold ``theta`` (a later pass may start where the first pass's
-    aperture-based flux bounds did not reach once the neighbours changed). A truncated normal (eta's) keeps its shape, with wider bounds."""
+    aperture-based flux bounds did not reach once the neighbours changed, or a sky warm start
+    beyond the sky prior's box). A truncated normal (eta's) keeps its shape, with wider bounds."""
     from dataclasses import replace
 
     from ..priors import TruncatedNormal, Uniform
@@ -242,10 +251,16 @@ def _build_likelihood(task: PatchTask):
         likelihood = Likelihood(scene, exposures, backend="cpu", workers=1)
     else:
         likelihood = Likelihood(scene, exposures, backend="cpu", workers=1, sky=fit_sky)
+        if task.sky_start:
+            # the previous pass's skies of this patch (same cutouts: patches and their boxes are
+            # planned once per run); any parameter it lacks starts from 0
+            names = _field_sky_names(task, likelihood.sky_names)
+            warm = np.array([float(task.sky_start.get(n, 0.0)) for n in names])
+            likelihood = Likelihood(scene, exposures, backend="cpu", workers=1, sky=fit_sky, sky_start=warm)
     start_scene = Scene(task.start.to_sources(range(len(task.rows)), profile), bands=bands, shape_parameters=shape)
     start = start_scene.get_vector()
     if fit_sky != "none":
-        start = np.concatenate([start, likelihood.sky_start])
+        start = np.concatenate([start, np.zeros(len(likelihood.sky_names))])  # the sky prior's centre: 0
     return likelihood, start
 
 
@@ -302,6 +317,7 @@ def fit_patch(task: PatchTask, *upstream: PatchResult) -> PatchResult:
             if n_src < len(names):
                 result.sky_names = _field_sky_names(task, names[n_src:])
                 result.sky_theta, result.sky_sigma = best.theta[n_src:], best.sigma[n_src:]
+                result.sky_start = np.asarray(theta0[n_src:], dtype=float)
             result.lnlike, result.n_calls = best.lnlike, best.n_calls
             result.chi2 = -2.0 * best.lnlike
             result.n_pixels = int(sum(int(e.counted.sum()) for e in likelihood.exposures))

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--fit-sky", choices=("none", "constant", "plane"), default="none",
                      help="fit a sky background per patch and exposure with the sources: a constant level (counts per "
                      "pixel) or a plane (level and x, y slopes); the levels are written per patch to catalog.fits, HDU "
-                     "SKY (default %(default)s: the data are taken as sky-subtracted)")
+                     "SKY (default %(default)s: the data are taken as sky-subtracted); from the second pass on each "
+                     "patch's skies start from its previous fit")
     # choices: pho.field.driver.FIELD_SHAPE_PARAMETERS (not imported here, so that --help stays light)
     fit.add_argument("--shape-parameters", choices=("q_pa", "eta"), default="q_pa",
                      help="galaxy shape parameters of the patch fits: q_pa (axis ratio and position angle) or eta "
