@@ -191,3 +191,82 @@ def test_default_field_fit_is_bit_identical_to_an_explicit_q_pa_fit(tmp_path):
     assert a.colnames == b.colnames and not any(c.startswith("eta") for c in a.colnames)
     for c in a.colnames:
         assert np.array_equal(np.asarray(a[c]), np.asarray(b[c]), equal_nan=a[c].dtype.kind == "f"), c
+
+
+def test_eta_results_survive_the_result_store(tmp_path):
+    from pho.field.store import ResultStore
+
+    res = PatchResult(patch_index=3, pass_index=2, rows=np.array([4, 9]), ok=True, param_kinds=["q", "pa"],
+                      param_rows=np.array([4, 4]), theta=np.array([0.5, 0.2]), sigma=np.array([0.01, 0.02]),
+                      eta_rows=np.array([4]), eta_theta=np.array([[0.3, -0.1]]), eta_sigma=np.array([[0.02, 0.03]]))
+    store = ResultStore(tmp_path / "work")
+    store.save("pass02", res)
+    back = store.load("pass02", 3)
+    assert back.eta_rows.tolist() == [4]
+    np.testing.assert_array_equal(back.eta_theta, res.eta_theta)
+    np.testing.assert_array_equal(back.eta_sigma, res.eta_sigma)
+    assert back.eta_median is None
+
+
+def test_a_sampled_patch_in_eta_reports_q_pa_and_eta_percentiles(tmp_path, monkeypatch):
+    """A patch fitted in eta and sampled: the q and pa slots hold the summaries of every sample's q
+    and pa, eta its own; the catalog gets both. The sampler is replaced by draws from the Fisher
+    Gaussian around the optimum (the plumbing is tested here; NUTS itself in tests/test_nuts.py)."""
+    import pho
+    from pho.field import FieldExposure, FieldSources
+    from pho.field.driver import FieldRun, _apply, _take_posterior, _task, plan_field
+    from pho.field.output import catalog_table
+    from pho.field.patchfit import fit_patch
+    from pho.sample import _summarize
+
+    summaries = []
+
+    def fake_nuts(likelihood, priors, *, theta0, init_cov, seed, **kwargs):
+        rng = np.random.default_rng(seed)
+        draws = rng.multivariate_normal(theta0, init_cov, size=4000)
+        draws = draws[np.all((draws > priors.lower) & (draws < priors.upper), axis=1)]
+        summaries.append(_summarize(draws, np.full(len(draws), 1.0 / len(draws)), list(likelihood.parameter_names),
+                                    priors))
+        return SimpleNamespace(summary=summaries[-1])
+
+    monkeypatch.setattr(pho, "sample_nuts", fake_nuts)
+    field = simulate_goodss_field(tmp_path / "tiny", max_sources=6, seed=3)
+    exposures = [FieldExposure.open(*e) for e in field.exposures]
+    sources = FieldSources.read(field.initial_path, list(SIM_BANDS))
+    settings = FieldSettings(shape_parameters="eta", sampler="nuts")
+    patches, flags, blend, light = plan_field(exposures, sources, settings)
+    S, K = len(sources), len(sources.column_kinds)
+    run = FieldRun(exposures=exposures, initial=sources, current=sources.copy(), sigma=np.full((S, K), np.nan),
+                   patches=patches, patch_of=np.full(S, -1), flags=flags, light_radius_arcsec=light,
+                   blend_radius_arcsec=blend, settings=settings, eta=np.full((S, 2), np.nan),
+                   eta_sigma=np.full((S, 2), np.nan))
+    patch = patches[0]
+    run.patch_of[patch.sources] = patch.index
+    options = {"shape_parameters": "eta", "seed": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PhoWarning)
+        best = fit_patch(_task(patch, 1, run, None, options))
+        _apply(run, best)
+        run.results[patch.index] = best
+        sampled = fit_patch(_task(patch, 0, run, "nuts", options))
+    assert sampled.ok, sampled.message
+    summary = summaries[-1]
+    row = int(patch.sources[0])
+    kinds = list(sampled.param_kinds)
+    assert "eta_plus" not in kinds and {"q", "pa"} <= set(kinds)
+    for stat in ("median", "p16", "p84"):
+        assert getattr(sampled, stat)[kinds.index("q")] == summary["s0.q"][stat]
+        assert getattr(sampled, stat)[kinds.index("pa")] == summary["s0.pa"][stat]
+        assert getattr(sampled, f"eta_{stat}")[0].tolist() == [summary["s0.eta_plus"][stat],
+                                                             summary["s0.eta_cross"][stat]]
+    assert sampled.p16[kinds.index("q")] < sampled.median[kinds.index("q")] < sampled.p84[kinds.index("q")]
+    _take_posterior(run, {patch.index: sampled})
+    table = catalog_table(run)
+    for kind in ("q", "pa", "eta_plus", "eta_cross", "flux_F160W"):
+        for stat in ("median", "p16", "p84"):
+            assert f"{kind}_{stat}" in table.colnames
+    assert table["q_median"][row] == summary["s0.q"]["median"]
+    assert table["eta_cross_p84"][row] == summary["s0.eta_cross"]["p84"]
+    assert table["eta_plus_best"][row] == best.eta_theta[0, 0]
+    assert table["q_best"][row] == pytest.approx(float(np.exp(-np.hypot(*best.eta_theta[0]))), rel=1e-12)
+    assert np.isnan(table["eta_plus_median"][[i for i in range(S) if i != row]]).all()

@@ -526,6 +526,12 @@ def _sample_patches(client, run: FieldRun, store, options: dict, progress: bool,
             raise PhoValueError("sampler='nuts' needs pho.sample_nuts, which this pho does not have; use 'dynesty'")
         tasks.append(_task(patch, 0, run, sampler, options))
     results = _run_tasks(client, tasks, store, "sample", "sampling", progress, key_prefix)
+    _take_posterior(run, results)
+
+
+def _take_posterior(run: FieldRun, results: dict) -> None:
+    """The sampled patches' summaries into ``run.posterior`` (and ``run.eta_posterior``,
+    ``run.sky_posterior``); a patch whose sampling failed flags its sources."""
     cols = run.current.column_kinds
     S = len(run.current)
     post = {k: np.full((S, len(cols)), np.nan) for k in ("median", "p16", "p84")}
