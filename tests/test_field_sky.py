@@ -92,3 +92,51 @@ def test_fitfield_fits_a_sky_plane_per_patch_and_reports_it(sky_field, tmp_path)
         assert np.mean(np.abs(pull) < 3) >= 0.8, pull
     log = (outdir / "fitfield.log").read_text()
     assert "sky of exposure 0" in log and "patch 0 sky: sky_0.level = " in log
+
+
+def test_each_pass_starts_a_patch_sky_from_its_previous_fit(sky_field):
+    """Pass 2 of a patch starts its skies at pass 1's fit of the same patch and exposure (and
+    needs fewer likelihood calls for it); pass 1 starts them at 0. The passes are run by hand
+    with the driver's own pieces (plan, task, fit, apply), as fit_field runs them on Dask."""
+    from dataclasses import replace
+
+    from pho.field import FieldExposure, FieldSources
+    from pho.field.driver import FieldRun, _apply, _task, plan_field
+    from pho.field.patchfit import fit_patch
+    from pho.field.simulate import SIM_BANDS
+
+    sim, exposures, _ = sky_field
+    settings = FieldSettings(fit_sky="constant")
+    field_exposures = [FieldExposure.open(*e) for e in exposures]
+    sources = FieldSources.read(sim.initial_path, list(SIM_BANDS))
+    patches, flags, blend, light = plan_field(field_exposures, sources, settings)
+    S, K = len(sources), len(sources.column_kinds)
+    run = FieldRun(exposures=field_exposures, initial=sources, current=sources.copy(), sigma=np.full((S, K), np.nan),
+                   patches=patches, patch_of=np.full(S, -1), flags=flags, light_radius_arcsec=light,
+                   blend_radius_arcsec=blend, settings=settings)
+    options = {"fit_sky": "constant", "seed": 1}
+    patches = patches[:2]  # two single-galaxy patches, each on the 4 exposures
+    first = {}
+    for patch in patches:
+        task = _task(patch, 1, run, None, options)
+        assert task.sky_start is None
+        res = fit_patch(task)
+        assert res.ok, res.message
+        assert len(res.sky_names) >= 2 and np.all(res.sky_start == 0.0)
+        assert np.all(np.abs(res.sky_theta) > 3 * res.sky_sigma)  # the injected skies are far from 0
+        first[patch.index] = res
+        _apply(run, res)
+        run.results[patch.index] = res
+    for patch in patches:
+        before = first[patch.index]
+        task = _task(patch, 2, run, None, options)
+        assert task.sky_start == dict(zip(before.sky_names, before.sky_theta))
+        warm = fit_patch(task)
+        cold = fit_patch(replace(task, sky_start=None))
+        assert warm.ok and cold.ok
+        assert warm.sky_names == before.sky_names
+        np.testing.assert_array_equal(warm.sky_start, before.sky_theta)  # what the optimizer started from
+        assert np.all(cold.sky_start == 0.0)
+        assert warm.n_calls < cold.n_calls, (warm.n_calls, cold.n_calls)
+        # one optimum either way (the sky prior is centred on 0 in both)
+        np.testing.assert_allclose(warm.sky_theta, cold.sky_theta, atol=0.1 * float(np.min(before.sky_sigma)))

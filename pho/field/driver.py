@@ -47,7 +47,7 @@ from .patchfit import PatchResult, PatchTask, fit_patch
 from .sourcetable import FieldSources
 from .store import ResultStore, fingerprint
 
-__all__ = ["fit_field", "FieldSettings", "FieldRun", "connect", "DYNESTY_MAX_PARAMS"]
+__all__ = ["fit_field", "FieldSettings", "FieldRun", "connect", "DYNESTY_MAX_PARAMS", "FIELD_SHAPE_PARAMETERS"]
 
 log = logging.getLogger("pho.field")
 
@@ -56,6 +56,9 @@ log = logging.getLogger("pho.field")
 #: calls of NUTS on a 7-parameter galaxy and 2.8x on the demo's 20 parameters; a one-source patch
 #: in two bands (9 parameters) stays with dynesty, two sources (18) go to NUTS.
 DYNESTY_MAX_PARAMS = 10
+
+#: Shape parameterizations a field fit takes (``FieldSettings.shape_parameters``, ``--shape-parameters``).
+FIELD_SHAPE_PARAMETERS = ("q_pa", "eta")
 
 
 @dataclass
@@ -85,7 +88,17 @@ class FieldSettings:
     fit_sky : {"none", "constant", "plane"}
         Fit a sky background per patch and exposure cutout, jointly with the patch's sources
         (``pho.Likelihood(sky=...)``): a constant level, or a plane (level and x, y slopes).
-        Default "none": the exposures' data are taken as sky-subtracted, as before.
+        Default "none": the exposures' data are taken as sky-subtracted, as before. From the
+        second pass on, each patch's skies start from that patch's previous fit (patches and
+        their cutouts are planned once per run, so a patch and an exposure name one sky); the
+        sky prior stays centred on 0.
+    shape_parameters : {"q_pa", "eta"}
+        How the patches fit the galaxies' shapes (``pho.Scene(shape_parameters=...)``): axis ratio
+        and position angle (default, as before), or conformal shear ``eta_plus``, ``eta_cross``
+        (``|eta| = -ln q``; smooth through q = 1, prior ``TruncatedNormal(0, 1, -2.303, 2.303)``
+        per component, ``pho.priors.default_priors``). The source table keeps q and pa either
+        way: after each patch fit the best eta becomes q and pa, with errors propagated through
+        the Jacobian d(q, pa)/d(eta); the catalog adds ``eta_plus_*`` and ``eta_cross_*``.
     """
 
     max_patch_sources: int = 12
@@ -103,6 +116,7 @@ class FieldSettings:
     chains: int = 2
     seed: int = 1
     fit_sky: str = "none"
+    shape_parameters: str = "q_pa"
 
     def check(self) -> None:
         if self.max_patch_sources < 1:
@@ -117,6 +131,11 @@ class FieldSettings:
             raise PhoValueError(f"sampler={self.sampler!r}; use None, 'auto', 'dynesty' or 'nuts'")
         if self.fit_sky not in ("none", "constant", "plane"):
             raise PhoValueError(f"fit_sky={self.fit_sky!r}; use 'none', 'constant' or 'plane'")
+        if self.shape_parameters not in FIELD_SHAPE_PARAMETERS:
+            raise PhoValueError(
+                f"shape_parameters={self.shape_parameters!r}; a field fit takes 'q_pa' (axis ratio and position "
+                "angle, the default) or 'eta' (conformal shear)"
+            )
 
     def fingerprint_part(self) -> dict:
         """The settings that change the answer (not the sampler's, which run after the passes)."""
@@ -124,6 +143,8 @@ class FieldSettings:
                                               "margin_pix", "max_passes", "tol_sigma", "position_box_arcsec")}
         if self.fit_sky != "none":  # absent when off, so runs without a sky fingerprint as before
             part["fit_sky"] = self.fit_sky
+        if self.shape_parameters != "q_pa":  # likewise: absent for the default
+            part["shape_parameters"] = self.shape_parameters
         return part
 
 
@@ -149,6 +170,10 @@ class FieldRun:
     profile: object = None
     residual_stats: list = field(default_factory=list)
     sky_posterior: dict = field(default_factory=dict)  # patch index -> sampled PatchResult (fit_sky only)
+    # shape_parameters="eta": each galaxy's latest (eta_plus, eta_cross) and errors, (S, 2), NaN until fitted
+    eta: np.ndarray | None = None
+    eta_sigma: np.ndarray | None = None
+    eta_posterior: dict | None = None  # "median"/"p16"/"p84" -> (S, 2)
 
 
 # ----------------------------------------------------------------------------------------- Dask
@@ -443,12 +468,21 @@ def plan_field(exposures, sources: FieldSources, settings: FieldSettings, profil
 def _task(patch: Patch, pass_index: int, run: FieldRun, sampler: str | None, options: dict) -> PatchTask:
     near = patch.all_neighbours
     previous = run.sigma[patch.sources]
+    if run.eta_sigma is not None:  # a fit in eta: its own errors are the optimizer's units, in the q, pa columns
+        previous = previous.copy()
+        cols = run.current.column_kinds
+        previous[:, [cols.index("q"), cols.index("pa")]] = run.eta_sigma[patch.sources]
+    # warm start of the skies: this patch's latest fit (same patch, same cutouts; None in pass 1)
+    last = run.results.get(patch.index)
+    sky_start = dict(zip(last.sky_names, (float(v) for v in last.sky_theta))) if last is not None and last.ok and \
+        last.sky_names else None
     return PatchTask(
         patch_index=patch.index, pass_index=pass_index, rows=patch.sources,
         active=run.current.subset(patch.sources), start=run.initial.subset(patch.sources), neighbour_rows=near,
         neighbours=run.current.subset(near) if near.size else None,
         exposures={e: (run.exposures[e], patch.boxes[e], patch.neighbours[e]) for e in patch.boxes},
         sampler=sampler, options=options, previous_sigma=previous if np.all(np.isfinite(previous)) else None,
+        sky_start=sky_start,
     )
 
 
@@ -467,6 +501,9 @@ def _apply(run: FieldRun, result: PatchResult) -> dict[int, float]:
             changes[row] = max(changes.get(row, 0.0), abs(change) / sigma)
         run.current.set(row, kind, value)
         run.sigma[row, cols.index(kind)] = sigma
+    if run.eta is not None:
+        for row, eta, eta_sigma in zip(result.eta_rows, result.eta_theta, result.eta_sigma):
+            run.eta[int(row)], run.eta_sigma[int(row)] = eta, eta_sigma
     return changes
 
 
@@ -489,9 +526,16 @@ def _sample_patches(client, run: FieldRun, store, options: dict, progress: bool,
             raise PhoValueError("sampler='nuts' needs pho.sample_nuts, which this pho does not have; use 'dynesty'")
         tasks.append(_task(patch, 0, run, sampler, options))
     results = _run_tasks(client, tasks, store, "sample", "sampling", progress, key_prefix)
+    _take_posterior(run, results)
+
+
+def _take_posterior(run: FieldRun, results: dict) -> None:
+    """The sampled patches' summaries into ``run.posterior`` (and ``run.eta_posterior``,
+    ``run.sky_posterior``); a patch whose sampling failed flags its sources."""
     cols = run.current.column_kinds
     S = len(run.current)
     post = {k: np.full((S, len(cols)), np.nan) for k in ("median", "p16", "p84")}
+    eta_post = {k: np.full((S, 2), np.nan) for k in ("median", "p16", "p84")} if run.eta is not None else None
     for r in results.values():
         if not r.ok or r.median is None:
             for row in r.rows:
@@ -502,7 +546,12 @@ def _sample_patches(client, run: FieldRun, store, options: dict, progress: bool,
         for j, (row, kind) in enumerate(zip(r.param_rows, r.param_kinds)):
             for k in post:
                 post[k][int(row), cols.index(kind)] = getattr(r, k)[j]
+        if eta_post is not None and r.eta_median is not None:
+            for j, row in enumerate(r.eta_rows):
+                for k in eta_post:
+                    eta_post[k][int(row)] = getattr(r, f"eta_{k}")[j]
     run.posterior = post
+    run.eta_posterior = eta_post
 
 
 # ----------------------------------------------------------------------------------------- the fit
@@ -581,6 +630,8 @@ def fit_field(
         patch_of=np.full(S, -1), flags=flags, light_radius_arcsec=light, blend_radius_arcsec=blend, settings=settings,
         profile=profile,
     )
+    if settings.shape_parameters == "eta":
+        run.eta, run.eta_sigma = np.full((S, 2), np.nan), np.full((S, 2), np.nan)
     for p in patches:
         run.patch_of[p.sources] = p.index
     sizes = np.array([len(p.sources) for p in patches]) if patches else np.zeros(0, int)
@@ -606,6 +657,8 @@ def fit_field(
         "maxcall": settings.maxcall, "draws": settings.draws, "tune": settings.tune, "chains": settings.chains,
         "profile": profile, "fit_sky": settings.fit_sky,
     }
+    if settings.shape_parameters != "q_pa":
+        options["shape_parameters"] = settings.shape_parameters
     with connect(client, scheduler, workers) as c:
         n_workers = len(c.scheduler_info().get("workers", {}))
         log.info("Dask: %d worker(s) at %s", n_workers, c.scheduler.address)

@@ -5,8 +5,10 @@
   fit failed), and for every parameter kind (``flux_<band>``, ``ra``, ``dec``, ``q``, ``pa``,
   ``n``, ``rh``) the columns ``<kind>_best`` and ``<kind>_err`` (L-BFGS-B and Fisher errors) and,
   when sampled, ``<kind>_median``, ``<kind>_p16``, ``<kind>_p84``; NaN where a source has no
-  such parameter (a point source's ``n``) or was not fitted. The header holds the settings, the
-  passes with their largest change, and the residual statistics.
+  such parameter (a point source's ``n``) or was not fitted. A fit in conformal shear
+  (``shape_parameters="eta"``) reports q and pa derived from eta (errors propagated through the
+  Jacobian) and adds ``eta_plus_*`` and ``eta_cross_*`` (same statistics; NaN for point sources).
+  The header holds the settings, the passes with their largest change, and the residual statistics.
 - ``catalog.fits``, HDU ``SKY`` (with ``fit_sky``): one row per patch and exposure cutout:
   ``patch``, ``exposure`` (index), ``name``, ``level_best``, ``level_err`` (counts per pixel; the
   mean sky over the cutout, on top of the exposure's data as given) and, for a plane,
@@ -67,6 +69,17 @@ def catalog_table(run):
             for stat in ("median", "p16", "p84"):
                 table[f"{kind}_{stat}"] = run.posterior[stat][:, j]
                 table[f"{kind}_{stat}"].unit = unit
+    if run.eta is not None:
+        unit = UNITS.get("eta_plus", "") or None
+        for j, kind in enumerate(("eta_plus", "eta_cross")):
+            best, err = run.eta[:, j].copy(), run.eta_sigma[:, j].copy()
+            best[~ok | src.is_point], err[~ok | src.is_point] = np.nan, np.nan
+            table[f"{kind}_best"], table[f"{kind}_err"] = best, err
+            stats = ("median", "p16", "p84") if run.eta_posterior is not None else ()
+            for stat in stats:
+                table[f"{kind}_{stat}"] = run.eta_posterior[stat][:, j]
+            for c in [f"{kind}_best", f"{kind}_err"] + [f"{kind}_{stat}" for stat in stats]:
+                table[c].unit = unit
     return table
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..transforms import eta_pairs
+
 __all__ = ["PatchTask", "PatchResult", "fit_patch", "parameter_kinds"]
 
 
@@ -46,11 +48,18 @@ class PatchTask:
     options : dict
         ``position_box_arcsec``, ``seed``, ``nlive``, ``maxcall``, ``draws``, ``tune``,
         ``fit_sky`` (``"none"``, ``"constant"`` or ``"plane"``: a sky per exposure cutout of the
-        patch, fitted with the sources; ``pho.Likelihood(sky=...)``).
+        patch, fitted with the sources; ``pho.Likelihood(sky=...)``), ``shape_parameters``
+        (``"q_pa"``, the default, or ``"eta"``: the galaxies' shapes are fitted as conformal
+        shear ``eta_plus``, ``eta_cross``; ``pho.Scene(shape_parameters=...)``).
     previous_sigma : ndarray of shape (len(rows), B + 6) or None
         The active sources' errors from an earlier pass (``FieldSources`` column order: fluxes,
-        ra, dec, q, pa, n, rh; NaN where a source has no such parameter): the optimizer's units
-        in a later pass, which saves the Fisher matrix at the start.
+        ra, dec, q, pa, n, rh, where with ``shape_parameters="eta"`` the q and pa columns hold the
+        errors of eta_plus and eta_cross; NaN where a source has no such parameter): the
+        optimizer's units in a later pass, which saves the Fisher matrix at the start.
+    sky_start : dict or None
+        Starting values of the patch's sky parameters by field name (``"sky_<field exposure
+        index>.level"``, ...): the same patch's fit of the previous pass. Parameters not in it
+        start from 0 (the data as given). The sky prior stays centred on 0 in every pass.
     """
 
     patch_index: int
@@ -64,6 +73,7 @@ class PatchTask:
     sampler: str | None = None
     options: dict = field(default_factory=dict)
     previous_sigma: np.ndarray | None = None
+    sky_start: dict | None = None
 
 
 @dataclass
@@ -80,20 +90,32 @@ class PatchResult:
     param_kinds : list of str
         Kind of each fitted parameter (``"flux_F160W"``, ``"ra"``, ...).
     theta, sigma : ndarray
-        Best fit and Fisher 1-sigma errors, natural units.
+        Best fit and Fisher 1-sigma errors, natural units, always in the ``FieldSources``
+        parameter kinds (q and pa, never eta: a fit in conformal shear reports the q and pa of
+        its best eta, with errors propagated through the Jacobian d(q, pa)/d(eta)).
     ok : bool
         False when the fit failed (``message`` says why); ``theta`` is then empty.
     message : str
     lnlike, chi2, n_pixels, n_calls, time_s, sample_time_s
         Fit statistics; chi2 over the patch's counted pixels.
     median, p16, p84 : ndarray or None
-        Posterior summaries (sampled patches only).
+        Posterior summaries (sampled patches only); q and pa of a fit in eta are summarized
+        from every sample's q and pa.
+    eta_rows : ndarray of int
+        With ``shape_parameters="eta"``: the input row of each galaxy fitted in conformal shear
+        (empty otherwise).
+    eta_theta, eta_sigma : ndarray of shape (len(eta_rows), 2)
+        Their best (eta_plus, eta_cross) and Fisher errors.
+    eta_median, eta_p16, eta_p84 : ndarray of shape (len(eta_rows), 2) or None
+        Their posterior summaries (sampled patches only).
     warnings : list of str
     sky_names : list of str
         The patch's sky parameters, ``"sky_<field exposure index>.level"`` (and ``.slope_x``,
         ``.slope_y``), empty without ``fit_sky``: one sky per exposure cutout of the patch.
     sky_theta, sky_sigma : ndarray
         Their best fit and Fisher errors (counts per pixel; slopes per pixel).
+    sky_start : ndarray
+        The values the optimizer started them from (0, or the previous pass's fit).
     sky_median, sky_p16, sky_p84 : ndarray or None
         Their posterior summaries (sampled patches only).
     """
@@ -116,10 +138,17 @@ class PatchResult:
     median: np.ndarray | None = None
     p16: np.ndarray | None = None
     p84: np.ndarray | None = None
+    eta_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    eta_theta: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    eta_sigma: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    eta_median: np.ndarray | None = None
+    eta_p16: np.ndarray | None = None
+    eta_p84: np.ndarray | None = None
     warnings: list = field(default_factory=list)
     sky_names: list = field(default_factory=list)
     sky_theta: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sky_sigma: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sky_start: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sky_median: np.ndarray | None = None
     sky_p16: np.ndarray | None = None
     sky_p84: np.ndarray | None = None
@@ -132,15 +161,19 @@ def parameter_kinds(names) -> list[str]:
 
 def _widen_to_include(priors, theta):
     """Priors whose bounds hold ``theta`` (a later pass may start where the first pass's
-    aperture-based flux bounds did not reach once the neighbours changed)."""
-    from ..priors import Uniform
+    aperture-based flux bounds did not reach once the neighbours changed, or a sky warm start
+    beyond the sky prior's box). A truncated normal (eta's) keeps its shape, with wider bounds."""
+    from dataclasses import replace
+
+    from ..priors import TruncatedNormal, Uniform
 
     out = {}
     for name, d, x in zip(priors.names, priors.distributions, theta):
         if d.periodic or d.lo <= x <= d.hi:
             continue
         width = d.hi - d.lo
-        out[name] = Uniform(min(d.lo, x - 0.1 * width), max(d.hi, x + 0.1 * width))
+        lo, hi = min(d.lo, x - 0.1 * width), max(d.hi, x + 0.1 * width)
+        out[name] = replace(d, lo=lo, hi=hi) if isinstance(d, TruncatedNormal) else Uniform(lo, hi)
     return priors.replace(out) if out else priors
 
 
@@ -159,7 +192,7 @@ def _preconditioning_scales(likelihood, priors, theta0, task) -> np.ndarray:
     n_src = getattr(likelihood, "n_source_params", len(names))
     if task.previous_sigma is not None:
         kinds = task.active.column_kinds
-        previous = np.array([task.previous_sigma[int(n.split(".", 1)[0][1:]), kinds.index(n.split(".", 1)[1])]
+        previous = np.array([task.previous_sigma[int(n.split(".", 1)[0][1:]), kinds.index(_column_of(n.split(".", 1)[1]))]
                              for n in names[:n_src]])
         if np.all(np.isfinite(previous) & (previous > 0)):
             return np.concatenate([previous, _sky_scales(likelihood)]) if n_src < len(names) else previous
@@ -167,6 +200,16 @@ def _preconditioning_scales(likelihood, priors, theta0, task) -> np.ndarray:
     with np.errstate(divide="ignore"):
         scales = 1.0 / np.sqrt(diag)
     return np.where(np.isfinite(scales) & (scales > 0) & (diag > 0), scales, default)
+
+
+def _column_of(kind: str) -> str:
+    """The ``FieldSources`` column that holds a scene parameter kind (or its error in
+    ``PatchTask.previous_sigma``): eta_plus and eta_cross sit in the q and pa columns."""
+    return _ETA_COLUMNS.get(kind, kind)
+
+
+#: Where a fit in conformal shear keeps its parameters' errors between passes (``previous_sigma``).
+_ETA_COLUMNS = {"eta_plus": "q", "eta_cross": "pa"}
 
 
 def _sky_scales(likelihood) -> np.ndarray:
@@ -200,17 +243,24 @@ def _build_likelihood(task: PatchTask):
         if fexp.band not in bands_seen:
             bands_seen.append(fexp.band)
     bands = [b for b in task.active.bands if b in bands_seen]
+    shape = task.options.get("shape_parameters", "q_pa") or "q_pa"
     sources = task.active.to_sources(range(len(task.rows)), profile)
-    scene = Scene(sources, bands=bands)
+    scene = Scene(sources, bands=bands, shape_parameters=shape)
     fit_sky = task.options.get("fit_sky", "none") or "none"
     if fit_sky == "none":
         likelihood = Likelihood(scene, exposures, backend="cpu", workers=1)
     else:
         likelihood = Likelihood(scene, exposures, backend="cpu", workers=1, sky=fit_sky)
-    start_scene = Scene(task.start.to_sources(range(len(task.rows)), profile), bands=bands)
+        if task.sky_start:
+            # the previous pass's skies of this patch (same cutouts: patches and their boxes are
+            # planned once per run); any parameter it lacks starts from 0
+            names = _field_sky_names(task, likelihood.sky_names)
+            warm = np.array([float(task.sky_start.get(n, 0.0)) for n in names])
+            likelihood = Likelihood(scene, exposures, backend="cpu", workers=1, sky=fit_sky, sky_start=warm)
+    start_scene = Scene(task.start.to_sources(range(len(task.rows)), profile), bands=bands, shape_parameters=shape)
     start = start_scene.get_vector()
     if fit_sky != "none":
-        start = np.concatenate([start, likelihood.sky_start])
+        start = np.concatenate([start, np.zeros(len(likelihood.sky_names))])  # the sky prior's centre: 0
     return likelihood, start
 
 
@@ -262,9 +312,12 @@ def fit_patch(task: PatchTask, *upstream: PatchResult) -> PatchResult:
             result.param_kinds = parameter_kinds(names[:n_src])
             result.param_rows = np.asarray(task.rows)[[int(n.split(".", 1)[0][1:]) for n in names[:n_src]]]
             result.theta, result.sigma = best.theta[:n_src], best.sigma[:n_src]
+            if likelihood.scene.shape_parameters == "eta":
+                _eta_to_q_pa(result, names[:n_src], best)
             if n_src < len(names):
                 result.sky_names = _field_sky_names(task, names[n_src:])
                 result.sky_theta, result.sky_sigma = best.theta[n_src:], best.sigma[n_src:]
+                result.sky_start = np.asarray(theta0[n_src:], dtype=float)
             result.lnlike, result.n_calls = best.lnlike, best.n_calls
             result.chi2 = -2.0 * best.lnlike
             result.n_pixels = int(sum(int(e.counted.sum()) for e in likelihood.exposures))
@@ -308,13 +361,37 @@ def _sample(task, likelihood, priors, best, result) -> None:
         post = sample(likelihood, priors, nlive=nlive, maxcall=opts.get("maxcall"), rng=rng, processes=1, progress=False)
     names = list(likelihood.parameter_names)
     n_src = likelihood.n_source_params
-    result.median = np.array([post.summary[n]["median"] for n in names[:n_src]])
-    result.p16 = np.array([post.summary[n]["p16"] for n in names[:n_src]])
-    result.p84 = np.array([post.summary[n]["p84"] for n in names[:n_src]])
+    # a fit in eta: the q and pa that pho.sample derives from every sample, in eta's slots
+    canonical = [n.replace(".eta_plus", ".q").replace(".eta_cross", ".pa") for n in names[:n_src]]
+    result.median = np.array([post.summary[n]["median"] for n in canonical])
+    result.p16 = np.array([post.summary[n]["p16"] for n in canonical])
+    result.p84 = np.array([post.summary[n]["p84"] for n in canonical])
+    if len(result.eta_rows):
+        pairs = eta_pairs(names[:n_src])
+        for stat in ("median", "p16", "p84"):
+            setattr(result, f"eta_{stat}", np.array([[post.summary[names[i]][stat], post.summary[names[j]][stat]]
+                                                     for i, j, _ in pairs]))
     if n_src < len(names):
         result.sky_median = np.array([post.summary[n]["median"] for n in names[n_src:]])
         result.sky_p16 = np.array([post.summary[n]["p16"] for n in names[n_src:]])
         result.sky_p84 = np.array([post.summary[n]["p84"] for n in names[n_src:]])
+
+
+def _eta_to_q_pa(result: PatchResult, names, best) -> None:
+    """A fit in conformal shear reported in the field's kinds: each galaxy's eta_plus, eta_cross
+    slots of ``result.theta``/``sigma`` take its q and pa (``best.derived``: errors propagated
+    from the 2x2 eta covariance through d(q, pa)/d(eta)); eta itself goes to ``result.eta_*``."""
+    pairs = eta_pairs(names)
+    kinds = list(result.param_kinds)
+    theta, sigma = np.array(result.theta, dtype=float), np.array(result.sigma, dtype=float)
+    result.eta_rows = np.array([result.param_rows[i] for i, _, _ in pairs], dtype=int)
+    result.eta_theta = np.array([[theta[i], theta[j]] for i, j, _ in pairs]).reshape(-1, 2)
+    result.eta_sigma = np.array([[sigma[i], sigma[j]] for i, j, _ in pairs]).reshape(-1, 2)
+    for i, j, prefix in pairs:
+        kinds[i], kinds[j] = "q", "pa"
+        theta[i], sigma[i] = best.derived[f"{prefix}.q"]
+        theta[j], sigma[j] = best.derived[f"{prefix}.pa"]
+    result.param_kinds, result.theta, result.sigma = kinds, theta, sigma
 
 
 def _field_sky_names(task: PatchTask, local_names) -> list[str]:

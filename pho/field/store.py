@@ -27,7 +27,7 @@ from .patchfit import PatchResult
 __all__ = ["ResultStore", "fingerprint"]
 
 _ARRAYS = ("rows", "param_rows", "theta", "sigma", "median", "p16", "p84", "sky_theta", "sky_sigma", "sky_median",
-           "sky_p16", "sky_p84")
+           "sky_p16", "sky_p84", "sky_start", "eta_rows", "eta_theta", "eta_sigma", "eta_median", "eta_p16", "eta_p84")
 _SCALARS = ("patch_index", "pass_index", "ok", "message", "lnlike", "chi2", "n_pixels", "n_calls", "time_s",
             "sample_time_s", "param_kinds", "warnings", "sky_names")
 

@@ -66,7 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--fit-sky", choices=("none", "constant", "plane"), default="none",
                      help="fit a sky background per patch and exposure with the sources: a constant level (counts per "
                      "pixel) or a plane (level and x, y slopes); the levels are written per patch to catalog.fits, HDU "
-                     "SKY (default %(default)s: the data are taken as sky-subtracted)")
+                     "SKY (default %(default)s: the data are taken as sky-subtracted); from the second pass on each "
+                     "patch's skies start from its previous fit")
+    # choices: pho.field.driver.FIELD_SHAPE_PARAMETERS (not imported here, so that --help stays light)
+    fit.add_argument("--shape-parameters", choices=("q_pa", "eta"), default="q_pa",
+                     help="galaxy shape parameters of the patch fits: q_pa (axis ratio and position angle) or eta "
+                     "(conformal shear eta_plus, eta_cross, |eta| = -ln q; smooth through round shapes); the catalog "
+                     "always has q and pa, and with eta also eta_plus_*, eta_cross_* (default %(default)s)")
     return p
 
 
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = FieldSettings(
         max_patch_sources=args.max_patch_sources, max_passes=args.max_passes, tol_sigma=args.tol_sigma,
         sampler=sampler, position_box_arcsec=args.position_box_arcsec, nlive=args.nlive, seed=args.seed,
-        fit_sky=args.fit_sky,
+        fit_sky=args.fit_sky, shape_parameters=args.shape_parameters,
     )
     cmdline = "python -m pho.tools.fitfield " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     outdir.mkdir(parents=True, exist_ok=True)
