@@ -14,7 +14,8 @@ Every step repeats, operation for operation, the NumPy / per-step expressions of
 pho.exposure, pho.likelihood and pho._backends (tests/test_stamp.py holds them equal to 1e-12).
 The per-pixel arithmetic is pho/include/pho_kernel.h, as for pho._render.
 
-The profile amplitudes (a spline per Sersic profile) are computed by the caller and handed in.
+The profile amplitudes are computed here for pho's spline tables (pho.sersic.SersicTable and
+MultiScaleSersic, the same arithmetic); any other profile's are computed by the caller and handed in.
 Nothing here raises on bad values: :meth:`StampPlan.run` returns a nonzero status and the caller
 re-runs the per-step path, which raises pho's error for it.
 """
@@ -95,6 +96,118 @@ cdef class _Exposure:
     cdef double[:, ::1] local
 
 
+cdef class _Scale:
+    """One spline table of a profile (pho.sersic.SersicTable): bicubic coefficients per cell and the
+    union columns its components go to."""
+    cdef const double[:, :, :, ::1] coef  # (I, J, 16, Mt), p-major
+    cdef double n0, dn, u0, du, ln_scale
+    cdef Py_ssize_t i_max, j_max, Mt
+    cdef const Py_ssize_t[::1] cols
+
+
+cdef class _Profile:
+    """A Sersic profile whose amplitudes are computed here: one table, or several blended over r_h
+    bands (pho.sersic.MultiScaleSersic)."""
+    cdef list scales
+    cdef const double[:, ::1] bands  # (n_bands, 4): r_h low, r_h high, ln(low), ln(high / low)
+    cdef Py_ssize_t M
+
+
+cdef _Profile _make_profile(dict spec):
+    cdef _Profile pr = _Profile()
+    cdef _Scale sc
+    pr.scales = []
+    pr.M = int(spec["M"])
+    for coef, n0, dn, u0, du, ln_scale, cols in spec["scales"]:
+        sc = _Scale()
+        sc.coef = np.ascontiguousarray(coef, dtype=np.float64)
+        sc.n0, sc.dn, sc.u0, sc.du, sc.ln_scale = float(n0), float(dn), float(u0), float(du), float(ln_scale)
+        sc.i_max = sc.coef.shape[0] - 1
+        sc.j_max = sc.coef.shape[1] - 1
+        sc.Mt = sc.coef.shape[3]
+        sc.cols = np.ascontiguousarray(cols, dtype=np.intp)
+        if sc.coef.shape[2] != 16 or sc.cols.shape[0] != sc.Mt or (sc.Mt and (np.min(cols) < 0 or np.max(cols) >= pr.M)):
+            raise ValueError("StampPlan: inconsistent profile table")
+        pr.scales.append(sc)
+    pr.bands = np.ascontiguousarray(np.asarray(spec["bands"], dtype=np.float64).reshape(-1, 4))
+    if pr.bands.shape[0] != len(pr.scales) - 1:
+        raise ValueError("StampPlan: a profile needs one blending band between consecutive scales")
+    return pr
+
+
+cdef void _scale_add(_Scale sc, double n, double rh, double f, double df, double *a, double *da_dn,
+                     double *da_drh) noexcept:
+    """Add f x (the scale's amplitudes) to a, f x d/dn to da_dn and f x d/drh + df x a to da_drh, in
+    the union columns (SersicTable._amplitudes_rows, MultiScaleSersic.amplitudes)."""
+    cdef double x = (n - sc.n0) / sc.dn
+    cdef double y = (log(rh) - sc.ln_scale - sc.u0) / sc.du
+    cdef Py_ssize_t i = <Py_ssize_t>x, j = <Py_ssize_t>(y if y > 0.0 else 0.0), k, m, c
+    cdef double t, u, cn, cr, v0, v1, v2
+    cdef double tp[4]
+    cdef double dtp[4]
+    cdef double uq[4]
+    cdef double duq[4]
+    cdef double w[3][16]
+    if i > sc.i_max:
+        i = sc.i_max
+    if j > sc.j_max:
+        j = sc.j_max
+    t = x - i
+    u = y - j
+    tp[0] = 1.0; tp[1] = t; tp[2] = t * t; tp[3] = t * t * t
+    dtp[0] = 0.0; dtp[1] = 1.0; dtp[2] = 2 * t; dtp[3] = 3 * t * t
+    uq[0] = 1.0; uq[1] = u; uq[2] = u * u; uq[3] = u * u * u
+    duq[0] = 0.0; duq[1] = 1.0; duq[2] = 2 * u; duq[3] = 3 * u * u
+    cn = 1.0 / sc.dn
+    cr = 1.0 / (sc.du * rh)
+    for k in range(16):
+        w[0][k] = tp[k // 4] * uq[k % 4]
+        w[1][k] = dtp[k // 4] * uq[k % 4] * cn
+        w[2][k] = tp[k // 4] * duq[k % 4] * cr
+    for m in range(sc.Mt):
+        v0 = 0.0
+        v1 = 0.0
+        v2 = 0.0
+        for k in range(16):
+            v0 += w[0][k] * sc.coef[i, j, k, m]
+            v1 += w[1][k] * sc.coef[i, j, k, m]
+            v2 += w[2][k] * sc.coef[i, j, k, m]
+        c = sc.cols[m]
+        a[c] += f * v0
+        da_dn[c] += f * v1
+        da_drh[c] += f * v2 + df * v0
+
+
+cdef void _profile_amplitudes(_Profile pr, double n, double rh, double *a, double *da_dn, double *da_drh) noexcept:
+    """The profile's (a, da/dn, da/drh) at (n, rh), written to a[0:M] etc. (MultiScaleSersic._weight)."""
+    cdef Py_ssize_t b, i = len(pr.scales) - 1, m
+    cdef double w = 0.0, dw = 0.0, x, x2
+    for m in range(pr.M):
+        a[m] = 0.0
+        da_dn[m] = 0.0
+        da_drh[m] = 0.0
+    for b in range(pr.bands.shape[0]):
+        if rh < pr.bands[b, 0]:
+            i = b
+            break
+        if rh < pr.bands[b, 1]:
+            i = b
+            x = (log(rh) - pr.bands[b, 2]) / pr.bands[b, 3]
+            if x <= 0.0:
+                w, dw = 0.0, 0.0
+            elif x >= 1.0:
+                w, dw = 1.0, 0.0
+            else:
+                x2 = x * x
+                w = x2 * x * (x * (6.0 * x - 15.0) + 10.0)
+                dw = 30.0 * x2 * ((x - 1.0) * (x - 1.0))
+            dw = dw / (pr.bands[b, 3] * rh)
+            break
+    _scale_add(<_Scale>pr.scales[i], n, rh, 1.0 - w, -dw, a, da_dn, da_drh)
+    if w > 0:
+        _scale_add(<_Scale>pr.scales[i + 1], n, rh, w, dw, a, da_dn, da_drh)
+
+
 cdef class StampPlan:
     """Everything one likelihood call needs on the cpu backend, allocated once.
 
@@ -104,7 +217,8 @@ cdef class StampPlan:
         ``sidx`` (S, 6) int: scene indices of ra, dec, shape1, shape2, n, rh per source, in the
         scene model's group order (-1 where unused); ``is_sersic`` (S,) uint8; ``aoff`` (S,) int
         offset of each Sersic's amplitudes in the flat amplitude buffers; ``n_amp`` their length;
-        ``groups`` list of (first source, S_g, M_g) of each Sersic group, in order; ``shape_kind``
+        ``groups`` list of (first source, S_g, M_g) of each Sersic group, in order; ``profiles``
+        per Sersic group None or its tables (``pho.likelihood._profile_spec``); ``shape_kind``
         0 (q, pa), 1 (g1, g2), 2 (eta); ``deg`` (pi / 180, as pho.exposure); ``n_scene_params``;
         ``n_scene_sources``.
     exposures : list of dict
@@ -129,7 +243,7 @@ cdef class StampPlan:
     cdef double[:, ::1] scr
     cdef const double[::1] fmax_edges
     cdef const int[::1] order_table
-    cdef list exps
+    cdef list exps, profiles
 
     def __init__(self, dict sources, list exposures, nodes, wts, double nsigma, fmax_edges, order_table,
                  double fmax_limit, Py_ssize_t max_threads):
@@ -140,6 +254,13 @@ cdef class StampPlan:
         self.aoff = np.ascontiguousarray(sources["aoff"], dtype=np.intp)
         self.groups = np.ascontiguousarray(np.asarray(sources["groups"], dtype=np.intp).reshape(-1, 3))
         self.n_groups = self.groups.shape[0]
+        # per Sersic group, a profile computed here, or None (its amplitudes come from the caller)
+        self.profiles = [None if spec is None else _make_profile(spec) for spec in sources["profiles"]]
+        if len(self.profiles) != self.n_groups:
+            raise ValueError("StampPlan: one profile entry per Sersic group")
+        for gi in range(self.n_groups):
+            if self.profiles[gi] is not None and (<_Profile>self.profiles[gi]).M != self.groups[gi, 2]:
+                raise ValueError("StampPlan: a profile's M does not match its group")
         n_amp = int(sources["n_amp"])
         self.amp = np.zeros(n_amp)
         self.dadn = np.zeros(n_amp)
@@ -228,7 +349,8 @@ cdef class StampPlan:
             Py_ssize_t min_work, double[::1] grad, bint want_grad):
         """ln L at ``theta`` and, if ``want_grad``, its gradient written to ``grad`` (P,).
 
-        ``amplitudes`` holds per Sersic group (``sources["groups"]`` order) the profile's
+        ``amplitudes`` holds per Sersic group (``sources["groups"]`` order) None where the plan
+        computes the profile itself (``sources["profiles"]``), else the profile's
         ``(a, da_dn, da_drh)`` at the group's (n, rh), each (S_g, M_g) or (M_g,) for S_g = 1.
         ``fraction``: ``pho.gaussians.NEGLIGIBLE_FRACTION``; ``workers`` and ``min_work``: the cpu
         backend's ``workers`` and ``min_work_per_thread``.
@@ -249,6 +371,12 @@ cdef class StampPlan:
             raise ValueError("StampPlan.run: gradient buffer too short")
         for gi in range(self.n_groups):
             first, Sg, Mg = self.groups[gi, 0], self.groups[gi, 1], self.groups[gi, 2]
+            if self.profiles[gi] is not None:
+                for s in range(Sg):
+                    k = self.aoff[first + s]
+                    _profile_amplitudes(<_Profile>self.profiles[gi], theta[self.sidx[first + s, 4]],
+                                        theta[self.sidx[first + s, 5]], &self.amp[k], &self.dadn[k], &self.dadrh[k])
+                continue
             t = amplitudes[gi]
             a2 = _two_d(t[0])
             d2 = _two_d(t[1])
@@ -709,3 +837,12 @@ cdef void _shape_matrix(double s1, double s2, int kind, double *out) noexcept no
         out[3 * j + 0] = dp - dkj * s1 - k * one1
         out[3 * j + 1] = dkj * s2 + k * one2
         out[3 * j + 2] = dp + dkj * s1 + k * one1
+
+
+def profile_amplitudes(dict spec, double n, double rh_arcsec):
+    """(3, M) array: a, da/dn, da/drh of the profile described by ``spec``
+    (``pho.likelihood._profile_spec``) at one (n, rh), as a plan computes them (for tests)."""
+    cdef _Profile pr = _make_profile(spec)
+    cdef double[:, ::1] out = np.zeros((3, pr.M))
+    _profile_amplitudes(pr, n, rh_arcsec, &out[0, 0], &out[1, 0], &out[2, 0])
+    return np.asarray(out)

@@ -150,11 +150,30 @@ def _stamp_module():
     return _stamp
 
 
+def _profile_spec(profile):
+    """The tables of a profile whose amplitudes pho._stamp computes itself (``SersicTable``,
+    ``MultiScaleSersic``: cubic splines in (n, ln r_h), blended over r_h bands), or None (any other
+    profile: its ``amplitudes`` are called each time)."""
+    from .sersic import MultiScaleSersic, SersicTable
+
+    def scale(t, cols):
+        return (t._coef, t._n0, t._dn, t._u0, t._du, t._ln_scale, cols)
+
+    if type(profile) is SersicTable:
+        M = int(profile._coef.shape[3])
+        return dict(M=M, scales=[scale(profile, np.arange(M))], bands=np.zeros((0, 4)))
+    if type(profile) is MultiScaleSersic:
+        return dict(M=profile.n_gauss, scales=[scale(t, c) for t, c in zip(profile._tables, profile._cols)],
+                    bands=np.array(profile._bands, dtype=float).reshape(-1, 4))
+    return None
+
+
 def _plan_sources(sm) -> tuple[dict, list]:
     """The exposure-independent layout of :class:`pho._stamp.StampPlan`, sources in the scene
-    model's group order, and per Sersic group the (profile, n index, rh index) whose amplitudes
-    each call hands in (scalar indices for a one-source group: the profile's faster scalar path)."""
-    sidx, is_sersic, aoff, groups, amp_args = [], [], [], [], []
+    model's group order, and per Sersic group None (the plan computes its amplitudes) or the
+    (profile, n index, rh index) whose amplitudes each call hands in (scalar indices for a
+    one-source group: the profile's faster scalar path)."""
+    sidx, is_sersic, aoff, groups, amp_args, profiles = [], [], [], [], [], []
     n_amp = 0
     for g in sm.groups:
         first = len(sidx)
@@ -169,12 +188,17 @@ def _plan_sources(sm) -> tuple[dict, list]:
         if g.kind == "sersic":
             S = len(g.rows)
             groups.append((first, S, g.n_comp))
-            n_idx, rh_idx = (int(g.idx[0, 4]), int(g.idx[0, 5])) if S == 1 else (g.idx[:, 4].copy(), g.idx[:, 5].copy())
-            amp_args.append((g.profile, n_idx, rh_idx))
+            spec = _profile_spec(g.profile)
+            profiles.append(spec)
+            if spec is None:
+                n_idx, rh_idx = (int(g.idx[0, 4]), int(g.idx[0, 5])) if S == 1 else (g.idx[:, 4].copy(), g.idx[:, 5].copy())
+                amp_args.append((g.profile, n_idx, rh_idx))
+            else:
+                amp_args.append(None)
     from .exposure import _DEG
 
     sources = dict(sidx=np.array(sidx, dtype=np.intp).reshape(-1, 6), is_sersic=np.array(is_sersic, dtype=np.uint8),
-                   aoff=np.array(aoff, dtype=np.intp), n_amp=n_amp, groups=groups,
+                   aoff=np.array(aoff, dtype=np.intp), n_amp=n_amp, groups=groups, profiles=profiles,
                    shape_kind={"q_pa": 0, "eta": 2}.get(sm.shape_parameters, 1), deg=_DEG,
                    n_scene_params=sm.n_params, n_scene_sources=len(sm.scene.sources))
     return sources, amp_args
@@ -531,7 +555,7 @@ class Likelihood:
         if plan is None or not COMPILED_STAMP:
             return None
         stamp, amp_args = plan
-        amps = [prof.amplitudes(theta[n_idx], theta[rh_idx]) for prof, n_idx, rh_idx in amp_args]
+        amps = [None if a is None else a[0].amplitudes(theta[a[1]], theta[a[2]]) for a in amp_args]
         be = self._backend
         grad = np.empty(self.n_params) if want_grad else _NO_GRAD
         status, value = stamp.run(theta, amps, _gaussians.NEGLIGIBLE_FRACTION, be.workers, be.min_work_per_thread,

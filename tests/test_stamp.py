@@ -123,3 +123,31 @@ def test_compiled_stamp_is_rebuilt_for_copies_and_pickles(cosmos_image_path, rng
         assert other._plan is False or other._plan is None or other._plan[0] is not like._plan[0]
         v1, g1 = other.lnlike_and_grad(theta)
         assert v1 == v and np.array_equal(g1, g)
+
+
+@pytest.mark.parametrize("which", ["table", "multiscale"])
+def test_compiled_profile_amplitudes_equal_the_profile(which):
+    """pho._stamp's spline and band blending give the profile's amplitudes, over the whole r_h range
+    (every scale and every blending band of the multi-scale profile) and n range."""
+    from pho._stamp import profile_amplitudes
+    from pho.likelihood import _profile_spec
+    from pho.sersic import auto_profile, default_profile
+
+    prof = default_profile() if which == "table" else auto_profile()
+    spec = _profile_spec(prof)
+    assert spec is not None
+    lo, hi = prof.rh_range_arcsec
+    n_lo, n_hi = prof.n_range
+    rhs = np.clip(np.exp(np.linspace(np.log(lo), np.log(hi), 400)), lo, hi)
+    if which == "multiscale":  # inside each blending band too
+        rhs = np.concatenate([rhs, [np.sqrt(b[0] * b[1]) for b in prof._bands], [b[0] * 1.0001 for b in prof._bands]])
+    blended = 0
+    for k, rh in enumerate(rhs):
+        n = n_lo + (n_hi - n_lo) * ((k * 0.37) % 1.0)
+        got = profile_amplitudes(spec, n, float(rh))
+        want = np.array(prof.amplitudes(n, float(rh)))
+        for row in range(3):
+            np.testing.assert_allclose(got[row], want[row], rtol=0, atol=1e-13 * max(np.abs(want[row]).max(), 1e-300))
+        if which == "multiscale":
+            blended += prof._weight(float(rh))[1] > 0
+    assert which == "table" or blended >= len(prof._bands)
