@@ -204,7 +204,7 @@ def _plan_sources(sm) -> tuple[dict, list]:
     return sources, amp_args
 
 
-def _plan_exposure(sm, em, e, aoff, poisson, lgamma, sky_slice, n_scene_params) -> dict:
+def _plan_exposure(sm, em, e, aoff, poisson, lgamma, sky_slice) -> dict:
     """Per-exposure arrays of :class:`pho._stamp.StampPlan`: per image Gaussian (in
     ``ExposureModel.forward``'s order) its source and the PSF / profile constants it is built from."""
     L = em.n_psf
@@ -537,7 +537,7 @@ class Likelihood:
         sources, amp_args = _plan_sources(sm)
         exposures = [
             _plan_exposure(sm, em, e, sources["aoff"], self.kind == "poisson", self._lgamma[i] if self._lgamma else 0.0,
-                           self._sky_slices[i], sm.n_params)
+                           self._sky_slices[i])
             for i, (em, e) in enumerate(zip(self._models, self.exposures))
         ]
         import os
