@@ -297,8 +297,16 @@ cdef class StampPlan:
             ex.source_index = np.ascontiguousarray(d["source_index"], dtype=np.intp)
             ex.aidx = np.ascontiguousarray(d["aidx"], dtype=np.intp)
             ex.vjp_index = np.ascontiguousarray(d["vjp_index"], dtype=np.intp)
-            for name in ("r2", "pcxx", "pcxy", "pcyy", "pamp", "px", "py"):
-                setattr_1d(ex, name, np.ascontiguousarray(d[name], dtype=np.float64))
+            ex.r2 = np.ascontiguousarray(d["r2"], dtype=np.float64)
+            ex.pcxx = np.ascontiguousarray(d["pcxx"], dtype=np.float64)
+            ex.pcxy = np.ascontiguousarray(d["pcxy"], dtype=np.float64)
+            ex.pcyy = np.ascontiguousarray(d["pcyy"], dtype=np.float64)
+            ex.pamp = np.ascontiguousarray(d["pamp"], dtype=np.float64)
+            ex.px = np.ascontiguousarray(d["px"], dtype=np.float64)
+            ex.py = np.ascontiguousarray(d["py"], dtype=np.float64)
+            if not (ex.pcxx.shape[0] == ex.pcxy.shape[0] == ex.pcyy.shape[0] == ex.pamp.shape[0] == ex.px.shape[0]
+                    == ex.py.shape[0] == ex.G):
+                raise ValueError("StampPlan: inconsistent per-Gaussian arrays")
             ex.pF = np.ascontiguousarray(d["pF"], dtype=np.float64)
             ex.data = np.ascontiguousarray(d["data"], dtype=np.float64)
             ex.weight = np.ascontiguousarray(d["weight"], dtype=np.float64)
@@ -702,23 +710,6 @@ cdef inline double[:, :] _two_d(object a):
     if a.ndim == 1:
         return a[None, :]
     return a
-
-
-cdef void setattr_1d(_Exposure ex, str name, const double[::1] v):
-    if name == "r2":
-        ex.r2 = v
-    elif name == "pcxx":
-        ex.pcxx = v
-    elif name == "pcxy":
-        ex.pcxy = v
-    elif name == "pcyy":
-        ex.pcyy = v
-    elif name == "pamp":
-        ex.pamp = v
-    elif name == "px":
-        ex.px = v
-    else:
-        ex.py = v
 
 
 cdef void _source_vjp(_Exposure ex, Py_ssize_t s, bint sersic, double flux, double[::1] dadn,
