@@ -88,7 +88,13 @@ extensions = [
         ["pho/_render.pyx"],
         include_dirs=[np.get_include(), os.path.join("pho", "include")],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )
+    ),
+    Extension(
+        "pho._stamp",
+        ["pho/_stamp.pyx"],
+        include_dirs=[np.get_include(), os.path.join("pho", "include")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
 ]
 
 setup(

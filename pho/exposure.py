@@ -249,7 +249,11 @@ class _Astrometry:
             A point on the far hemisphere of the tangent point (:meth:`check_near_side`).
         """
         if self.degree == 1:
-            q = units @ self._folded  # (3, S, 3): w, X, Y and their derivatives
+            # (3, S, 3): w, X, Y and their derivatives. Summed term by term, not by matmul: X and Y
+            # are small differences of large terms, whose rounding then depends on the BLAS kernel
+            # (up to ~1e-10 px); this order is fixed, and the one pho._stamp repeats.
+            f = self._folded
+            q = units[..., 0:1] * f[0] + units[..., 1:2] * f[1] + units[..., 2:3] * f[2]
             if not np.all(q[0, :, 0] > 0):
                 self.check_near_side(units, names, w=q[0, :, 0])
             inv = 1.0 / q[0, :, :1]

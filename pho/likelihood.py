@@ -27,7 +27,8 @@ import math
 
 import numpy as np
 
-from ._backends import get_backend
+from . import gaussians as _gaussians
+from ._backends import CpuBackend, get_backend
 from .errors import PhoDataError, PhoValueError
 from .exposure import Exposure
 from .gaussians import N_LOCAL, ExposureModel, SceneModel
@@ -41,6 +42,13 @@ SKY_MODELS = tuple(SKY_PARAMETERS)
 #: A source overlaps an exposure when one of its image Gaussians, extended by this many sigma
 #: (marginal, along x and y), reaches the stamp.
 OVERLAP_NSIGMA = 5.0
+
+#: Whether a Likelihood on the cpu backend evaluates ``lnlike`` and ``lnlike_and_grad`` by one
+#: compiled call (``pho._stamp.StampPlan``) where its exposures allow it (one PSF mixture each, a
+#: degree-1 astrometry); False: always the per-step path (the same numbers to ~1e-13 relative).
+COMPILED_STAMP = True
+
+_NO_GRAD = np.empty(0)
 
 #: Memory of the per-Gaussian derivative images that ``Likelihood.gradient_images`` holds at once.
 GRADIENT_IMAGES_CHUNK_BYTES = 64 * 2**20
@@ -131,6 +139,107 @@ def _overflow_message(exposure, model) -> str:
 def _kept(gaussians, keep):
     """The Gaussians a backend renders: all, or those ``keep`` selects (C-contiguous)."""
     return np.ascontiguousarray(gaussians if keep is None else gaussians[keep])
+
+
+def _stamp_module():
+    """pho._stamp, or None where the compiled extension is not built."""
+    try:
+        from . import _stamp
+    except ImportError:
+        return None
+    return _stamp
+
+
+def _profile_spec(profile):
+    """The tables of a profile whose amplitudes pho._stamp computes itself (``SersicTable``,
+    ``MultiScaleSersic``: cubic splines in (n, ln r_h), blended over r_h bands), or None (any other
+    profile: its ``amplitudes`` are called each time)."""
+    from .sersic import MultiScaleSersic, SersicTable
+
+    def scale(t, cols):
+        return (t._coef, t._n0, t._dn, t._u0, t._du, t._ln_scale, cols)
+
+    if type(profile) is SersicTable:
+        M = int(profile._coef.shape[3])
+        return dict(M=M, scales=[scale(profile, np.arange(M))], bands=np.zeros((0, 4)))
+    if type(profile) is MultiScaleSersic:
+        return dict(M=profile.n_gauss, scales=[scale(t, c) for t, c in zip(profile._tables, profile._cols)],
+                    bands=np.array(profile._bands, dtype=float).reshape(-1, 4))
+    return None
+
+
+def _plan_sources(sm) -> tuple[dict, list]:
+    """The exposure-independent layout of :class:`pho._stamp.StampPlan`, sources in the scene
+    model's group order, and per Sersic group None (the plan computes its amplitudes) or the
+    (profile, n index, rh index) whose amplitudes each call hands in (scalar indices for a
+    one-source group: the profile's faster scalar path)."""
+    sidx, is_sersic, aoff, groups, amp_args, profiles = [], [], [], [], [], []
+    n_amp = 0
+    for g in sm.groups:
+        first = len(sidx)
+        for row in g.idx:
+            full = np.full(6, -1, dtype=np.intp)
+            full[: len(row)] = row
+            sidx.append(full)
+            is_sersic.append(g.kind == "sersic")
+            aoff.append(n_amp if g.kind == "sersic" else 0)
+            if g.kind == "sersic":
+                n_amp += g.n_comp
+        if g.kind == "sersic":
+            S = len(g.rows)
+            groups.append((first, S, g.n_comp))
+            spec = _profile_spec(g.profile)
+            profiles.append(spec)
+            if spec is None:
+                n_idx, rh_idx = (int(g.idx[0, 4]), int(g.idx[0, 5])) if S == 1 else (g.idx[:, 4].copy(), g.idx[:, 5].copy())
+                amp_args.append((g.profile, n_idx, rh_idx))
+            else:
+                amp_args.append(None)
+    from .exposure import _DEG
+
+    sources = dict(sidx=np.array(sidx, dtype=np.intp).reshape(-1, 6), is_sersic=np.array(is_sersic, dtype=np.uint8),
+                   aoff=np.array(aoff, dtype=np.intp), n_amp=n_amp, groups=groups, profiles=profiles,
+                   shape_kind={"q_pa": 0, "eta": 2}.get(sm.shape_parameters, 1), deg=_DEG,
+                   n_scene_params=sm.n_params, n_scene_sources=len(sm.scene.sources))
+    return sources, amp_args
+
+
+def _plan_exposure(sm, em, e, aoff, poisson, lgamma, sky_slice) -> dict:
+    """Per-exposure arrays of :class:`pho._stamp.StampPlan`: per image Gaussian (in
+    ``ExposureModel.forward``'s order) its source and the PSF / profile constants it is built from."""
+    L = em.n_psf
+    per_src, gsrc = [], []
+    cols = {k: [] for k in ("r2", "pcxx", "pcxy", "pcyy", "pamp", "px", "py", "aidx")}
+    pF = []
+    s = 0
+    for g, flat, gp in zip(sm.groups, em._flat, em._gpsf):
+        for _ in range(len(g.rows)):
+            if flat is None:
+                N = L
+                zeros = np.zeros(L)
+                for k, v in (("r2", zeros), ("pcxx", zeros), ("pcxy", zeros), ("pcyy", zeros), ("pamp", gp["norm"][0]),
+                             ("px", gp["x"][0]), ("py", gp["y"][0]), ("aidx", np.zeros(L, dtype=np.intp))):
+                    cols[k].append(v)
+                pF.append(gp["F"][0])
+            else:
+                N = flat["N"]
+                for k, v in (("r2", flat["r2"]), ("pcxx", flat["cxx"]), ("pcxy", flat["cxy"]), ("pcyy", flat["cyy"]),
+                             ("pamp", flat["amp"]), ("px", flat["px"]), ("py", flat["py"]),
+                             ("aidx", aoff[s] + flat["m_index"])):
+                    cols[k].append(v)
+                pF.append(np.zeros((N, 3)))
+            per_src.append(N)
+            gsrc.append(np.full(N, s, dtype=np.intp))
+            s += 1
+    astro = e._astrometry
+    d = {k: np.concatenate(v) for k, v in cols.items()}
+    d.update(shape=e.shape, folded=astro._folded, offset=astro._offset, MT=em.MT,
+             flux_idx=em.vjp_index.reshape(-1, 7)[:, 0], goff=np.concatenate([[0], np.cumsum(per_src)]),
+             gsrc=np.concatenate(gsrc), source_index=em.source_index, vjp_index=em.vjp_index, pF=np.concatenate(pF),
+             data=e._data, weight=e._weight, background=e.background, counted=e.counted, poisson=poisson,
+             lgamma=lgamma, sky_n=sky_slice.stop - sky_slice.start,
+             sky_start=sky_slice.start if sky_slice.stop > sky_slice.start else 0)
+    return d
 
 
 class Likelihood:
@@ -237,6 +346,7 @@ class Likelihood:
                 f"the scene (Scene(..., bands=...)) or add exposures in them"
             )
         self._check_overlap()
+        self._plan = False  # the compiled one-call plan: False until built, None where it does not apply
         self._lgamma = []
         if kind == "poisson":
             from scipy.special import gammaln
@@ -411,9 +521,60 @@ class Likelihood:
             raise PhoValueError(_overflow_message(e, m))
         return value, np.where(counted, d / mc - 1.0, 0.0)
 
+    def _build_plan(self):
+        """``(pho._stamp.StampPlan, amplitude arguments)`` for this likelihood, or None where the
+        one-call path does not apply: not the cpu backend, the extension not built, an exposure
+        with a PSF grid or a distorted (degree > 1) astrometry, or ``COMPILED_STAMP`` off."""
+        mod = _stamp_module()
+        be = self._backend
+        if not COMPILED_STAMP or mod is None or not isinstance(be, CpuBackend):
+            return None
+        if any(em.psf_per_source or e._astrometry.degree != 1 for em, e in zip(self._models, self.exposures)):
+            return None
+        from . import _reference as ref
+
+        sm = self._scene_model
+        sources, amp_args = _plan_sources(sm)
+        exposures = [
+            _plan_exposure(sm, em, e, sources["aoff"], self.kind == "poisson", self._lgamma[i] if self._lgamma else 0.0,
+                           self._sky_slices[i])
+            for i, (em, e) in enumerate(zip(self._models, self.exposures))
+        ]
+        import os
+
+        plan = mod.StampPlan(sources, exposures, ref._NODES, ref._WEIGHTS, ref.BOX_NSIGMA, ref._FMAX_EDGES,
+                             ref._ORDER_TABLE, ref.FMAX_LIMIT, max(be.workers, os.cpu_count() or 1))
+        return plan, amp_args
+
+    def _compiled(self, theta, want_grad: bool):
+        """``(lnl, grad or None)`` by one compiled call, for a validated full ``theta``; None where
+        the plan does not apply or the call met a value the per-step path turns into an error."""
+        plan = self._plan
+        if plan is False:
+            plan = self._plan = self._build_plan()
+        if plan is None or not COMPILED_STAMP:
+            return None
+        stamp, amp_args = plan
+        amps = [None if a is None else a[0].amplitudes(theta[a[1]], theta[a[2]]) for a in amp_args]
+        be = self._backend
+        grad = np.empty(self.n_params) if want_grad else _NO_GRAD
+        status, value = stamp.run(theta, amps, _gaussians.NEGLIGIBLE_FRACTION, be.workers, be.min_work_per_thread,
+                                  grad, want_grad)
+        if status:
+            return None
+        return value, (grad if want_grad else None)
+
     def lnlike(self, theta) -> float:
         """Log-likelihood at ``theta`` (shape (P,))."""
         theta, src = self._split(theta)
+        if self._plan is not None:
+            out = self._compiled(theta, False)
+            if out is not None:
+                return out[0]
+        return self._lnlike_steps(theta, src)
+
+    def _lnlike_steps(self, theta, src) -> float:
+        """:meth:`lnlike` step by step (model, backend, ln L in Python): every backend's path."""
         state = self._scene_model.prepare(src)
         total = 0.0
         for i, (em, e) in enumerate(zip(self._models, self.exposures)):
@@ -438,6 +599,14 @@ class Likelihood:
             d lnL / d theta, in ``parameter_names`` order.
         """
         theta, src = self._split(theta)
+        if self._plan is not None:
+            out = self._compiled(theta, True)
+            if out is not None:
+                return out
+        return self._lnlike_and_grad_steps(theta, src)
+
+    def _lnlike_and_grad_steps(self, theta, src):
+        """:meth:`lnlike_and_grad` step by step (every backend's path; the errors' source)."""
         state = self._scene_model.prepare(src)
         P = self.n_params
         total = 0.0
@@ -603,6 +772,7 @@ class Likelihood:
                     em = type(em)(self._scene_model, e, psf_theta=theta)
             models.append(em)
         clone._models = models
+        clone._plan = False  # rebuilt on first use (buffers are per likelihood)
         return clone
 
     def with_workers(self, workers: int | None) -> "Likelihood":
@@ -616,11 +786,13 @@ class Likelihood:
         if name is not None:
             clone._backend = _resolve_backend(name, workers)
             clone._backend_spec = (name, workers)
+        clone._plan = False  # rebuilt on first use (buffers are per likelihood)
         return clone
 
     def __getstate__(self):
         # backends may hold compiled modules or GPU handles: pickle the name, rebuild on load
         state = dict(self.__dict__)
+        state["_plan"] = False  # compiled buffers: rebuilt on first use
         if state["_backend_spec"][0] is not None:
             state["_backend"] = None
         return state
