@@ -44,11 +44,15 @@ def galaxy_problem():
     return truth, pho.Likelihood(start, exposures, backend="cpu"), 150, {"rh": (0.02, 1.0)}
 
 
-def demo_problem():
+def demo_problem(shape_parameters: str = "q_pa"):
     from pho.demo import build_demo
 
     prob = build_demo()
-    return prob.truth, pho.Likelihood(prob.initial, prob.exposures, backend="cpu"), 45, None
+    truth, start = prob.truth, prob.initial
+    if shape_parameters != "q_pa":
+        truth = pho.Scene(truth.sources, shape_parameters=shape_parameters, bands=truth.bands)
+        start = pho.Scene(start.sources, shape_parameters=shape_parameters, bands=start.bands)
+    return truth, pho.Likelihood(start, prob.exposures, backend="cpu"), 45, None
 
 
 def patch_problem(n_sources: int = 10, box_arcsec: float = 2.2, seed: int = 13, dithers_per_band: int = 1,
@@ -128,7 +132,7 @@ def _cpu() -> float:
 
 
 def run(name, args):
-    kw = {"shape_parameters": args.shape_parameters} if name == "patch" else {}
+    kw = {"shape_parameters": args.shape_parameters} if name in ("patch", "demo") else {}
     truth, like, nlive, overrides = PROBLEMS[name](**kw)
     priors = default_priors(like, overrides=overrides)
     t, c = time.perf_counter(), _cpu()
@@ -218,7 +222,7 @@ def run(name, args):
     if nuts is not None:
         st = nuts.settings
         print(f"NUTS: {args.chains} chains x {args.draws} draws after {args.tune} warm-up, init_cov {args.init_cov}, "
-              f"shape parameters {args.shape_parameters if name == 'patch' else 'q_pa'}, "
+              f"shape parameters {args.shape_parameters if name in ('patch', 'demo') else 'q_pa'}, "
               f"target_accept {args.target_accept}; {st['divergences']} divergences, mean tree depth "
               f"{st['mean_tree_depth']:.2f} ({st['max_tree_depth_hits']} at the maximum), max R-hat "
               f"{max(v['rhat'] for v in nuts.diagnostics.values()):.4f}, step sizes "
@@ -242,7 +246,7 @@ def main(argv=None):
                    help="NUTS's first metric: the curvature at the start (none) or the optimizer's inverse Fisher matrix")
     p.add_argument("--target-accept", type=float, default=0.8)
     p.add_argument("--shape-parameters", choices=["q_pa", "g1_g2", "eta"], default="q_pa",
-                   help="patch only: the shape parameterization sampled (default %(default)s)")
+                   help="patch and demo: the shape parameterization sampled (default %(default)s)")
     p.add_argument("--dynesty-maxcall", type=int, default=5000,
                    help="patch only: dynesty's calls before it is stopped (default %(default)s)")
     p.add_argument("--processes", type=int, default=2, help="processes for both samplers (default %(default)s)")
