@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import erfc
 
 __all__ = ["exact_pixels"]
 
 
 def _erf_diff(a, b):
     """erf(b) - erf(a) without cancellation in the tails (a <= b)."""
+    from scipy.special import erfc  # here, not at import: keeps ``import pho`` light
+
     return np.where(a >= 0, erfc(a) - erfc(b), np.where(b <= 0, erfc(-b) - erfc(-a), 2.0 - erfc(-a) - erfc(b)))
 
 

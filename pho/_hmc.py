@@ -79,6 +79,14 @@ class _Tree:
         self.n, self.sum_accept, self.diverging, self.turning = n, sum_accept, diverging, turning
 
 
+def _logaddexp(a: float, b: float) -> float:
+    """ln(e^a + e^b) of two floats (either may be -inf)."""
+    hi, lo = (a, b) if a >= b else (b, a)
+    if lo == -math.inf:
+        return hi
+    return hi + math.log1p(math.exp(lo - hi))
+
+
 def _no_u_turn(sharp_a, sharp_b, rho) -> bool:
     """Betancourt's generalized criterion: the trajectory still expands at both ends."""
     return float(sharp_a @ rho) > 0.0 and float(sharp_b @ rho) > 0.0
@@ -100,7 +108,7 @@ class _Integrator:
         """The subtree of ``2**depth`` leapfrog steps from ``edge`` in ``direction``."""
         if depth == 0:
             q = self.leapfrog(edge, direction)
-            h = -q.logp + self.metric.kinetic(q.p) if math.isfinite(q.logp) else math.inf
+            h = -q.logp + 0.5 * float(q.p @ q.sharp) if math.isfinite(q.logp) else math.inf
             delta = h - self.h0 if math.isfinite(h) else math.inf
             accept = math.exp(min(0.0, -delta)) if math.isfinite(delta) else 0.0
             return _Tree(q, q, q, -delta, q.p, 1, accept, diverging=not delta <= DIVERGENCE_ENERGY)
@@ -112,7 +120,7 @@ class _Integrator:
         if second.diverging or second.turning:
             return _Tree(first.inner, second.outer, first.pick, first.log_w, first.rho, n, sum_accept,
                          second.diverging, second.turning)
-        log_w = np.logaddexp(first.log_w, second.log_w)
+        log_w = _logaddexp(first.log_w, second.log_w)
         # Inside a subtree: uniform (non-biased) progressive sampling by weight.
         pick = second.pick if math.log(self.rng.random()) < second.log_w - log_w else first.pick
         rho = first.rho + second.rho
@@ -149,7 +157,7 @@ def _transition(target, metric: _Metric, step: float, start: _Point, rng: np.ran
         # Across the doublings: biased progressive sampling (favours the new half).
         if math.log(rng.random()) < tree.log_w - log_w:
             pick = tree.pick
-        log_w = np.logaddexp(log_w, tree.log_w)
+        log_w = _logaddexp(log_w, tree.log_w)
         total = rho + tree.rho
         turning = not (
             _no_u_turn(far.sharp, tree.outer.sharp, total)

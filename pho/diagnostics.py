@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import ndtri
 
 from .errors import PhoValueError
 
@@ -62,6 +61,8 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
 
 def _rank_normalize(x: np.ndarray) -> np.ndarray:
     """Normal scores of the (average-tie) ranks over all chains: ndtri((r - 3/8) / (S + 1/4))."""
+    from scipy.special import ndtri  # here, not at import: keeps ``import pho`` light
+
     flat = x.ravel()
     ranks = _average_ranks(flat)
     return ndtri((ranks - 0.375) / (flat.size + 0.25)).reshape(x.shape)

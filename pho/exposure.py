@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -512,7 +513,7 @@ class Exposure:
             arr.flags.writeable = False
         self.pixels, self.ivar, self.mask, self.counted = pixels, ivar, mask, counted
         self._data, self._weight = data, weight
-        self.wcs = wcs
+        self._wcs = wcs
         self.psf = psf
         self.psf_offset_pix = offset
         self.counts_per_flux = cpf
@@ -524,6 +525,26 @@ class Exposure:
         if getattr(self, "_frozen", False):
             raise AttributeError(f"Exposure is immutable; make a new one instead of setting {key!r}")
         object.__setattr__(self, key, value)
+
+    @property
+    def wcs(self):
+        """The exposure's astropy WCS (a copy of the one given). The likelihood never uses it (it uses the
+        fitted astrometry), so a pickled exposure carries it as bytes, unpickled on first access: a
+        sampler's worker process does not import astropy (about 1 s of start-up) unless asked for it."""
+        wcs = self.__dict__["_wcs"]
+        if isinstance(wcs, bytes):
+            wcs = pickle.loads(wcs)
+            self.__dict__["_wcs"] = wcs
+        return wcs
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if not isinstance(state["_wcs"], bytes):
+            state["_wcs"] = pickle.dumps(state["_wcs"], protocol=pickle.HIGHEST_PROTOCOL)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f"Exposure({self.name}, band={self.band!r}, shape={self.shape}, counts_per_flux={self.counts_per_flux:g})"

@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.special import expit
 
 from ._hmc import _init_chain, _run_slice, _windows  # noqa: F401  (_windows: tests)
 from ._progress import Progress
@@ -87,6 +86,7 @@ class _Target:
         self._lo_b = self.lower[self.bounded]
         self._span_b = self.width[self.bounded]
         self._log_span = float(np.sum(np.log(self._span_b)))
+        self._all_bounded = bool(self.bounded.all())
         # Uniform priors have a constant density inside their bounds (where the logistic map keeps theta).
         self._flat = all(type(d) is Uniform for d in priors.distributions)
         self._flat_lnprior = -float(np.sum(np.log(self.width))) if self._flat else 0.0
@@ -118,7 +118,12 @@ class _Target:
     def _map(self, u: np.ndarray):
         """theta(u), d theta/d u and sigmoid(u) of the bounded parameters (the same numbers as
         :class:`pho.LogisticTransform`, computed once for the value and the log-Jacobian)."""
+        from scipy.special import expit  # here, not at import: keeps ``import pho`` (and each worker) light
+
         u = np.asarray(u, dtype=float)
+        if self._all_bounded:  # no periodic parameter: one vector operation each, no fancy indexing
+            sig = expit(u)
+            return self._lo_b + self._span_b * sig, self._span_b * sig * (1.0 - sig), sig
         theta = self.wrap(u) if self.periodic.any() else u.copy()
         dtheta = np.ones_like(theta)
         sig = expit(u[self.bounded])
@@ -142,16 +147,15 @@ class _Target:
         """
         self.n_calls += 1
         theta, dtheta, sig = self._map(u)
-        nan = np.full_like(u, np.nan)
         for i, j in self.shear_pairs:
             if math.hypot(theta[i], theta[j]) >= 1.0:
-                return -math.inf, nan, -math.inf
+                return -math.inf, np.full_like(u, np.nan), -math.inf
         try:
             lnl, grad = self.likelihood.lnlike_and_grad(theta)
         except PhoValueError:
             if strict:
                 raise
-            return -math.inf, nan, -math.inf
+            return -math.inf, np.full_like(u, np.nan), -math.inf
         lnl = float(lnl)
         if self._flat:
             lnprior, g = self._flat_lnprior, np.asarray(grad, dtype=float) * dtheta
@@ -159,11 +163,15 @@ class _Target:
             lnprior = self.priors.ln_prob(theta)
             g = (np.asarray(grad, dtype=float) + self.priors.grad_ln_prob(theta)) * dtheta
         if not (math.isfinite(lnl) and math.isfinite(lnprior)):
-            return -math.inf, nan, -math.inf
-        # ln |d theta/d u| = ln span + ln sigmoid(u) + ln(1 - sigmoid(u)); its derivative 1 - 2 sigmoid(u)
-        ub = u[self.bounded]
-        log_jac = self._log_span - float(np.sum(np.logaddexp(0.0, -ub) + np.logaddexp(0.0, ub)))
-        g[self.bounded] += 1.0 - 2.0 * sig
+            return -math.inf, np.full_like(u, np.nan), -math.inf
+        # ln |d theta/d u| = ln span + ln sigmoid(u) + ln(1 - sigmoid(u)) = ln span - |u| - 2 ln(1 + e^-|u|);
+        # its derivative 1 - 2 sigmoid(u)
+        a = np.abs(u if self._all_bounded else u[self.bounded])
+        log_jac = self._log_span - float(np.sum(a + 2.0 * np.log1p(np.exp(-a))))
+        if self._all_bounded:
+            g += 1.0 - 2.0 * sig
+        else:
+            g[self.bounded] += 1.0 - 2.0 * sig
         return lnl + lnprior + log_jac, g, lnl
 
 

@@ -299,7 +299,7 @@ def _one_galaxy(rng, shape_parameters="q_pa", shape=(16, 16), flux=40.0, sigma=0
     return truth, pho.Likelihood(copy.deepcopy(truth), [exposure], backend=BACKEND)
 
 
-@pytest.mark.parametrize("shape_parameters", ["q_pa", "g1_g2"])
+@pytest.mark.parametrize("shape_parameters", ["q_pa", "g1_g2", "eta"])
 def test_transformed_log_density_gradient_matches_finite_differences(rng, shape_parameters):
     """d ln p(u)/d u (likelihood, prior incl. a LogUniform, logistic log-Jacobian, periodic pa) vs central
     differences, parameter by parameter."""

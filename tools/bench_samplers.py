@@ -14,6 +14,7 @@ matrix as its first metric. CPU times include the worker processes (``RUSAGE_CHI
     python tools/bench_samplers.py [--problems galaxy demo patch] [--draws 1000] [--tune 1000]
                                    [--processes 2] [--init-cov {none,fisher}] [--target-accept 0.8]
                                    [--samplers dynesty nuts] [--dynesty-maxcall 5000]
+                                   [--shape-parameters {q_pa,g1_g2,eta}]
 """
 
 from __future__ import annotations
@@ -43,14 +44,19 @@ def galaxy_problem():
     return truth, pho.Likelihood(start, exposures, backend="cpu"), 150, {"rh": (0.02, 1.0)}
 
 
-def demo_problem():
+def demo_problem(shape_parameters: str = "q_pa"):
     from pho.demo import build_demo
 
     prob = build_demo()
-    return prob.truth, pho.Likelihood(prob.initial, prob.exposures, backend="cpu"), 45, None
+    truth, start = prob.truth, prob.initial
+    if shape_parameters != "q_pa":
+        truth = pho.Scene(truth.sources, shape_parameters=shape_parameters, bands=truth.bands)
+        start = pho.Scene(start.sources, shape_parameters=shape_parameters, bands=start.bands)
+    return truth, pho.Likelihood(start, prob.exposures, backend="cpu"), 45, None
 
 
-def patch_problem(n_sources: int = 10, box_arcsec: float = 2.2, seed: int = 13, dithers_per_band: int = 1):
+def patch_problem(n_sources: int = 10, box_arcsec: float = 2.2, seed: int = 13, dithers_per_band: int = 1,
+                  shape_parameters: str = "q_pa"):
     """A blended patch of ``n_sources`` GOODS-S-like galaxies in 2 bands (8 parameters each: 2 fluxes, ra,
     dec, q, pa, n, rh; 80 for 10 galaxies).
 
@@ -63,7 +69,8 @@ def patch_problem(n_sources: int = 10, box_arcsec: float = 2.2, seed: int = 13, 
     pixels and rotated 23 degrees; with 2, both of these in each band), 0.06"/pixel, 48 x 48 pixels, 3-Gaussian PSFs of core FWHM 2.2 and 2.5 pixels, and the noise at which the median
     source of the whole list has S/N 30 per band. The truth is drawn with pho's model; the starting scene
     is the truth perturbed as a detection catalog would be (positions by 0.3 pixel, fluxes and sizes by
-    15%, q by 0.1, pa by 0.2, n set to 2), which the optimizer then refines.
+    15%, q by 0.1, pa by 0.2, n set to 2), which the optimizer then refines. ``shape_parameters`` is the
+    starting scene's (and so the likelihood's) shape parameterization.
     """
     from pho.demo import demo_psf, demo_wcs
     from pho.field.simulate import SIM_BANDS, SIM_DITHERS, SIM_PIXEL_SCALE_ARCSEC, _optimal_snr, goodss_table
@@ -96,7 +103,7 @@ def patch_problem(n_sources: int = 10, box_arcsec: float = 2.2, seed: int = 13, 
                 rh = rh * math.exp(0.15 * rng.normal())
             sources.append(pho.Sersic(pho.demo.RA0_DEG + dx / 3600 / cosd, pho.demo.DEC0_DEG + dy / 3600, flux,
                                       q=q, pa=pa, n=n, rh=rh))
-        return pho.Scene(sources, bands=bands)
+        return pho.Scene(sources, bands=bands, shape_parameters=shape_parameters)
 
     pa_true = rng.uniform(0, math.pi, n_sources)
     n_true = rng.uniform(1.0, 4.0, n_sources)
@@ -125,7 +132,8 @@ def _cpu() -> float:
 
 
 def run(name, args):
-    truth, like, nlive, overrides = PROBLEMS[name]()
+    kw = {"shape_parameters": args.shape_parameters} if name in ("patch", "demo") else {}
+    truth, like, nlive, overrides = PROBLEMS[name](**kw)
     priors = default_priors(like, overrides=overrides)
     t, c = time.perf_counter(), _cpu()
     best = pho.optimize(like, priors)
@@ -214,6 +222,7 @@ def run(name, args):
     if nuts is not None:
         st = nuts.settings
         print(f"NUTS: {args.chains} chains x {args.draws} draws after {args.tune} warm-up, init_cov {args.init_cov}, "
+              f"shape parameters {args.shape_parameters if name in ('patch', 'demo') else 'q_pa'}, "
               f"target_accept {args.target_accept}; {st['divergences']} divergences, mean tree depth "
               f"{st['mean_tree_depth']:.2f} ({st['max_tree_depth_hits']} at the maximum), max R-hat "
               f"{max(v['rhat'] for v in nuts.diagnostics.values()):.4f}, step sizes "
@@ -236,6 +245,8 @@ def main(argv=None):
     p.add_argument("--init-cov", choices=["none", "fisher"], default="none",
                    help="NUTS's first metric: the curvature at the start (none) or the optimizer's inverse Fisher matrix")
     p.add_argument("--target-accept", type=float, default=0.8)
+    p.add_argument("--shape-parameters", choices=["q_pa", "g1_g2", "eta"], default="q_pa",
+                   help="patch and demo: the shape parameterization sampled (default %(default)s)")
     p.add_argument("--dynesty-maxcall", type=int, default=5000,
                    help="patch only: dynesty's calls before it is stopped (default %(default)s)")
     p.add_argument("--processes", type=int, default=2, help="processes for both samplers (default %(default)s)")

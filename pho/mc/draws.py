@@ -28,7 +28,6 @@ import math
 import warnings
 
 import numpy as np
-from scipy.special import gammaincinv, psi
 
 from ..errors import PhoValueError
 
@@ -106,6 +105,8 @@ def sersic_radius(u, n):
     x, b : ndarray of shape (N,)
         ``P^-1(2n, u)`` and ``P^-1(2n, 1/2)`` (for :func:`sersic_radius_dn`).
     """
+    from scipy.special import gammaincinv  # here, not at import: scipy.special takes ~0.5 s to import
+
     a = 2.0 * np.asarray(n, dtype=float)
     x = gammaincinv(a, u)
     b = gammaincinv(a, 0.5)
@@ -133,6 +134,8 @@ def dx_da_over_x(a, x):
         Accurate to about 1e-16 times ``sum_k t_k`` (at most ~ ``Gamma(a) e^x x^-a``), i.e. to
         better than 1e-9 relative for every draw of up to 2^20 draws and 0.3 <= n <= 10.
     """
+    from scipy.special import psi
+
     a = np.asarray(a, dtype=float)
     x = np.asarray(x, dtype=float)
     a, x = np.broadcast_arrays(a, x)
