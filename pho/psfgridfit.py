@@ -17,10 +17,13 @@ order as follows:
    least summed symmetric KL divergence plus amplitude difference). The number of points where
    this changed the order is reported (``NSWAPS`` in the header).
 5. A warm start can settle in a worse optimum than its neighbour's (one of the 100 HST ACS PSFs
-   at K = 8 ended at sum|res|/sum 0.23 against its neighbours' 0.03). Where the warm-started
-   fit's sum|res|/sum exceeds ``RESTART_FACTOR`` times its predecessor's, the point is fitted
-   from the concentric start too and the better of the two is kept, put in order by the same
-   matching (``NRESTART`` in the header counts these points).
+   at K = 8 ended at sum|res|/sum 0.23 against its neighbours' 0.03; another at max|res|/peak
+   0.0144 where a fit from the concentric start reaches 0.0068). Where the warm-started fit's
+   sum|res|/sum exceeds ``RESTART_FACTOR`` (1.1) times its predecessor's, or its max|res|/peak
+   ``RESTART_FACTOR_PEAK`` (1.25) times its predecessor's, and is above ``RESTART_FLOOR``
+   (0.2% of the peak), the point is fitted from the concentric start too and the one of lower
+   sum|res|/sum is kept, put in order by the same matching (``NRESTART`` in the header counts
+   the points where the concentric fit was kept).
 
 Where a PSF image's header gives its position: keys ``PSFX`` and ``PSFY`` (0-based detector
 pixels of the image the grid is for, ``POSITION_KEYS``).
@@ -41,9 +44,13 @@ from .psf import PSFMixture
 from .psffit import PSFFitResult, fit_psf_mixture
 from .psfgrid import PSFGrid, grid_nodes, match_components
 
-#: A warm-started fit whose sum|res|/sum exceeds this factor times its predecessor's is redone
-#: from the concentric start (the better of the two is kept).
-RESTART_FACTOR = 1.5
+#: A warm-started fit whose sum|res|/sum exceeds ``RESTART_FACTOR`` times its predecessor's, or
+#: whose max|res|/peak exceeds ``RESTART_FACTOR_PEAK`` times its predecessor's, is redone from
+#: the concentric start and the one of lower sum|res|/sum kept; never when its max|res|/peak is
+#: below ``RESTART_FLOOR`` (a fit that good is kept as it is).
+RESTART_FACTOR = 1.1
+RESTART_FACTOR_PEAK = 1.25
+RESTART_FLOOR = 2e-3
 
 __all__ = [
     "CUBE_POSITION_PREFIX",
@@ -198,7 +205,10 @@ def fit_psf_grid(
                 polish=polish, n_starts=n_starts if prev is None else 1, init=prev, meta=pm,
             )
             restarted = False
-            if prev is not None and fit.sum_abs_residual_frac > RESTART_FACTOR * prev_fit.sum_abs_residual_frac:
+            if prev is not None and fit.max_abs_residual_frac_peak > RESTART_FLOOR and (
+                fit.sum_abs_residual_frac > RESTART_FACTOR * prev_fit.sum_abs_residual_frac
+                or fit.max_abs_residual_frac_peak > RESTART_FACTOR_PEAK * prev_fit.max_abs_residual_frac_peak
+            ):
                 # The warm start fell into a worse optimum than its neighbour's: fit from the
                 # concentric start as well and keep the better (matching below restores the order).
                 cold = fit_psf_mixture(

@@ -101,7 +101,7 @@ def test_swapped_fit_is_put_back_in_order(monkeypatch):
 
 def test_warm_start_worse_than_its_neighbour_is_refitted_from_the_concentric_start(monkeypatch):
     """A warm-started fit much worse than its predecessor's is redone from the usual start, and the
-    better fit is kept; a warm start that is fine is not redone."""
+    better fit is kept; warm starts that fit to better than RESTART_FLOOR are not redone."""
     import dataclasses
 
     import pho.psfgridfit as pgf
@@ -113,7 +113,8 @@ def test_warm_start_worse_than_its_neighbour_is_refitted_from_the_concentric_sta
         fit = real(*args, **kw)
         calls.append(kw.get("init") is not None)
         if len(calls) == 3:  # the second warm start: report it as a poor optimum
-            fit = dataclasses.replace(fit, sum_abs_residual_frac=10.0 * fit.sum_abs_residual_frac + 0.5)
+            fit = dataclasses.replace(fit, sum_abs_residual_frac=10.0 * fit.sum_abs_residual_frac + 0.5,
+                                      max_abs_residual_frac_peak=0.05)
         return fit
 
     monkeypatch.setattr(pgf, "fit_psf_mixture", spoiling)
@@ -125,6 +126,28 @@ def test_warm_start_worse_than_its_neighbour_is_refitted_from_the_concentric_sta
     assert [m.meta["RESTART"] for m in result.grid.mixtures] == [False, False, False, True]  # input 3
     assert result.fits[3].sum_abs_residual_frac < 0.5
     assert all(m.cxx[0] < m.cxx[1] for m in result.grid.mixtures)  # still in the shared order
+
+
+def test_warm_start_with_a_worse_peak_residual_is_also_refitted(monkeypatch):
+    import dataclasses
+
+    import pho.psfgridfit as pgf
+
+    real = pgf.fit_psf_mixture
+    calls = []
+
+    def spoiling(*args, **kw):
+        fit = real(*args, **kw)
+        calls.append(kw.get("init") is not None)
+        if len(calls) == 2:  # the first warm start: only its worst pixel is off
+            fit = dataclasses.replace(fit, max_abs_residual_frac_peak=0.05)
+        return fit
+
+    monkeypatch.setattr(pgf, "fit_psf_mixture", spoiling)
+    images = [_image((21, 21), 10.0, 10.0, *_truth(x, y)) for x, y in POS]
+    x, y = np.array(POS).T
+    pgf.fit_psf_grid(images, x, y, 2, 1.0)
+    assert calls == [False, True, False, True, True]  # one concentric refit, after the first warm start
 
 
 def test_grid_fit_input_errors():
