@@ -264,21 +264,25 @@ def image_hdus(path: str | os.PathLike) -> list[int]:
                 and h.data.size > 0]
 
 
+def _parse_index_spec(spec: str, everything: list[int], option: str, what: str) -> list[int]:
+    """Indices from ``"all"`` (``everything``), ``"A:B"`` (inclusive) or ``"a,b,c"``."""
+    text = spec.strip().lower()
+    try:
+        if text == "all":
+            return list(everything)
+        if ":" in text:
+            lo, hi = (int(v) for v in text.split(":", 1))
+            return list(range(lo, hi + 1))
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PhoValueError(f"{option} {spec!r}: give 'all', a range A:B (inclusive) or a list a,b,c of {what}") from None
+
+
 def parse_hdus(spec: str, path: str | os.PathLike) -> list[int]:
     """HDU indices from ``"all"`` (every HDU with a 2-d image), ``"A:B"`` (inclusive) or
     ``"a,b,c"``. Raises ``PhoValueError`` for a bad spec or an HDU that is not an image."""
     available = image_hdus(path)
-    text = spec.strip().lower()
-    try:
-        if text == "all":
-            hdus = available
-        elif ":" in text:
-            lo, hi = (int(v) for v in text.split(":", 1))
-            hdus = list(range(lo, hi + 1))
-        else:
-            hdus = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise PhoValueError(f"--hdus {spec!r}: give 'all', a range A:B (inclusive) or a list a,b,c of HDU indices") from None
+    hdus = _parse_index_spec(spec, available, "--hdus", "HDU indices")
     missing = [h for h in hdus if h not in available]
     if missing or not hdus:
         raise PhoValueError(
@@ -400,17 +404,7 @@ def cube_plane_count(path: str | os.PathLike, hdu: int) -> int:
 
 def parse_planes(spec: str, n_planes: int) -> list[int]:
     """Plane indices from ``"all"``, ``"A:B"`` (inclusive) or ``"a,b,c"``, each in 0..n_planes-1."""
-    text = spec.strip().lower()
-    try:
-        if text == "all":
-            planes = list(range(n_planes))
-        elif ":" in text:
-            lo, hi = (int(v) for v in text.split(":", 1))
-            planes = list(range(lo, hi + 1))
-        else:
-            planes = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise PhoValueError(f"--planes {spec!r}: give 'all', a range A:B (inclusive) or a list a,b,c of planes") from None
+    planes = _parse_index_spec(spec, list(range(n_planes)), "--planes", "planes")
     bad = [p for p in planes if not 0 <= p < n_planes]
     if bad or not planes:
         raise PhoValueError(f"--planes {spec!r}: plane(s) {bad or planes} are not in the cube's 0..{n_planes - 1}")

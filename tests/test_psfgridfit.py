@@ -99,9 +99,9 @@ def test_swapped_fit_is_put_back_in_order(monkeypatch):
     assert all(m.cxx[0] < m.cxx[1] for m in result.grid.mixtures)
 
 
-def test_warm_start_worse_than_its_neighbour_is_refitted_from_the_concentric_start(monkeypatch):
-    """A warm-started fit much worse than its predecessor's is redone from the usual start, and the
-    better fit is kept; warm starts that fit to better than RESTART_FLOOR are not redone."""
+def _spoiled_grid_fit(monkeypatch, spoil_call, **spoiled):
+    """fit_psf_grid on the synthetic 2 x 2 grid with the ``spoil_call``-th fit's figures replaced by
+    ``spoiled``; returns (result, [whether each fit was warm-started])."""
     import dataclasses
 
     import pho.psfgridfit as pgf
@@ -112,15 +112,22 @@ def test_warm_start_worse_than_its_neighbour_is_refitted_from_the_concentric_sta
     def spoiling(*args, **kw):
         fit = real(*args, **kw)
         calls.append(kw.get("init") is not None)
-        if len(calls) == 3:  # the second warm start: report it as a poor optimum
-            fit = dataclasses.replace(fit, sum_abs_residual_frac=10.0 * fit.sum_abs_residual_frac + 0.5,
-                                      max_abs_residual_frac_peak=0.05)
+        if len(calls) == spoil_call:
+            fit = dataclasses.replace(fit, **{k: v(fit) for k, v in spoiled.items()})
         return fit
 
     monkeypatch.setattr(pgf, "fit_psf_mixture", spoiling)
     images = [_image((21, 21), 10.0, 10.0, *_truth(x, y)) for x, y in POS]
     x, y = np.array(POS).T
-    result = pgf.fit_psf_grid(images, x, y, 2, 1.0)
+    return pgf.fit_psf_grid(images, x, y, 2, 1.0), calls
+
+
+def test_warm_start_worse_than_its_neighbour_is_refitted_from_the_concentric_start(monkeypatch):
+    """A warm-started fit much worse than its predecessor's is redone from the usual start, and the
+    better fit is kept; warm starts that fit to better than RESTART_FLOOR are not redone."""
+    result, calls = _spoiled_grid_fit(  # the second warm start reported as a poor optimum
+        monkeypatch, 3, sum_abs_residual_frac=lambda f: 10.0 * f.sum_abs_residual_frac + 0.5,
+        max_abs_residual_frac_peak=lambda f: 0.05)
     assert calls == [False, True, True, False, True]  # one extra fit, from the concentric start
     assert result.n_restarts == 1 and result.grid.meta["NRESTART"] == 1
     assert [m.meta["RESTART"] for m in result.grid.mixtures] == [False, False, False, True]  # input 3
@@ -129,24 +136,8 @@ def test_warm_start_worse_than_its_neighbour_is_refitted_from_the_concentric_sta
 
 
 def test_warm_start_with_a_worse_peak_residual_is_also_refitted(monkeypatch):
-    import dataclasses
-
-    import pho.psfgridfit as pgf
-
-    real = pgf.fit_psf_mixture
-    calls = []
-
-    def spoiling(*args, **kw):
-        fit = real(*args, **kw)
-        calls.append(kw.get("init") is not None)
-        if len(calls) == 2:  # the first warm start: only its worst pixel is off
-            fit = dataclasses.replace(fit, max_abs_residual_frac_peak=0.05)
-        return fit
-
-    monkeypatch.setattr(pgf, "fit_psf_mixture", spoiling)
-    images = [_image((21, 21), 10.0, 10.0, *_truth(x, y)) for x, y in POS]
-    x, y = np.array(POS).T
-    pgf.fit_psf_grid(images, x, y, 2, 1.0)
+    # the first warm start: only its worst pixel is off
+    _, calls = _spoiled_grid_fit(monkeypatch, 2, max_abs_residual_frac_peak=lambda f: 0.05)
     assert calls == [False, True, False, True, True]  # one concentric refit, after the first warm start
 
 
