@@ -301,8 +301,13 @@ def test_read_oversampling_from_header_or_refuse(tmp_path):
         assert read_psf_image(_write(tmp_path / "c.fits", data, OVERSAMP=4), 0, oversample=2).oversample == 2.0
     with pytest.raises(PhoValueError, match="3 HDUs|1 HDUs"):
         read_psf_image(tmp_path / "a.fits", 3)
-    with pytest.raises(PhoValueError, match="3-D array"):
+    with pytest.raises(PhoValueError, match=r"holds a cube of 2 PSFs of shape \(9, 9\); fit them as a grid with --planes all"):
         read_psf_image(_write(tmp_path / "d.fits", np.ones((2, 9, 9)), OVERSAMP=1), 0)
+    assert read_psf_image(tmp_path / "d.fits", 0, plane=1).data.shape == (9, 9)
+    with pytest.raises(PhoValueError, match=r"has 2 planes \(0..1\); plane 2 is out of range"):
+        read_psf_image(tmp_path / "d.fits", 0, plane=2)
+    with pytest.raises(PhoValueError, match="4-D array"):
+        read_psf_image(_write(tmp_path / "e.fits", np.ones((2, 2, 9, 9)), OVERSAMP=1), 0)
 
 
 def test_plot_draws_four_panels_and_one_ellipse_per_gaussian(tmp_path):
