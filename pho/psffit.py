@@ -634,12 +634,13 @@ def _gram(J: np.ndarray, rows: int = 256) -> np.ndarray:
     return A
 
 
-def _levenberg_marquardt(model_jac, data, p0, lo, sigma, max_iter=100, rtol=1e-10):
+def _levenberg_marquardt(model_jac, data, p0, lo, sigma, max_iter=100, rtol=1e-10, hi=None):
     """Minimize sum ((model(p) - data) / sigma)^2 by Levenberg-Marquardt on the normal equations.
 
-    ``model_jac(p, want_jac)`` returns (model (N,), jac (N, P) or None). Parameters are kept at
-    or above ``lo`` (P,) by projection. Returns (p, iterations, note).
+    ``model_jac(p, want_jac)`` returns (model (N,), jac (N, P) or None). Parameters are kept in
+    ``[lo, hi]`` (P,) by projection (``hi`` default: no upper bound). Returns (p, iterations, note).
     """
+    hi = np.full(len(p0), np.inf) if hi is None else hi
     p = p0.copy()
     wt = 1.0 / sigma
     data = data * wt
@@ -666,7 +667,7 @@ def _levenberg_marquardt(model_jac, data, p0, lo, sigma, max_iter=100, rtol=1e-1
             except np.linalg.LinAlgError:
                 lam *= 10.0
                 continue
-            p_new = np.maximum(p + step, lo)
+            p_new = np.minimum(np.maximum(p + step, lo), hi)
             with np.errstate(all="ignore"):  # a wild trial step may overflow; it is rejected below
                 m_new = model_jac_w(p_new, False)[0]
             r_new = m_new - data
@@ -918,13 +919,22 @@ def fit_psf_mixture(
         model_best, fig_best = figures_of(q_em)
         polished = False
         if polish:
+            # Widths at least the narrowest pho draws; no wider than 100 times the image, nor
+            # sheared past that: a Gaussian of (almost) no weight otherwise drifts off to infinite
+            # variance (K = 14 on the JWST image reached 1e41 pixel^2, whose narrow axis then
+            # rounded to zero).
+            extent = 100.0 * max(data.shape) / S  # detector pixels
             lo = np.full(q_em.size, -np.inf)
+            hi = np.full(q_em.size, np.inf)
             lo[3:-1:6] = lo[5:-1:6] = 0.5 * np.log(MIN_DRAWABLE_VARIANCE_DET_PIX2)
-            q0 = np.maximum(q_em, lo)
-            if np.any(q0 != q_em):  # widths raised to the bound: the scale F that best fits them
+            hi[3:-1:6] = hi[5:-1:6] = np.log(extent)
+            lo[4:-1:6], hi[4:-1:6] = -extent, extent
+            q0 = np.minimum(np.maximum(q_em, lo), hi)
+            if np.any(q0 != q_em):  # widths moved to the bounds: the scale F that best fits them
                 m0 = scaled_model(np.append(q0[:-1], 0.0), False)[0]
                 q0[-1] = np.log(np.sum(img * m0 / counts) / np.sum(m0 * m0 / counts))
-            q_fit, n_lm, lm_note = _levenberg_marquardt(scaled_model, img, q0, lo, np.sqrt(counts), max_iter=max_lm_iter)
+            q_fit, n_lm, lm_note = _levenberg_marquardt(scaled_model, img, q0, lo, np.sqrt(counts), max_iter=max_lm_iter,
+                                                        hi=hi)
             model_pol, fig_pol = figures_of(q_fit)
             log.info("start %d polish: %s after %d iterations; figures %s -> %s", start, lm_note, n_lm,
                      fig_best[:2], fig_pol[:2])  # fmt: skip
