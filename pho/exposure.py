@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import PhoDataError, PhoDataWarning, PhoRangeError, PhoValueError, warn
 from .psf import PSF_SUM_ERROR_TOLERANCE, PSFMixture
-from .psfgrid import PSFGrid, read_psf
+from .psfgrid import PSFGrid, _mixture_parameters, read_psf
 
 __all__ = ["Exposure", "ASTROMETRY_TOLERANCE_PIX", "unit_vectors", "image_hdu"]
 
@@ -585,7 +585,7 @@ class Exposure:
         x = np.atleast_1d(np.asarray(x_pix, dtype=np.float64)).ravel()
         y = np.atleast_1d(np.asarray(y_pix, dtype=np.float64)).ravel()
         if not isinstance(self.psf, PSFGrid):
-            p = np.column_stack([self.psf.amp, self.psf.x, self.psf.y, self.psf.cxx, self.psf.cxy, self.psf.cyy])
+            p = _mixture_parameters(self.psf)
             return np.broadcast_to(p, (len(x),) + p.shape).copy()
         ox, oy = self.psf_offset_pix
         where = f" (exposure {self.name}" + (f", whose pixel (0, 0) is ({ox:g}, {oy:g}) there)" if (ox, oy) != (0.0, 0.0) else ")")

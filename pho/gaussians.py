@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .exposure import unit_vectors
+from .psfgrid import _mixture_parameters
 from .sources import Sersic
 
 __all__ = ["SceneModel", "ExposureModel", "ImageGaussians", "image_gaussians", "N_LOCAL", "LOCAL_PARAMETERS"]
@@ -267,9 +268,40 @@ def _render_module():
     return _RENDER[0]
 
 
-def _mixture_parameters(psf) -> np.ndarray:
-    """One PSF mixture as the (1, L, 6) array (amp, x, y, cxx, cxy, cyy) that ``_group_psf`` reads."""
-    return np.column_stack([psf.amp, psf.x, psf.y, psf.cxx, psf.cxy, psf.cyy])[None]
+def _group_psf(pp, rows, counts_per_flux) -> dict:
+    """PSF arrays of one source group: ``amp_cpf, x, y, norm`` of shape (1 or S, L),
+    ``cov, F`` of shape (1 or S, L, 3) (xx, xy, yy), from ``pp`` (S_total or 1, L, 6)
+    (columns amp, x, y, cxx, cxy, cyy) at ``rows`` (the group's sources, or ``slice(0, 1)``
+    for the exposure's single mixture)."""
+    p = pp[rows]
+    cov = np.ascontiguousarray(p[..., 3:6])
+    det = cov[..., 0] * cov[..., 2] - cov[..., 1] ** 2
+    amp_cpf = p[..., 0] * counts_per_flux
+    F = np.stack([cov[..., 2], -cov[..., 1], cov[..., 0]], axis=-1) / det[..., None]
+    return dict(amp_cpf=amp_cpf, x=np.ascontiguousarray(p[..., 1]), y=np.ascontiguousarray(p[..., 2]),
+                cov=cov, F=F, norm=amp_cpf / (_TWO_PI * np.sqrt(det)))
+
+
+def _exposure_psf(model, psf_theta) -> None:
+    """Set an exposure model's PSF attributes (``ExposureModel`` and the Monte Carlo model share
+    them): ``psf_per_source`` (the exposure's PSF is a grid), ``psf_positions`` (S_total, 2) and
+    ``psf_params`` (S_total, L, 6), each source's mixture taken at its position for ``psf_theta``
+    (default the scene's values) and fixed from then on (None for one mixture), and ``_gpsf``,
+    per group of ``model.scene_model`` the arrays of :func:`_group_psf`."""
+    sm, exposure = model.scene_model, model.exposure
+    model.psf_per_source = bool(getattr(exposure, "psf_varies", False))
+    if model.psf_per_source:
+        theta0 = sm.scene.get_vector() if psf_theta is None else np.asarray(psf_theta, dtype=float)
+        units = unit_vectors(theta0[sm.ra_idx], theta0[sm.dec_idx])
+        xs, ys = exposure._astrometry.project_units(units, jacobian=False, names=sm.source_labels)
+        pp = exposure.psf_parameters_at(xs, ys, labels=sm.source_labels)
+        model.psf_positions = np.column_stack([xs, ys])  # where the mixtures were taken, exposure pixels
+        model.psf_params = pp
+    else:
+        pp = _mixture_parameters(exposure.psf)[None]
+        model.psf_positions = model.psf_params = None
+    model._gpsf = [_group_psf(pp, g.rows if model.psf_per_source else slice(0, 1), exposure.counts_per_flux)
+                   for g in sm.groups]
 
 
 def _band_index(scene, exposure) -> int:
@@ -329,25 +361,10 @@ class ExposureModel:
     def __init__(self, scene_model: SceneModel, exposure, psf_theta=None):
         self.scene_model = scene_model
         self.exposure = exposure
-        scene = scene_model.scene
-        self.band_index = _band_index(scene, exposure)
-        psf = exposure.psf
-        L = psf.n_gauss
+        self.band_index = _band_index(scene_model.scene, exposure)
+        L = exposure.psf.n_gauss
         self.n_psf = L
-        #: whether each source has its own PSF mixture (the exposure's PSF is a grid)
-        self.psf_per_source = bool(getattr(exposure, "psf_varies", False))
-        if self.psf_per_source:
-            # (S_total, L, 6): each source's mixture at its position for psf_theta, in scene order
-            theta0 = scene.get_vector() if psf_theta is None else np.asarray(psf_theta, dtype=float)
-            units = unit_vectors(theta0[scene_model.ra_idx], theta0[scene_model.dec_idx])
-            xs, ys = exposure._astrometry.project_units(units, jacobian=False, names=scene_model.source_labels)
-            pp = exposure.psf_parameters_at(xs, ys, labels=scene_model.source_labels)
-            self.psf_positions = np.column_stack([xs, ys])  # where the mixtures were taken, exposure pixels
-            self.psf_params = pp
-        else:
-            pp = _mixture_parameters(psf)
-            self.psf_positions = None
-            self.psf_params = None
+        _exposure_psf(self, psf_theta)  # psf_per_source, psf_positions, psf_params and _gpsf
         D = exposure.D
         d00, d01, d10, d11 = D[0, 0], D[0, 1], D[1, 0], D[1, 1]
         # T = D R D^T as a linear map of (Rxx, Rxy, Ryy) -> (Txx, Txy, Tyy): T = R @ MT
@@ -358,9 +375,6 @@ class ExposureModel:
                 [d01 * d01, d01 * d11, d11 * d11],
             ]
         )
-        # per group: the PSF arrays with a leading axis of 1 (one PSF) or S (one per source)
-        self._gpsf = [self._group_psf(pp, g.rows if self.psf_per_source else slice(0, 1), exposure.counts_per_flux)
-                      for g in scene_model.groups]
         #: (sum over groups of S, 7) scene index of each source's local parameters (P = unused): vjp_index
         self.param_index, self.source_index, self.vjp_index = _index_arrays(
             scene_model, self.band_index, [g.n_comp * L for g in scene_model.groups])
@@ -386,20 +400,6 @@ class ExposureModel:
                     m_index=np.repeat(np.arange(M, dtype=np.intp), L), M=M, N=M * L,
                 )
             )
-
-    @staticmethod
-    def _group_psf(pp, rows, counts_per_flux) -> dict:
-        """PSF arrays of one source group: ``amp_cpf, x, y, norm`` of shape (1 or S, L),
-        ``cov, F`` of shape (1 or S, L, 3) (xx, xy, yy), from ``pp`` (S_total or 1, L, 6)
-        (columns amp, x, y, cxx, cxy, cyy) at ``rows`` (the group's sources, or ``slice(0, 1)``
-        for the exposure's single mixture)."""
-        p = pp[rows]
-        cov = np.ascontiguousarray(p[..., 3:6])
-        det = cov[..., 0] * cov[..., 2] - cov[..., 1] ** 2
-        amp_cpf = p[..., 0] * counts_per_flux
-        F = np.stack([cov[..., 2], -cov[..., 1], cov[..., 0]], axis=-1) / det[..., None]
-        return dict(amp_cpf=amp_cpf, x=np.ascontiguousarray(p[..., 1]), y=np.ascontiguousarray(p[..., 2]),
-                    cov=cov, F=F, norm=amp_cpf / (_TWO_PI * np.sqrt(det)))
 
     def significant(self, gaussians: np.ndarray) -> np.ndarray | None:
         """Which image Gaussians can matter in this stamp (see ``NEGLIGIBLE_FRACTION``).

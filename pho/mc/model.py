@@ -30,8 +30,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..exposure import unit_vectors
-from ..gaussians import (N_LOCAL, ExposureModel, _band_index, _Group, _index_arrays, _init_layout,
-                         _mixture_parameters, _shape_matrices)
+from ..gaussians import (N_LOCAL, ExposureModel, _band_index, _exposure_psf, _Group, _index_arrays, _init_layout,
+                         _shape_matrices)
 from .draws import sersic_radius, sersic_radius_dn
 
 __all__ = ["McSceneModel", "McExposureModel", "shape_root"]
@@ -180,29 +180,15 @@ class McExposureModel:
     #: Unused (the interface of ExposureModel; the Monte Carlo model is NumPy only).
     compiled = False
     significant = ExposureModel.significant
+
     def __init__(self, scene_model: McSceneModel, exposure, psf_theta=None):
         self.scene_model = scene_model
         self.exposure = exposure
         self.band_index = _band_index(scene_model.scene, exposure)
-        psf = exposure.psf
-        L = psf.n_gauss
-        self.n_psf = L
-        #: whether each source has its own PSF mixture (the exposure's PSF is a grid): taken at
-        #: the source's position for ``psf_theta`` (default the scene's values) and held fixed,
-        #: as in ``ExposureModel``
-        self.psf_per_source = bool(getattr(exposure, "psf_varies", False))
-        if self.psf_per_source:
-            theta0 = scene_model.scene.get_vector() if psf_theta is None else np.asarray(psf_theta, dtype=float)
-            units = unit_vectors(theta0[scene_model.ra_idx], theta0[scene_model.dec_idx])
-            xs, ys = exposure._astrometry.project_units(units, jacobian=False, names=scene_model.source_labels)
-            pp = exposure.psf_parameters_at(xs, ys, labels=scene_model.source_labels)
-            self.psf_positions = np.column_stack([xs, ys])
-        else:
-            pp = _mixture_parameters(psf)
-            self.psf_positions = None
-        # per group, the PSF arrays of ExposureModel: leading axis 1 (one mixture) or S (per source)
-        self._gpsf = [ExposureModel._group_psf(pp, g.rows if self.psf_per_source else slice(0, 1),
-                                               exposure.counts_per_flux) for g in scene_model.groups]
+        L = self.n_psf = exposure.psf.n_gauss
+        # as in ExposureModel: psf_per_source, psf_positions, psf_params and _gpsf (each source's
+        # mixture from a PSF grid taken at its position for psf_theta and held fixed)
+        _exposure_psf(self, psf_theta)
         self.D = np.array(exposure.D, dtype=float)
         self.param_index, self.source_index, self.vjp_index = _index_arrays(
             scene_model, self.band_index, [L if g.kind == "point" else scene_model.draws.counts * L
