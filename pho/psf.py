@@ -21,6 +21,13 @@ PSF_SUM_ERROR_TOLERANCE = 0.2
 _COLUMNS = ("amp", "x", "y", "cxx", "cxy", "cyy")
 
 
+def narrowest_variance(cxx, cxy, cyy) -> np.ndarray:
+    """Smaller eigenvalue of covariances ``[[cxx, cxy], [cxy, cyy]]`` (pixels squared), in the
+    closed form that :func:`narrowest_fwhm_pix` (the drawability check) uses."""
+    cxx, cxy, cyy = (np.asarray(c, dtype=np.float64) for c in (cxx, cxy, cyy))
+    return 0.5 * (cxx + cyy) - np.hypot(0.5 * (cxx - cyy), cxy)
+
+
 def narrowest_fwhm_pix(cxx, cxy, cyy) -> np.ndarray:
     """FWHM along the narrowest principal axis of Gaussians of covariance ``[[cxx, cxy], [cxy, cyy]]``.
 
@@ -34,9 +41,7 @@ def narrowest_fwhm_pix(cxx, cxy, cyy) -> np.ndarray:
     ndarray of shape (L,)
         ``2 sqrt(2 ln 2) sqrt(lambda_min)``, pixels.
     """
-    cxx, cxy, cyy = (np.asarray(c, dtype=np.float64) for c in (cxx, cxy, cyy))
-    lam_min = 0.5 * (cxx + cyy) - np.hypot(0.5 * (cxx - cyy), cxy)
-    return FWHM_PER_SIGMA * np.sqrt(np.maximum(lam_min, 0.0))
+    return FWHM_PER_SIGMA * np.sqrt(np.maximum(narrowest_variance(cxx, cxy, cyy), 0.0))
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PhoDataError, PhoDataWarning, PhoRangeError, PhoValueError, warn
-from ._reference import MIN_FWHM_PIX
-from .psf import PSFMixture, narrowest_fwhm_pix
+from ._reference import FWHM_PER_SIGMA, MIN_FWHM_PIX
+from .psf import PSFMixture, narrowest_fwhm_pix, narrowest_variance
 
 __all__ = [
     "PSFFitResult",
@@ -49,7 +49,7 @@ MIN_VARIANCE_DET_PIX2 = 0.05**2
 #: Smallest variance the polish lets a Gaussian's Cholesky factors reach, detector pixels
 #: squared: that of a Gaussian of FWHM ``MIN_FWHM_PIX``, the narrowest pho draws to 1e-3 (a hair
 #: above it, so a component on the bound passes the drawability check).
-MIN_DRAWABLE_VARIANCE_DET_PIX2 = (MIN_FWHM_PIX / (2.0 * np.sqrt(2.0 * np.log(2.0)))) ** 2 * (1.0 + 1e-6)
+MIN_DRAWABLE_VARIANCE_DET_PIX2 = (MIN_FWHM_PIX / FWHM_PER_SIGMA) ** 2 * (1.0 + 1e-6)
 #: Gauss-Legendre points per axis for the integral over one detector pixel: 8 integrate a
 #: Gaussian of the narrowest drawable width (FWHM ``MIN_FWHM_PIX``) to 1.4e-4 per axis (6: 4.3e-3).
 N_QUAD_PER_AXIS = 8
@@ -404,8 +404,7 @@ def _floor_narrowest_axis(cuu, cuv, cvv, min_var=MIN_DRAWABLE_VARIANCE_DET_PIX2)
         out = np.einsum("kij,kj,klj->kil", vec, lam, vec)
         # a needle-like component (one axis ~1e5 times the other) loses the narrow axis's last
         # digits in the (xx, xy, yy) form: aim higher until the form itself clears the floor
-        lam_min = 0.5 * (out[:, 0, 0] + out[:, 1, 1]) - np.hypot(0.5 * (out[:, 0, 0] - out[:, 1, 1]), out[:, 0, 1])
-        if np.all(lam_min >= min_var * (1.0 - 1e-9)):  # (min_var sits 1e-6 above the drawable floor)
+        if np.all(narrowest_variance(out[:, 0, 0], out[:, 0, 1], out[:, 1, 1]) >= min_var * (1.0 - 1e-9)):  # (min_var sits 1e-6 above the drawable floor)
             break
         target *= 1.001
     return out[:, 0, 0].copy(), out[:, 0, 1].copy(), out[:, 1, 1].copy(), int(low.sum())
