@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 
 import numpy as np
 
@@ -540,8 +541,6 @@ class Likelihood:
                            self._sky_slices[i])
             for i, (em, e) in enumerate(zip(self._models, self.exposures))
         ]
-        import os
-
         plan = mod.StampPlan(sources, exposures, ref._NODES, ref._WEIGHTS, ref.BOX_NSIGMA, ref._FMAX_EDGES,
                              ref._ORDER_TABLE, ref.FMAX_LIMIT, max(be.workers, os.cpu_count() or 1))
         return plan, amp_args
@@ -608,9 +607,9 @@ class Likelihood:
     def _lnlike_and_grad_steps(self, theta, src):
         """:meth:`lnlike_and_grad` step by step (every backend's path; the errors' source)."""
         state = self._scene_model.prepare(src)
-        P = self.n_params
+        P, ps = self.n_params, self.n_source_params
         total = 0.0
-        acc = np.zeros(P + 1)
+        acc = np.zeros(P)
         for i, (em, e) in enumerate(zip(self._models, self.exposures)):
             g, cache = em.forward(state)
             keep = em.significant(g)
@@ -628,19 +627,15 @@ class Likelihood:
                 gg_all[keep] = gg
                 gg = gg_all
             local = em.vjp(state, cache, gg)  # (S, 7): chained through the model's Jacobian
-            if self._has_sky:  # the scene's indices run to scene.n_params (its "unused" slot)
-                ps = self.scene.n_params
-                part = np.bincount(em.vjp_index, weights=local.ravel(), minlength=ps + 1)
-                acc[:ps] += part[:ps]
-            else:
-                acc += np.bincount(em.vjp_index, weights=local.ravel(), minlength=P + 1)
-        if not np.all(np.isfinite(acc[:P])):
-            bad = [self.parameter_names[k] for k in np.flatnonzero(~np.isfinite(acc[:P]))]
+            # the scene's indices run to ps = scene.n_params, its "unused" slot (the sky's follow)
+            acc[:ps] += np.bincount(em.vjp_index, weights=local.ravel(), minlength=ps + 1)[:ps]
+        if not np.all(np.isfinite(acc)):
+            bad = [self.parameter_names[k] for k in np.flatnonzero(~np.isfinite(acc))]
             raise PhoValueError(
                 f"the gradient of ln L overflows double precision in {', '.join(bad)} at theta = {theta.tolist()} "
                 "(ln L itself is finite); the fluxes are far beyond the data: bound them (priors) or rescale the data"
             )
-        return total, acc[:P]
+        return total, acc
 
     def model_images(self, theta) -> list[np.ndarray]:
         """Model images (counts, background and fitted sky included), one (ny, nx) array per exposure."""
@@ -673,11 +668,8 @@ class Likelihood:
         em = self._models[exposure_index]
         e = self.exposures[exposure_index]
         g, jac = em.compute(self._scene_model.prepare(src))
-        if self._has_sky:  # the scene's rows (its "unused" slot is scene.n_params), then the sky's
-            ps = self.scene.n_params
-            out = np.zeros((ps + 1,) + e.shape)
-        else:
-            out = np.zeros((self.n_params + 1,) + e.shape)
+        ps = self.n_source_params
+        out = np.zeros((ps + 1,) + e.shape)  # the scene's rows and its "unused" slot ps
         # Gaussians in chunks, so the (chunk, 6, ny, nx) derivative images stay under ~64 MB
         chunk = max(1, int(GRADIENT_IMAGES_CHUNK_BYTES // (48 * e.shape[0] * e.shape[1])))
         for start in range(0, len(g), chunk):
@@ -686,12 +678,12 @@ class Likelihood:
             per_local = np.einsum("gcij,gck->gkij", d, jac[part])  # (chunk, 7, ny, nx)
             for k in range(N_LOCAL):
                 np.add.at(out, em.param_index[part, k], per_local[:, k])
-        if self._has_sky:
-            sky = np.zeros((len(self.sky_names),) + e.shape)
-            sl = self._sky_slices[exposure_index]
-            sky[sl.start - ps : sl.stop - ps] = self._sky_derivative_images(exposure_index)
-            return np.concatenate([out[:ps], sky])
-        return out[: self.n_params]
+        if not self._has_sky:
+            return out[:ps]
+        full = np.zeros((self.n_params,) + e.shape)  # then the sky's rows, this exposure's filled
+        full[:ps] = out[:ps]
+        full[self._sky_slices[exposure_index]] = self._sky_derivative_images(exposure_index)
+        return full
 
     def model_derivatives_fd(self, theta, steps, lower=None, upper=None) -> list[np.ndarray]:
         """d model / d theta per exposure by finite differences, rendering only the source moved.
