@@ -226,7 +226,7 @@ def _sky_scales(likelihood) -> np.ndarray:
 
 def _build_likelihood(task: PatchTask):
     """Cutouts with the neighbours' light as background, and the patch's likelihood."""
-    from ..likelihood import Likelihood, render
+    from ..likelihood import SKY_PARAMETERS, Likelihood, render
     from ..sources import Scene
 
     profile = task.options.get("profile")
@@ -247,16 +247,13 @@ def _build_likelihood(task: PatchTask):
     sources = task.active.to_sources(range(len(task.rows)), profile)
     scene = Scene(sources, bands=bands, shape_parameters=shape)
     fit_sky = task.options.get("fit_sky", "none") or "none"
-    if fit_sky == "none":
-        likelihood = Likelihood(scene, exposures, backend="cpu", workers=1)
-    else:
-        likelihood = Likelihood(scene, exposures, backend="cpu", workers=1, sky=fit_sky)
-        if task.sky_start:
-            # the previous pass's skies of this patch (same cutouts: patches and their boxes are
-            # planned once per run); any parameter it lacks starts from 0
-            names = _field_sky_names(task, likelihood.sky_names)
-            warm = np.array([float(task.sky_start.get(n, 0.0)) for n in names])
-            likelihood = Likelihood(scene, exposures, backend="cpu", workers=1, sky=fit_sky, sky_start=warm)
+    warm = None
+    if fit_sky != "none" and task.sky_start:
+        # the previous pass's skies of this patch (same cutouts: patches and their boxes are
+        # planned once per run), named as Likelihood names them; any parameter it lacks starts from 0
+        local = [f"sky_{k}.{p}" for k in range(len(exposures)) for p in SKY_PARAMETERS[fit_sky]]
+        warm = np.array([float(task.sky_start.get(n, 0.0)) for n in _field_sky_names(task, local)])
+    likelihood = Likelihood(scene, exposures, backend="cpu", workers=1, sky=fit_sky, sky_start=warm)
     start_scene = Scene(task.start.to_sources(range(len(task.rows)), profile), bands=bands, shape_parameters=shape)
     start = start_scene.get_vector()
     if fit_sky != "none":
