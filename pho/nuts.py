@@ -73,6 +73,11 @@ class _Target:
     """
 
     def __init__(self, likelihood, priors: Priors):
+        # imported here, once, not at pho's import (which stays light for workers that only
+        # evaluate likelihoods) nor in _map (a lookup per leapfrog step)
+        from scipy.special import expit
+
+        self._expit = expit
         self.likelihood = likelihood
         self.priors = priors
         n = priors.n_params
@@ -118,8 +123,7 @@ class _Target:
     def _map(self, u: np.ndarray):
         """theta(u), d theta/d u and sigmoid(u) of the bounded parameters (the same numbers as
         :class:`pho.LogisticTransform`, computed once for the value and the log-Jacobian)."""
-        from scipy.special import expit  # here, not at import: keeps ``import pho`` (and each worker) light
-
+        expit = self._expit
         u = np.asarray(u, dtype=float)
         if self._all_bounded:  # no periodic parameter: one vector operation each, no fancy indexing
             sig = expit(u)
