@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from . import _levels
 from . import _reference as ref
 from .errors import PhoBackendError, PhoValueError
 
@@ -86,12 +87,15 @@ class ReferenceBackend:
         self.workers = 1
 
     def render(self, gaussians, shape) -> np.ndarray:
-        """Model image ``(ny, nx)``; see :func:`pho._reference.render`."""
-        return ref.render(gaussians, shape)
+        """Model image ``(ny, nx)``: :func:`pho._reference.render`, wide Gaussians on coarse grids
+        (:func:`pho._levels.render`)."""
+        g = ref.check_gaussians(gaussians)
+        return _levels.render(ref.render, g, ref.check_shape(shape), _levels.MAX_LEVEL)
 
     def gradient(self, gaussians, weights) -> np.ndarray:
-        """``(G, 6)`` weighted derivative sums; see :func:`pho._reference.gradient`."""
-        return ref.gradient(gaussians, _check_weights(weights))
+        """``(G, 6)`` weighted derivative sums of :meth:`render`'s model (:func:`pho._levels.gradient`)."""
+        g = ref.check_gaussians(gaussians)
+        return _levels.gradient(ref.gradient, g, _check_weights(weights), _levels.MAX_LEVEL)
 
 
 #: Gaussian-pixels (pixels inside the Gaussians' boxes, summed) per thread below which the cpu
@@ -127,11 +131,12 @@ class CpuBackend:
         self._wts = np.ascontiguousarray(ref._WEIGHTS)
         self._last = None
 
-    def _prepare(self, gaussians, shape):
-        """Validated Gaussians, integer boxes and orders; reused when called again with the same
-        Gaussians and shape (a likelihood calls render, then gradient, with the same array)."""
+    def _prepare(self, gaussians, shape, nsigma=None):
+        """Validated Gaussians, integer boxes (half-width ``nsigma``) and orders; reused when called
+        again with the same Gaussians, shape and nsigma (a likelihood calls render, then gradient,
+        with the same array)."""
         last = self._last
-        if last is not None and last[0] == shape and isinstance(gaussians, np.ndarray) \
+        if last is not None and last[0] == (tuple(shape), nsigma) and isinstance(gaussians, np.ndarray) \
                 and gaussians.shape == last[1].shape and np.array_equal(gaussians, last[1]):
             return last[1], last[2], last[3], last[4]
         g = np.ascontiguousarray(gaussians, dtype=np.float64)
@@ -140,7 +145,8 @@ class CpuBackend:
         boxes = np.empty((len(g), 4), dtype=np.intp)
         orders = np.empty(len(g), dtype=np.int32)
         # the reference's check_gaussians + pixel_boxes + integration_orders, in one compiled pass
-        if self._k.boxes_and_orders(g, shape[0], shape[1], ref.BOX_NSIGMA, ref._FMAX_EDGES, ref._ORDER_TABLE,
+        if self._k.boxes_and_orders(g, shape[0], shape[1], ref.BOX_NSIGMA if nsigma is None else nsigma,
+                                    ref._FMAX_EDGES, ref._ORDER_TABLE,
                                     boxes, orders) >= 0:
             ref.check_gaussians(g)  # raises the reference's error naming the bad Gaussian
             raise PhoValueError("image Gaussians failed the compiled check but not the reference one; please report")
@@ -150,22 +156,33 @@ class CpuBackend:
         work = ref.box_pixel_count(boxes)
         threads = self.workers if self.min_work_per_thread <= 0 else \
             max(1, min(self.workers, work // self.min_work_per_thread))
-        self._last = (tuple(shape), g, boxes, orders, threads)
+        self._last = ((tuple(shape), nsigma), g, boxes, orders, threads)
         return g, boxes, orders, threads
 
     def render(self, gaussians, shape) -> np.ndarray:
-        """Model image ``(ny, nx)`` float64."""
+        """Model image ``(ny, nx)`` float64, wide Gaussians on coarse grids (:func:`pho._levels.render`)."""
         shape = ref.check_shape(shape)
-        g, boxes, orders, threads = self._prepare(gaussians, shape)
+        g = self._prepare(gaussians, shape)[0]  # checks every Gaussian before any is split off
+        return _levels.render(self._render_pixels, g, shape, _levels.MAX_LEVEL)
+
+    def gradient(self, gaussians, weights) -> np.ndarray:
+        """``(G, 6)`` sums over pixels of ``weights * dI/d column`` of :meth:`render`'s model."""
+        w = _check_weights(weights)
+        g = self._prepare(gaussians, w.shape)[0]
+        return _levels.gradient(self._gradient_pixels, g, w, _levels.MAX_LEVEL)
+
+    def _render_pixels(self, gaussians, shape, nsigma=None) -> np.ndarray:
+        """Every Gaussian on every pixel of its box (the kernel alone)."""
+        g, boxes, orders, threads = self._prepare(gaussians, shape, nsigma)
         img = np.zeros(shape)
         status = self._k.render_image(g, boxes, orders, self._nodes, self._wts, img, threads)
         _raise_status(status, "render")
         return img
 
-    def gradient(self, gaussians, weights) -> np.ndarray:
-        """``(G, 6)`` sums over pixels of ``weights * dI/d column``."""
+    def _gradient_pixels(self, gaussians, weights, nsigma=None) -> np.ndarray:
+        """The gradient kernel alone (the transpose of :meth:`_render_pixels`)."""
         w = _check_weights(weights)
-        g, boxes, orders, threads = self._prepare(gaussians, w.shape)
+        g, boxes, orders, threads = self._prepare(gaussians, w.shape, nsigma)
         out = np.zeros((len(g), 6))
         status = self._k.gradient_sums(g, boxes, orders, self._nodes, self._wts, w, out, threads)
         _raise_status(status, "gradient")

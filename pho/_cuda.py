@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _levels
 from . import _reference as ref
 from .errors import PhoBackendError
 
@@ -127,10 +128,10 @@ class GpuBackend:
         self._nodes = cp.asarray(np.ascontiguousarray(ref._NODES))
         self._wts = cp.asarray(np.ascontiguousarray(ref._WEIGHTS))
 
-    def _device_inputs(self, gaussians, shape):
+    def _device_inputs(self, gaussians, shape, nsigma=None):
         cp = self._cp
         g = ref.check_gaussians(gaussians)
-        boxes = np.ascontiguousarray(ref.pixel_boxes(g, shape), dtype=np.int64)
+        boxes = np.ascontiguousarray(ref.pixel_boxes(g, shape, nsigma), dtype=np.int64)
         orders = np.ascontiguousarray(ref.integration_orders(g), dtype=np.int32)
         G = len(g)
         dg, db, do = cp.asarray(g), cp.asarray(boxes), cp.asarray(orders)
@@ -142,10 +143,23 @@ class GpuBackend:
         return G, dg, db, do, tab, st
 
     def render(self, gaussians, shape) -> np.ndarray:
-        """Model image ``(ny, nx)`` float64 (computed on the device, returned on the host)."""
+        """Model image ``(ny, nx)`` float64, wide Gaussians on coarse grids (:func:`pho._levels.render`;
+        the kernels on the device, the interpolation between levels on the host)."""
+        g = ref.check_gaussians(gaussians)
+        return _levels.render(self._render_pixels, g, ref.check_shape(shape), _levels.MAX_LEVEL)
+
+    def gradient(self, gaussians, weights) -> np.ndarray:
+        """``(G, 6)`` sums over pixels of ``weights * dI/d column`` of :meth:`render`'s model."""
+        from ._backends import _check_weights
+
+        g = ref.check_gaussians(gaussians)
+        return _levels.gradient(self._gradient_pixels, g, _check_weights(weights), _levels.MAX_LEVEL)
+
+    def _render_pixels(self, gaussians, shape, nsigma=None) -> np.ndarray:
+        """Every Gaussian on every pixel of its box (computed on the device, returned on the host)."""
         cp = self._cp
         ny, nx = ref.check_shape(shape)
-        G, dg, db, do, tab, st = self._device_inputs(gaussians, (ny, nx))
+        G, dg, db, do, tab, st = self._device_inputs(gaussians, (ny, nx), nsigma)
         img = cp.zeros((ny, nx), dtype=cp.float64)
         if G and ny and nx:
             st_rows = cp.zeros(ny, dtype=cp.int32)
@@ -154,13 +168,13 @@ class GpuBackend:
             _raise_status(max(int(st.max()), int(st_rows.max())), "render")
         return cp.asnumpy(img)
 
-    def gradient(self, gaussians, weights) -> np.ndarray:
-        """``(G, 6)`` sums over pixels of ``weights * dI/d column``."""
+    def _gradient_pixels(self, gaussians, weights, nsigma=None) -> np.ndarray:
+        """The gradient kernel alone: ``(G, 6)`` sums over pixels of ``weights * dI/d column``."""
         cp = self._cp
         from ._backends import _check_weights
 
         w = _check_weights(weights)
-        G, dg, db, do, tab, st = self._device_inputs(gaussians, w.shape)
+        G, dg, db, do, tab, st = self._device_inputs(gaussians, w.shape, nsigma)
         out = cp.zeros((G, 6), dtype=cp.float64)
         if G and w.size:
             st_g = cp.zeros(G, dtype=cp.int32)

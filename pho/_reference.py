@@ -205,13 +205,14 @@ _FMAX_EDGES = np.array([(FWHM_PER_SIGMA / f) ** 2 for f, _ in ORDER_FWHM_THRESHO
 _ORDER_TABLE = np.array([o for _, o in ORDER_FWHM_THRESHOLDS_PIX] + [MAX_ORDER], dtype=np.int32)
 
 
-def pixel_boxes(gaussians: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def pixel_boxes(gaussians: np.ndarray, shape: tuple[int, int], nsigma: float | None = None) -> np.ndarray:
     """Inclusive pixel bounding boxes of the Gaussians, clipped to the image.
 
     A Gaussian touches pixel ``[i, j]`` when the pixel's area overlaps
     ``|x - x0| <= BOX_NSIGMA sigma_x``, ``|y - y0| <= BOX_NSIGMA sigma_y`` (marginal sigmas
     ``sigma_x = sqrt(Fyy / det F)``, ``sigma_y = sqrt(Fxx / det F)``), i.e.
     ``ceil(x0 - rx - 1/2) <= j <= floor(x0 + rx + 1/2)``. All backends use these integers.
+    ``nsigma`` replaces BOX_NSIGMA (read at each call when None; pho._levels's coarse grids widen it).
 
     Returns
     -------
@@ -222,7 +223,7 @@ def pixel_boxes(gaussians: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     g = gaussians
     det = g[:, 3] * g[:, 5] - g[:, 4] * g[:, 4]
     # half-widths (G, 2): [rx, ry] = BOX_NSIGMA * sqrt([Fyy, Fxx] / det)
-    r = BOX_NSIGMA * np.sqrt(g[:, 5:2:-2] / det[:, None])
+    r = (BOX_NSIGMA if nsigma is None else nsigma) * np.sqrt(g[:, 5:2:-2] / det[:, None])
     centre = g[:, 1:3]
     top = np.array([nx, ny], dtype=np.float64)
     # Clip in floating point first so that far-away or huge boxes convert safely to integers.
@@ -362,7 +363,7 @@ def _box_offsets(row, box):
     return (slice(ilo, ihi + 1), slice(jlo, jhi + 1)), dx, dy
 
 
-def render(gaussians, shape) -> np.ndarray:
+def render(gaussians, shape, nsigma: float | None = None) -> np.ndarray:
     """Model image: the sum of the Gaussians, each integrated over every pixel by pho's rule.
 
     Parameters
@@ -371,6 +372,8 @@ def render(gaussians, shape) -> np.ndarray:
         Packed image Gaussians ``A, x0, y0, Fxx, Fxy, Fyy`` (pixels, pixels^-2).
     shape : tuple of int
         ``(ny, nx)`` of the image.
+    nsigma : float, optional
+        Box half-width in standard deviations (:func:`pixel_boxes`; default BOX_NSIGMA).
 
     Returns
     -------
@@ -380,7 +383,7 @@ def render(gaussians, shape) -> np.ndarray:
     g = check_gaussians(gaussians)
     shape = check_shape(shape)
     img = np.zeros(shape)
-    boxes = pixel_boxes(g, shape)
+    boxes = pixel_boxes(g, shape, nsigma)
     orders = integration_orders(g)
     for k in range(len(g)):
         if boxes[k, 0] > boxes[k, 1] or boxes[k, 2] > boxes[k, 3]:
@@ -390,8 +393,8 @@ def render(gaussians, shape) -> np.ndarray:
     return img
 
 
-def gradient(gaussians, weights) -> np.ndarray:
-    """Sum over pixels of ``weights * dI/d(column)`` for every Gaussian.
+def gradient(gaussians, weights, nsigma: float | None = None) -> np.ndarray:
+    """Sum over pixels of ``weights * dI/d(column)`` for every Gaussian (boxes of ``nsigma``).
 
     Parameters
     ----------
@@ -410,7 +413,7 @@ def gradient(gaussians, weights) -> np.ndarray:
     if wts.ndim != 2:
         raise PhoValueError(f"weights must be a 2-d image (ny, nx); got shape {wts.shape}")
     out = np.zeros((len(g), 6))
-    boxes = pixel_boxes(g, wts.shape)
+    boxes = pixel_boxes(g, wts.shape, nsigma)
     orders = integration_orders(g)
     for k in range(len(g)):
         if boxes[k, 0] > boxes[k, 1] or boxes[k, 2] > boxes[k, 3]:

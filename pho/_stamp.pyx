@@ -66,6 +66,9 @@ STATUS = {"far_side": ST_FAR_SIDE, "bad_gaussian": ST_BAD_GAUSSIAN, "kernel": ST
           "gradient": ST_GRADIENT}
 
 cdef enum:
+    MAX_LEVELS = 8  # levels 0..7 at most (pho._levels.MAX_LEVEL is 4)
+
+cdef enum:
     SHAPE_Q_PA = 0
     SHAPE_G = 1
     SHAPE_ETA = 2
@@ -94,6 +97,19 @@ cdef class _Exposure:
     cdef double[::1] xs, ys
     cdef double[:, :, ::1] J, T
     cdef double[:, ::1] local
+    # coarse levels (pho._levels): level 0 is the pixels; level l's grid is lny[l] x lnx[l] nodes with
+    # margins lmy[l], lmx[l], its image and weights at lbuf[loff[l]:], wbuf[loff[l]:]
+    cdef int nlev
+    cdef Py_ssize_t lmy[MAX_LEVELS]
+    cdef Py_ssize_t lny[MAX_LEVELS]
+    cdef Py_ssize_t lmx[MAX_LEVELS]
+    cdef Py_ssize_t lnx[MAX_LEVELS]
+    cdef Py_ssize_t loff[MAX_LEVELS]
+    cdef Py_ssize_t lcount[MAX_LEVELS]
+    cdef Py_ssize_t lstart[MAX_LEVELS]
+    cdef double[::1] lbuf, wbuf, tbuf
+    cdef int[::1] lvl
+    cdef Py_ssize_t[::1] lidx
 
 
 cdef class _Scale:
@@ -244,10 +260,21 @@ cdef class StampPlan:
     cdef const double[::1] fmax_edges
     cdef const int[::1] order_table
     cdef list exps, profiles
+    cdef double sigma_per_node, level_nsigma
+    cdef double hw[6]
 
     def __init__(self, dict sources, list exposures, nodes, wts, double nsigma, fmax_edges, order_table,
-                 double fmax_limit, Py_ssize_t max_threads):
+                 double fmax_limit, Py_ssize_t max_threads, double sigma_per_node, double level_nsigma,
+                 half_weights):
         cdef _Exposure ex
+        cdef Py_ssize_t lv, size, tmax, rows
+        half = np.ascontiguousarray(half_weights, dtype=np.float64)
+        if half.shape[0] != 6:
+            raise ValueError("StampPlan: six interpolation weights")
+        for lv in range(6):
+            self.hw[lv] = half[lv]
+        self.sigma_per_node = sigma_per_node
+        self.level_nsigma = level_nsigma
         self.sidx = np.ascontiguousarray(sources["sidx"], dtype=np.intp)
         self.S = self.sidx.shape[0]
         self.is_sersic = np.ascontiguousarray(sources["is_sersic"], dtype=np.uint8)
@@ -347,6 +374,26 @@ cdef class StampPlan:
             ex.J = np.zeros((self.S, 2, 2))
             ex.T = np.zeros((self.S, 3, 3))
             ex.local = np.zeros((self.S, 7))
+            levels = list(d["levels"])  # pho._levels.grid_levels(shape): (m_y, n_y, m_x, n_x) per level
+            if not 1 <= len(levels) <= MAX_LEVELS or tuple(levels[0]) != (0, ex.ny, 0, ex.nx):
+                raise ValueError("StampPlan: levels must start with the pixels (0, ny, 0, nx)")
+            ex.nlev = len(levels)
+            size = 0
+            tmax = 0
+            rows = ex.ny
+            for lv in range(ex.nlev):
+                ex.lmy[lv], ex.lny[lv], ex.lmx[lv], ex.lnx[lv] = [int(v) for v in levels[lv]]
+                ex.loff[lv] = size
+                if lv > 0:
+                    size += ex.lny[lv] * ex.lnx[lv]
+                    tmax = max(tmax, ex.lny[lv] * ex.lnx[lv - 1])
+                    rows = max(rows, ex.lny[lv])
+            ex.lbuf = np.zeros(max(size, 1))
+            ex.wbuf = np.zeros(max(size, 1))
+            ex.tbuf = np.zeros(max(tmax, 1))
+            ex.st_row = np.zeros(rows, dtype=np.intc)
+            ex.lvl = np.zeros(ex.G, dtype=np.intc)
+            ex.lidx = np.zeros(ex.G, dtype=np.intp)
             self.exps.append(ex)
 
     def model_image(self, Py_ssize_t i):
@@ -457,7 +504,9 @@ cdef class StampPlan:
         cdef double inv, xy0, xy1, flux, x, y, t0, t1, t2, aa, bb_, cc, iv, bs, fmax, area, amp
         cdef double stamp_pixels = <double>(ny * nx), tot, r, wr, mm, dd, s1, s2, sx, sy
         cdef double p0 = 0.0, p1 = 0.0, p2 = 0.0, xc, yc
-        cdef int threads, st, tid, pp
+        cdef int threads, st, tid, pp, lv, top
+        cdef Py_ssize_t stride
+        cdef double *wrow
         cdef bint all_kept
         # ---- projection (pho.exposure._Astrometry.project_units, degree 1) and T = shape @ MT
         for s in range(self.S):
@@ -536,11 +585,34 @@ cdef class StampPlan:
             k = ex.kidx[kk]
             for c in range(6):
                 ex.gk[kk, c] = ex.gauss[k, c]
-        # ---- boxes, orders (pho._render.boxes_and_orders), the narrowness check, threads
+        # ---- levels (pho._levels): the wide Gaussians go to coarser node grids, in their level's units
+        top = 0
+        for lv in range(ex.nlev):
+            ex.lcount[lv] = 0
+        for kk in range(nk):
+            lv = _gauss_level(&ex.gk[kk, 0], ex.nlev - 1, self.sigma_per_node)
+            ex.lvl[kk] = lv
+            ex.lcount[lv] += 1
+            if lv > top:
+                top = lv
+        ex.lstart[0] = 0
+        for lv in range(1, ex.nlev):
+            ex.lstart[lv] = ex.lstart[lv - 1] + ex.lcount[lv - 1]
+        for lv in range(ex.nlev):
+            ex.lcount[lv] = 0  # refilled as the cursor of each level's list
+        for kk in range(nk):
+            lv = ex.lvl[kk]
+            ex.lidx[ex.lstart[lv] + ex.lcount[lv]] = kk
+            ex.lcount[lv] += 1
+            if lv > 0:
+                _to_level(&ex.gauss[ex.kidx[kk], 0], lv, <double>ex.lmy[lv], <double>ex.lmx[lv], &ex.gk[kk, 0])
+        # ---- boxes, orders (pho._render.boxes_and_orders) on each Gaussian's grid, the narrowness check, threads
         work = 0
         fmax = 0.0
         for kk in range(nk):
-            if pho_box_order(&ex.gk[kk, 0], <double>nx, <double>ny, self.nsigma, &self.fmax_edges[0],
+            lv = ex.lvl[kk]
+            if pho_box_order(&ex.gk[kk, 0], <double>ex.lnx[lv], <double>ex.lny[lv],
+                             self.nsigma if lv == 0 else self.level_nsigma, &self.fmax_edges[0],
                              <int>self.fmax_edges.shape[0], &self.order_table[0], &ex.boxes[kk, 0],
                              &ex.orders[kk]) != 0:
                 return ST_BAD_GAUSSIAN
@@ -560,37 +632,31 @@ cdef class StampPlan:
                 threads = workers
             if threads < 1:
                 threads = 1
-        # ---- render (pho._render.render_image)
+        # ---- render (pho._render.render_image) on each level, then the levels interpolated, coarsest first
         for i in range(ny):
-            ex.st_row[i] = 0
             for j in range(nx):
                 ex.img[i, j] = 0.0
+        for i in range(ex.st_row.shape[0]):
+            ex.st_row[i] = 0
+        if top > 0:
+            for k in range(ex.loff[top] + ex.lny[top] * ex.lnx[top]):
+                ex.lbuf[k] = 0.0
         for kk in range(nk):
             ex.st_g[kk] = pho_gauss_table(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
                                           &ex.kc[kk, 0])
-        if nk > 0:
-            for i in prange(ny, num_threads=threads, schedule="dynamic"):
-                for kk in range(nk):
-                    if ex.boxes[kk, 2] > i or ex.boxes[kk, 3] < i or ex.boxes[kk, 0] > ex.boxes[kk, 1]:
-                        continue
-                    js = ex.boxes[kk, 0]
-                    jhi = ex.boxes[kk, 1]
-                    while js <= jhi:
-                        nseg = jhi - js + 1
-                        if nseg > PHO_SEG:
-                            nseg = PHO_SEG
-                        st = pho_render_segment(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
-                                                &ex.kc[kk, 0], <double>js - ex.gk[kk, 1],
-                                                <double>i - ex.gk[kk, 2], <int>nseg, &ex.img[i, js])
-                        if st != 0:
-                            ex.st_row[i] = st
-                        js = js + nseg
+        for lv in range(top + 1):
+            if ex.lcount[lv] > 0:
+                _render_level(ex, lv, &self.nodes[0, 0], &self.wts[0, 0], threads)
         for kk in range(nk):
             if ex.st_g[kk] != 0:
                 return ST_KERNEL
-        for i in range(ny):
+        for i in range(ex.st_row.shape[0]):
             if ex.st_row[i] != 0:
                 return ST_KERNEL
+        for lv in range(top, 0, -1):
+            _prolong_add(&ex.lbuf[ex.loff[lv]], ex.lny[lv], ex.lnx[lv], ex.lmy[lv], ex.lmx[lv],
+                         _level_image(ex, lv - 1), ex.lny[lv - 1], ex.lnx[lv - 1], ex.lmy[lv - 1], ex.lmx[lv - 1],
+                         &ex.tbuf[0], self.hw)
         # ---- model = render + background (+ sky), ln L and d lnL / d m (Likelihood._dlnl_dm)
         if ex.sky_n >= 1:
             p0 = theta[ex.sky_start]
@@ -631,7 +697,11 @@ cdef class StampPlan:
             return ST_LNL
         if not want_grad:
             return 0
-        # ---- gradient pass (pho._render.gradient_sums), over the kept Gaussians
+        # ---- the levels' weights (the transpose of the interpolation, finest first), then the gradient
+        # pass (pho._render.gradient_sums) over the kept Gaussians, each on its level's grid
+        for lv in range(1, top + 1):
+            _restrict(_level_weights(ex, lv - 1), ex.lny[lv - 1], ex.lnx[lv - 1], ex.lmy[lv - 1], ex.lmx[lv - 1],
+                      &ex.wbuf[ex.loff[lv]], ex.lny[lv], ex.lnx[lv], ex.lmy[lv], ex.lmx[lv], &ex.tbuf[0], self.hw)
         for kk in range(nk):
             for c in range(6):
                 ex.ggk[kk, c] = 0.0
@@ -642,6 +712,8 @@ cdef class StampPlan:
                 tid = threadid()
                 for pp in range(6):
                     self.scr[tid, pp] = 0.0
+                wrow = _level_weights(ex, ex.lvl[kk])
+                stride = ex.lnx[ex.lvl[kk]]
                 for i in range(ex.boxes[kk, 2], ex.boxes[kk, 3] + 1):
                     js = ex.boxes[kk, 0]
                     jhi = ex.boxes[kk, 1]
@@ -651,7 +723,7 @@ cdef class StampPlan:
                             nseg = PHO_SEG
                         st = pho_gradient_segment(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
                                                   &ex.kc[kk, 0], <double>js - ex.gk[kk, 1],
-                                                  <double>i - ex.gk[kk, 2], <int>nseg, &ex.w[i, js],
+                                                  <double>i - ex.gk[kk, 2], <int>nseg, wrow + i * stride + js,
                                                   &self.scr[tid, 0])
                         if st != 0:
                             ex.st_g[kk] = st
@@ -661,6 +733,9 @@ cdef class StampPlan:
         for kk in range(nk):
             if ex.st_g[kk] != 0:
                 return ST_KERNEL
+        for kk in range(nk):
+            if ex.lvl[kk] > 0:
+                _chain_from_level(&ex.gauss[ex.kidx[kk], 0], ex.lvl[kk], &ex.ggk[kk, 0])
         for k in range(G):
             for c in range(6):
                 ex.gg[k, c] = 0.0
@@ -702,6 +777,194 @@ cdef class StampPlan:
             ex.skyg[1] = sx
             ex.skyg[2] = sy
         return 0
+
+
+cdef inline double *_level_image(_Exposure ex, int lv) noexcept nogil:
+    """Level ``lv``'s image: the exposure's own for the pixels (level 0), else its slice of lbuf."""
+    return &ex.img[0, 0] if lv == 0 else &ex.lbuf[ex.loff[lv]]
+
+
+cdef inline double *_level_weights(_Exposure ex, int lv) noexcept nogil:
+    """Level ``lv``'s weights d lnL / d (node value): the pixels' for level 0, else a slice of wbuf."""
+    return &ex.w[0, 0] if lv == 0 else &ex.wbuf[ex.loff[lv]]
+
+
+cdef int _gauss_level(const double *g, int max_level, double sigma_per_node) noexcept nogil:
+    """pho._levels.gaussian_levels for one Gaussian (0 for one that is not positive definite)."""
+    cdef double fxx = g[3], fxy = g[4], fyy = g[5], d, lam, s
+    cdef int lv, out = 0
+    if not (fxx > 0 and fyy > 0 and fxx * fyy - fxy * fxy > 0):
+        return 0
+    d = fxx - fyy
+    lam = 0.5 * (fxx + fyy) + sqrt(0.25 * (d * d) + fxy * fxy)
+    for lv in range(1, max_level + 1):
+        s = sigma_per_node * <double>(1 << lv)
+        if lam * (s * s) <= 1.0:
+            out = lv
+    return out
+
+
+cdef void _to_level(const double *g, int lv, double my, double mx, double *out) noexcept nogil:
+    """pho._levels.to_level for one Gaussian, written to out[0:6]."""
+    cdef double h = <double>(1 << lv)
+    cdef double delta = (h * h - 1.0) / 12.0
+    cdef double fxx = g[3], fxy = g[4], fyy = g[5]
+    cdef double det = fxx * fyy - fxy * fxy
+    cdef double sxx = fyy / det, sxy = -fxy / det, syy = fxx / det
+    cdef double axx = sxx - delta, ayy = syy - delta
+    cdef double det_in = axx * ayy - sxy * sxy
+    cdef double r = sqrt(1.0 / (det * det_in))
+    cdef double h2 = h * h
+    out[0] = g[0] * r
+    out[1] = g[1] / h + mx
+    out[2] = g[2] / h + my
+    out[3] = h2 * (ayy / det_in)
+    out[4] = h2 * (-sxy / det_in)
+    out[5] = h2 * (axx / det_in)
+
+
+cdef void _chain_from_level(const double *g, int lv, double *gc) noexcept nogil:
+    """pho._levels.chain_from_level for one Gaussian, in place on its level-unit derivatives gc[0:6]."""
+    cdef double h = <double>(1 << lv)
+    cdef double delta = (h * h - 1.0) / 12.0
+    cdef double fxx = g[3], fxy = g[4], fyy = g[5]
+    cdef double det = fxx * fyy - fxy * fxy
+    cdef double sxx = fyy / det, sxy = -fxy / det, syy = fxx / det
+    cdef double axx = sxx - delta, ayy = syy - delta
+    cdef double det_in = axx * ayy - sxy * sxy
+    cdef double r = sqrt(1.0 / (det * det_in))
+    cdef double ixx = ayy / det_in, ixy = -sxy / det_in, iyy = axx / det_in
+    cdef double mxx = sxx * ixx + sxy * ixy
+    cdef double mxy = sxx * ixy + sxy * iyy
+    cdef double myy = sxy * ixy + syy * iyy
+    cdef double h2 = h * h
+    cdef double cxx = h2 * gc[3], cxy = h2 * (0.5 * gc[4]), cyy = h2 * gc[5]
+    cdef double pxx = mxx * cxx + mxy * cxy
+    cdef double pxy = mxx * cxy + mxy * cyy
+    cdef double pyx = mxy * cxx + myy * cxy
+    cdef double pyy = mxy * cxy + myy * cyy
+    cdef double gxx = pxx * mxx + pxy * mxy
+    cdef double gxy = pxx * mxy + pxy * myy
+    cdef double gyy = pyx * mxy + pyy * myy
+    cdef double k = 0.5 * (gc[0] * (g[0] * r))
+    gxx = gxx + k * ((mxx * sxx + mxy * sxy) - sxx)
+    gxy = gxy + k * ((mxx * sxy + mxy * syy) - sxy)
+    gyy = gyy + k * ((mxy * sxy + myy * syy) - syy)
+    gc[0] = gc[0] * r
+    gc[1] = gc[1] / h
+    gc[2] = gc[2] / h
+    gc[3] = gxx
+    gc[4] = 2.0 * gxy
+    gc[5] = gyy
+
+
+cdef void _render_level(_Exposure ex, int lv, const double *nodes, const double *wts, int threads) noexcept nogil:
+    """Render level ``lv``'s Gaussians (ex.lidx[lstart:lstart + lcount]) into its image, parallel over rows."""
+    cdef Py_ssize_t i, c, kk, js, jhi, nseg
+    cdef Py_ssize_t rows = ex.lny[lv], stride = ex.lnx[lv], first = ex.lstart[lv], count = ex.lcount[lv]
+    cdef double *img = _level_image(ex, lv)
+    cdef int st
+    for i in prange(rows, num_threads=threads, schedule="dynamic"):
+        for c in range(first, first + count):
+            kk = ex.lidx[c]
+            if ex.boxes[kk, 2] > i or ex.boxes[kk, 3] < i or ex.boxes[kk, 0] > ex.boxes[kk, 1]:
+                continue
+            js = ex.boxes[kk, 0]
+            jhi = ex.boxes[kk, 1]
+            while js <= jhi:
+                nseg = jhi - js + 1
+                if nseg > PHO_SEG:
+                    nseg = PHO_SEG
+                st = pho_render_segment(&ex.gk[kk, 0], ex.orders[kk], nodes, wts, &ex.kc[kk, 0],
+                                        <double>js - ex.gk[kk, 1], <double>i - ex.gk[kk, 2], <int>nseg,
+                                        img + i * stride + js)
+                if st != 0:
+                    ex.st_row[i] = st
+                js = js + nseg
+
+
+cdef void _prolong_add(const double *C, Py_ssize_t ny_c, Py_ssize_t nx_c, Py_ssize_t my_c, Py_ssize_t mx_c,
+                       double *out, Py_ssize_t ny_o, Py_ssize_t nx_o, Py_ssize_t my_o, Py_ssize_t mx_o,
+                       double *tmp, const double *hw) noexcept nogil:
+    """out += pho._levels.prolong(C): a level's nodes interpolated to the next finer grid, x then y."""
+    cdef Py_ssize_t yc, jo, io, d, j0
+    cdef const double *c
+    cdef const double *t0
+    cdef const double *t1
+    cdef const double *t2
+    cdef const double *t3
+    cdef const double *t4
+    cdef const double *t5
+    cdef double *o
+    for yc in range(ny_c):
+        c = C + yc * nx_c
+        o = tmp + yc * nx_o
+        for jo in range(nx_o):
+            d = jo - mx_o + 2 * mx_c
+            j0 = d >> 1
+            if d & 1:
+                o[jo] = (hw[0] * c[j0 - 2] + hw[1] * c[j0 - 1] + hw[2] * c[j0] + hw[3] * c[j0 + 1]
+                         + hw[4] * c[j0 + 2] + hw[5] * c[j0 + 3])
+            else:
+                o[jo] = c[j0]
+    for io in range(ny_o):
+        d = io - my_o + 2 * my_c
+        j0 = d >> 1
+        o = out + io * nx_o
+        if d & 1:
+            t0 = tmp + (j0 - 2) * nx_o
+            t1 = t0 + nx_o
+            t2 = t1 + nx_o
+            t3 = t2 + nx_o
+            t4 = t3 + nx_o
+            t5 = t4 + nx_o
+            for jo in range(nx_o):
+                o[jo] = o[jo] + (hw[0] * t0[jo] + hw[1] * t1[jo] + hw[2] * t2[jo] + hw[3] * t3[jo]
+                                 + hw[4] * t4[jo] + hw[5] * t5[jo])
+        else:
+            t0 = tmp + j0 * nx_o
+            for jo in range(nx_o):
+                o[jo] = o[jo] + t0[jo]
+
+
+cdef void _restrict(const double *W, Py_ssize_t ny_o, Py_ssize_t nx_o, Py_ssize_t my_o, Py_ssize_t mx_o,
+                    double *Wc, Py_ssize_t ny_c, Py_ssize_t nx_c, Py_ssize_t my_c, Py_ssize_t mx_c,
+                    double *tmp, const double *hw) noexcept nogil:
+    """Wc = pho._levels.restrict(W): the transpose of :func:`_prolong_add` (y, then x)."""
+    cdef Py_ssize_t yc, jo, io, d, j0, a, k
+    cdef const double *w
+    cdef double *t
+    cdef double *o
+    cdef double v
+    for k in range(ny_c * nx_o):
+        tmp[k] = 0.0
+    for io in range(ny_o):
+        d = io - my_o + 2 * my_c
+        j0 = d >> 1
+        w = W + io * nx_o
+        if d & 1:
+            for a in range(6):
+                t = tmp + (j0 - 2 + a) * nx_o
+                for jo in range(nx_o):
+                    t[jo] = t[jo] + hw[a] * w[jo]
+        else:
+            t = tmp + j0 * nx_o
+            for jo in range(nx_o):
+                t[jo] = t[jo] + w[jo]
+    for k in range(ny_c * nx_c):
+        Wc[k] = 0.0
+    for yc in range(ny_c):
+        t = tmp + yc * nx_o
+        o = Wc + yc * nx_c
+        for jo in range(nx_o):
+            d = jo - mx_o + 2 * mx_c
+            j0 = d >> 1
+            v = t[jo]
+            if d & 1:
+                for a in range(6):
+                    o[j0 - 2 + a] = o[j0 - 2 + a] + hw[a] * v
+            else:
+                o[j0] = o[j0] + v
 
 
 cdef inline double[:, :] _two_d(object a):

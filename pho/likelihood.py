@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+from . import _levels
 from . import gaussians as _gaussians
 from ._backends import CpuBackend, get_backend
 from .errors import PhoDataError, PhoValueError
@@ -140,6 +141,11 @@ def _overflow_message(exposure, model) -> str:
 def _kept(gaussians, keep):
     """The Gaussians a backend renders: all, or those ``keep`` selects (C-contiguous)."""
     return np.ascontiguousarray(gaussians if keep is None else gaussians[keep])
+
+
+def _level_settings() -> tuple:
+    """pho._levels's settings a compiled plan is built for (it is rebuilt when they change)."""
+    return _levels.MAX_LEVEL, _levels.SIGMA_PER_NODE, _levels.level_box_nsigma()
 
 
 def _stamp_module():
@@ -541,19 +547,22 @@ class Likelihood:
                            self._sky_slices[i])
             for i, (em, e) in enumerate(zip(self._models, self.exposures))
         ]
+        for d, e in zip(exposures, self.exposures):
+            d["levels"] = _levels.grid_levels(e.shape, _levels.MAX_LEVEL)
         plan = mod.StampPlan(sources, exposures, ref._NODES, ref._WEIGHTS, ref.BOX_NSIGMA, ref._FMAX_EDGES,
-                             ref._ORDER_TABLE, ref.FMAX_LIMIT, max(be.workers, os.cpu_count() or 1))
-        return plan, amp_args
+                             ref._ORDER_TABLE, ref.FMAX_LIMIT, max(be.workers, os.cpu_count() or 1),
+                             _levels.SIGMA_PER_NODE, _levels.level_box_nsigma(), _levels.HALF_WEIGHTS)
+        return plan, amp_args, _level_settings()
 
     def _compiled(self, theta, want_grad: bool):
         """``(lnl, grad or None)`` by one compiled call, for a validated full ``theta``; None where
         the plan does not apply or the call met a value the per-step path turns into an error."""
         plan = self._plan
-        if plan is False:
-            plan = self._plan = self._build_plan()
+        if plan is False or (plan is not None and plan[2] != _level_settings()):
+            plan = self._plan = self._build_plan()  # first call, or the level settings changed since
         if plan is None or not COMPILED_STAMP:
             return None
-        stamp, amp_args = plan
+        stamp, amp_args, _ = plan
         amps = [None if a is None else a[0].amplitudes(theta[a[1]], theta[a[2]]) for a in amp_args]
         be = self._backend
         grad = np.empty(self.n_params) if want_grad else _NO_GRAD

@@ -49,14 +49,14 @@ def test_render_matches_reference(name, shape, rng):
     be = backend_or_skip(name)
     g = scene_gaussians(rng, shape)
     want = ref.render(g, shape)
-    got = be.render(g, shape)
+    got = be._render_pixels(g, shape)  # the kernel alone (every Gaussian on the pixels)
     assert got.shape == shape
     assert np.count_nonzero(want) > 0.5 * want.size
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-300)
     # per Gaussian as well, so no single Gaussian's error hides under the others
     for k in range(len(g)):
-        np.testing.assert_allclose(be.render(g[k : k + 1], shape), ref.render(g[k : k + 1], shape), rtol=1e-10,
-                                   atol=1e-300)
+        np.testing.assert_allclose(be._render_pixels(g[k : k + 1], shape), ref.render(g[k : k + 1], shape),
+                                   rtol=1e-10, atol=1e-300)
 
 
 @pytest.mark.parametrize("name", FAST)
@@ -66,7 +66,7 @@ def test_gradient_matches_reference(name, rng):
     g = scene_gaussians(rng, shape)
     w = rng.normal(size=shape)
     want = ref.gradient(g, w)
-    got = be.gradient(g, w)
+    got = be._gradient_pixels(g, w)
     # scale: the same sums with |w| and |dI| (no cancellation), so 1e-10 relative is meaningful
     scale = np.einsum("gpij,ij->gp", np.abs(ref.render_derivatives(g, shape)), np.abs(w))
     assert np.all(np.abs(got - want) <= 1e-10 * scale)
@@ -76,13 +76,33 @@ def test_gradient_matches_reference(name, rng):
 
 
 @pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize("shape", [(48, 64), (37, 29), (130, 150)])
+def test_levels_match_reference_backend(name, shape, rng):
+    """The backend's model (wide Gaussians on coarse grids, pho._levels) equals the reference backend's,
+    image and gradient, with Gaussians on several levels."""
+    be = backend_or_skip(name)
+    reference = _backends.get_backend("reference")
+    g = scene_gaussians(rng, shape)
+    from pho import _levels
+
+    levels = _levels.gaussian_levels(g, len(_levels.grid_levels(shape)) - 1)
+    assert levels.max() >= 1 and (levels == 0).sum() > 5
+    want = reference.render(g, shape)
+    np.testing.assert_allclose(be.render(g, shape), want, rtol=1e-10, atol=1e-12 * np.abs(want).max())
+    w = rng.normal(size=shape)
+    want = reference.gradient(g, w)
+    scale = np.einsum("gpij,ij->gp", np.abs(ref.render_derivatives(g, shape)), np.abs(w))
+    assert np.all(np.abs(be.gradient(g, w) - want) <= 1e-10 * scale)
+
+
+@pytest.mark.parametrize("name", FAST)
 def test_recurrence_rounding_is_negligible(name):
     """A wide Gaussian over long rows: the row recurrences stay within 1e-12 of exp-per-pixel."""
     be = backend_or_skip(name)
     g = np.array([_gaussian(1e4, 150.3, 20.7, 60.0, 0.9, 0.4)])
     shape = (40, 300)
     want = ref.render(g, shape)
-    got = be.render(g, shape)
+    got = be._render_pixels(g, shape)
     inside = want > 0
     assert inside.sum() > 0.8 * want.size
     assert np.all(got[~inside] == 0)
@@ -98,11 +118,11 @@ def test_extreme_rows_of_a_wide_gaussian(name, fwhm, order, rng):
     shape = (400, 400)
     g = np.array([_gaussian(5.0, 200.2, 199.7, fwhm, 0.01, 0.785)])
     assert ref.integration_orders(g)[0] == order
-    want, got = ref.render(g, shape), be.render(g, shape)
+    want, got = ref.render(g, shape), be._render_pixels(g, shape)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-300)
     w = rng.normal(size=shape)
     scale = np.einsum("gpij,ij->gp", np.abs(ref.render_derivatives(g, shape)), np.abs(w))
-    assert np.all(np.abs(be.gradient(g, w) - ref.gradient(g, w)) <= 1e-10 * scale)
+    assert np.all(np.abs(be._gradient_pixels(g, w) - ref.gradient(g, w)) <= 1e-10 * scale)
 
 
 @pytest.mark.parametrize("name", FAST)
@@ -256,8 +276,10 @@ def test_cpu_box_cache_sees_in_place_changes(rng):
     be.render(g, shape)
     g[:, 1] += 3.3  # the same array object, moved
     g[:, 3:6] *= 0.5  # and wider (orders and boxes change)
-    np.testing.assert_allclose(be.render(g, shape), ref.render(g, shape), rtol=1e-10, atol=1e-300)
-    np.testing.assert_allclose(be.render(g, (31, 40)), ref.render(g, (31, 40)), rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(be._render_pixels(g, shape), ref.render(g, shape), rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(be._render_pixels(g, (31, 40)), ref.render(g, (31, 40)), rtol=1e-10, atol=1e-300)
+    want = _backends.get_backend("reference").render(g, (31, 40))
+    np.testing.assert_allclose(be.render(g, (31, 40)), want, rtol=1e-10, atol=1e-300)
 
 
 def test_openmp_waits_passively_by_default():

@@ -3,10 +3,14 @@
 Run from the repository root, pinned to one core, once per checkout to compare::
 
     PYTHONPATH=<checkout> taskset -c 0 python tools/bench_likelihood_scenes.py a ten big
+    taskset -c 0 python tools/bench_likelihood_scenes.py --levels-off a ten big   # also without levels
 
 Builds each scene of ``tools/bench_peers.py`` (by its key), makes ``Likelihood(..., backend="cpu",
 workers=1)`` and prints the process CPU time of one ``lnlike_and_grad``, best of 7 batches of at
 least 0.3 s each (after 50 warm-up calls). No peers are imported, so it runs in seconds.
+``--levels-off`` also times each scene with every Gaussian on the pixels (``pho._levels.MAX_LEVEL = 0``,
+the model before wide Gaussians went to coarse grids), alternating with the default, and prints the
+image Gaussians per level and the largest difference of the two images relative to the peak.
 """
 
 from __future__ import annotations
@@ -37,13 +41,49 @@ def best_time(f, theta, repeat: int = 7, min_time: float = 0.3) -> float:
     return best
 
 
+def _levels_line(like, theta) -> str:
+    """Image Gaussians per level, summed over the exposures."""
+    import numpy as np
+
+    from pho import _levels
+
+    counts = {}
+    for em, e in zip(like._models, like.exposures):
+        g, _ = em.forward(like._scene_model.prepare(theta))
+        keep = em.significant(g)
+        g = g if keep is None else g[keep]
+        for lv, n in zip(*np.unique(_levels.gaussian_levels(g, len(_levels.grid_levels(e.shape)) - 1),
+                                    return_counts=True)):
+            counts[int(lv)] = counts.get(int(lv), 0) + int(n)
+    return ", ".join(f"level {lv}: {n}" for lv, n in sorted(counts.items()))
+
+
 def main(argv=None) -> int:
-    keys = (argv if argv is not None else sys.argv[1:]) or ["a", "ten", "big"]
+    args = list(argv if argv is not None else sys.argv[1:])
+    off = "--levels-off" in args
+    keys = [a for a in args if a != "--levels-off"] or ["a", "ten", "big"]
     print(f"pho from {os.path.dirname(pho.__file__)}")
+    from pho import _levels
+
+    default = _levels.MAX_LEVEL
     for key in keys:
         scene, exposures, theta = bp.SCENES[key][1]()
         like = pho.Likelihood(scene, exposures, backend="cpu", workers=1)
-        print(f"{key}: {best_time(like.lnlike_and_grad, theta) * 1e3:.3f} ms CPU per lnlike_and_grad")
+        if not off:
+            print(f"{key}: {best_time(like.lnlike_and_grad, theta) * 1e3:.3f} ms CPU per lnlike_and_grad")
+            continue
+        times = {"levels": [], "off": []}
+        images = {}
+        for _ in range(2):
+            for label, level in (("off", 0), ("levels", default)):
+                _levels.MAX_LEVEL = level
+                times[label].append(best_time(like.lnlike_and_grad, theta) * 1e3)
+                images[label] = like.model_images(theta)
+        _levels.MAX_LEVEL = default
+        diff = max(float(abs(a - b).max() / abs(b).max()) for a, b in zip(images["levels"], images["off"]))
+        print(f"{key}: {min(times['levels']):.3f} ms with levels ({_levels_line(like, theta)}), "
+              f"{min(times['off']):.3f} ms without: {min(times['off']) / min(times['levels']):.2f}x; "
+              f"images differ by {diff:.1e} of the peak")
     return 0
 
 
