@@ -24,17 +24,23 @@ N_SMALL = 24  # sources of the small field (the one tests/test_field.py fits)
 
 
 # ------------------------------------------------------------------------------------ options
-def test_shape_parameters_default_is_q_pa_and_keeps_the_fingerprint():
+def test_shape_parameters_default_is_eta_when_sampled_else_q_pa():
     settings = FieldSettings()
-    assert settings.shape_parameters == "q_pa"
-    assert "shape_parameters" not in settings.fingerprint_part()  # earlier runs still resume
+    assert settings.shape_parameters == "auto"
+    assert settings.resolved().shape_parameters == "q_pa"  # optimize only
+    assert "shape_parameters" not in settings.resolved().fingerprint_part()  # earlier runs still resume
+    assert FieldSettings(sampler="dynesty").resolved().shape_parameters == "q_pa"
+    for sampler in ("auto", "nuts"):
+        assert FieldSettings(sampler=sampler).resolved().shape_parameters == "eta"
+    assert FieldSettings(sampler="nuts", shape_parameters="q_pa").resolved().shape_parameters == "q_pa"
     assert FieldSettings(shape_parameters="eta").fingerprint_part()["shape_parameters"] == "eta"
-    assert FieldSettings(shape_parameters="q_pa").fingerprint_part() == settings.fingerprint_part()
+    assert FieldSettings(shape_parameters="q_pa").fingerprint_part() == settings.resolved().fingerprint_part()
+    assert FieldSettings().tune == 300
 
 
 @pytest.mark.parametrize("bad", ["g1_g2", "qpa", "ETA", ""])
 def test_bad_shape_parameters_are_a_clear_error(bad):
-    with pytest.raises(PhoValueError, match=rf"shape_parameters={bad!r}; a field fit takes 'q_pa' .* or 'eta'"):
+    with pytest.raises(PhoValueError, match=rf"shape_parameters={bad!r}; a field fit takes 'auto' .* 'q_pa' .* or 'eta'"):
         FieldSettings(shape_parameters=bad).check()
 
 
@@ -42,13 +48,13 @@ def test_command_line_option_and_its_bad_values(capsys):
     from pho.field.driver import FIELD_SHAPE_PARAMETERS
 
     parser = fitfield.build_parser()
-    assert "--shape-parameters {q_pa,eta}" in parser.format_help()
+    assert "--shape-parameters {auto,q_pa,eta}" in parser.format_help()
     action = next(a for a in parser._actions if "--shape-parameters" in a.option_strings)
-    assert tuple(action.choices) == FIELD_SHAPE_PARAMETERS and action.default == "q_pa"
+    assert tuple(action.choices) == ("auto",) + FIELD_SHAPE_PARAMETERS and action.default == "auto"
     with pytest.raises(SystemExit):
         parser.parse_args(["--demo", "--shape-parameters", "g1_g2"])
     err = capsys.readouterr().err
-    assert "--shape-parameters: invalid choice: 'g1_g2'" in err and "'q_pa', 'eta'" in err
+    assert "--shape-parameters: invalid choice: 'g1_g2'" in err and "'auto', 'q_pa', 'eta'" in err
 
 
 # ------------------------------------------------------------------------------------ eta -> q, pa

@@ -77,6 +77,9 @@ def test_demo_with_nuts_end_to_end(tmp_path, capsys):
         assert header["NS_SAMPLER"] == "nuts" and header["LOGZ"] == "nan"
         assert len(hdul["SAMPLES"].data) == 6
         assert np.allclose(hdul["SAMPLES"].data["weight"], 1 / 6)
+        # --shape-parameters auto: NUTS samples conformal shear; the catalog still reports q and pa
+        assert "s0_eta_plus" in hdul["SAMPLES"].columns.names
+        assert "q_median" in hdul["CATALOG"].columns.names and np.isfinite(hdul["CATALOG"].data["q_median"][0])
     # dynesty-only options are refused with NUTS
     with pytest.raises(SystemExit):
         main(args + ["--nlive", "50"])

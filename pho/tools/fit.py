@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="posterior sampler: dynesty nested sampling (gives ln Z) or NUTS on the analytic gradient "
                      "(no ln Z; fewer likelihood calls in many dimensions) (default %(default)s)")
     run.add_argument("--draws", type=int, default=1000, help="NUTS: draws kept per chain (default %(default)s)")
-    run.add_argument("--tune", type=int, default=1000, help="NUTS: warm-up iterations per chain (default %(default)s)")
+    run.add_argument("--tune", type=int, default=300,
+                     help="NUTS: warm-up iterations per chain; the metric starts from the optimizer's Fisher matrix, "
+                     "so a short warm-up suffices (default %(default)s)")
     run.add_argument("--chains", type=int, default=2, help="NUTS: independent chains (default %(default)s)")
     run.add_argument("--nlive", type=int, default=None,
                      help="dynesty live points (default 45 for --demo, else 200)")
@@ -93,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fit-sky", choices=("none", "constant", "plane"), default="none",
                      help="fit a sky background per exposure with the sources: a constant level (counts per pixel) or "
                      "a plane (level and x, y slopes); written to catalog.fits, HDU SKY (default %(default)s)")
-    run.add_argument("--shape-parameters", choices=("q_pa", "g1_g2", "eta"), default="q_pa",
+    run.add_argument("--shape-parameters", choices=("auto", "q_pa", "g1_g2", "eta"), default="auto",
                      help="how galaxy shapes are fitted: axis ratio and position angle, reduced shear, or conformal "
-                     "shear (eta; q and pa are reported as well) (default %(default)s)")
+                     "shear (eta; q and pa are reported as well) (default %(default)s: eta with --sampler nuts, "
+                     "which mixes better in it, else q_pa)")
     run.add_argument("--position-box-arcsec", type=float, default=None,
                      help="half-width of the position prior box, arcsec (default 3 pixels)")
     run.add_argument("--backend", choices=("auto", "cpu", "reference"), default="auto",
@@ -176,7 +179,7 @@ def run_job(
     nlive: int = 200,
     sampler: str = "dynesty",
     draws: int = 1000,
-    tune: int = 1000,
+    tune: int = 300,
     chains: int = 2,
     dynamic: bool = False,
     sample_method: str = "rwalk",
@@ -323,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--nlive, --dynamic and --maxcall are dynesty options; with --sampler nuts use --draws, --tune, --chains")
     if args.nlive is not None and args.nlive < 5:
         parser.error(f"--nlive {args.nlive} is too small; use at least 5 (ideally 25 per parameter)")
+    if args.shape_parameters == "auto":
+        args.shape_parameters = "eta" if args.sampler == "nuts" else "q_pa"
     from pho.errors import PhoError, PhoLockError
     from pho.runlock import clean_temporary_files, output_lock
 

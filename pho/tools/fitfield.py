@@ -69,10 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "SKY (default %(default)s: the data are taken as sky-subtracted); from the second pass on each "
                      "patch's skies start from its previous fit")
     # choices: pho.field.driver.FIELD_SHAPE_PARAMETERS (not imported here, so that --help stays light)
-    fit.add_argument("--shape-parameters", choices=("q_pa", "eta"), default="q_pa",
+    fit.add_argument("--shape-parameters", choices=("auto", "q_pa", "eta"), default="auto",
                      help="galaxy shape parameters of the patch fits: q_pa (axis ratio and position angle) or eta "
                      "(conformal shear eta_plus, eta_cross, |eta| = -ln q; smooth through round shapes); the catalog "
-                     "always has q and pa, and with eta also eta_plus_*, eta_cross_* (default %(default)s)")
+                     "always has q and pa, and with eta also eta_plus_*, eta_cross_* (default %(default)s: eta when "
+                     "the patches are sampled, q_pa when only optimized)")
     return p
 
 
