@@ -116,13 +116,10 @@ def gaussian_levels(gaussians: np.ndarray, max_level: int) -> np.ndarray:
     return level
 
 
-def to_level(gaussians: np.ndarray, level: int, m_y: int, m_x: int) -> np.ndarray:
-    """The Gaussians in level ``level``'s node units, as the pixel kernel renders them there.
-
-    Covariance Sigma - delta I with delta = (h**2 - 1) / 12, scaled by 1 / h**2; amplitude times
-    sqrt(det Sigma / det(Sigma - delta I)); centre x / h + m_x, y / h + m_y.
-    """
-    g = np.asarray(gaussians, dtype=np.float64)
+def _reduced(g: np.ndarray, level: int):
+    """(h, Sigma's xx, xy, yy, Sigma_in's xx, yy (its xy is Sigma's), det Sigma_in, amplitude factor r)
+    of the Gaussians on ``level``: Sigma = F^-1, Sigma_in = Sigma - (h**2 - 1) / 12 I,
+    r = sqrt(det Sigma / det Sigma_in)."""
     h = float(2 ** level)
     delta = (h * h - 1.0) / 12.0
     fxx, fxy, fyy = g[:, 3], g[:, 4], g[:, 5]
@@ -130,7 +127,17 @@ def to_level(gaussians: np.ndarray, level: int, m_y: int, m_x: int) -> np.ndarra
     sxx, sxy, syy = fyy / det, -fxy / det, fxx / det
     axx, ayy = sxx - delta, syy - delta
     det_in = axx * ayy - sxy * sxy
-    r = np.sqrt(1.0 / (det * det_in))
+    return h, sxx, sxy, syy, axx, ayy, det_in, np.sqrt(1.0 / (det * det_in))
+
+
+def to_level(gaussians: np.ndarray, level: int, m_y: int, m_x: int) -> np.ndarray:
+    """The Gaussians in level ``level``'s node units, as the pixel kernel renders them there.
+
+    Covariance Sigma - delta I with delta = (h**2 - 1) / 12, scaled by 1 / h**2; amplitude times
+    sqrt(det Sigma / det(Sigma - delta I)); centre x / h + m_x, y / h + m_y.
+    """
+    g = np.asarray(gaussians, dtype=np.float64)
+    h, sxx, sxy, syy, axx, ayy, det_in, r = _reduced(g, level)
     h2 = h * h
     out = np.empty_like(g)
     out[:, 0] = g[:, 0] * r
@@ -151,14 +158,7 @@ def chain_from_level(gaussians: np.ndarray, level: int, node_grad: np.ndarray) -
     """
     g = np.asarray(gaussians, dtype=np.float64)
     gc = np.asarray(node_grad, dtype=np.float64)
-    h = float(2 ** level)
-    delta = (h * h - 1.0) / 12.0
-    fxx, fxy, fyy = g[:, 3], g[:, 4], g[:, 5]
-    det = fxx * fyy - fxy * fxy
-    sxx, sxy, syy = fyy / det, -fxy / det, fxx / det
-    axx, ayy = sxx - delta, syy - delta
-    det_in = axx * ayy - sxy * sxy
-    r = np.sqrt(1.0 / (det * det_in))
+    h, sxx, sxy, syy, axx, ayy, det_in, r = _reduced(g, level)
     ixx, ixy, iyy = ayy / det_in, -sxy / det_in, axx / det_in  # F_in
     # M = Sigma F_in
     mxx = sxx * ixx + sxy * ixy

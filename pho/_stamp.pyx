@@ -804,8 +804,8 @@ cdef int _gauss_level(const double *g, int max_level, double sigma_per_node) noe
     return out
 
 
-cdef void _to_level(const double *g, int lv, double my, double mx, double *out) noexcept nogil:
-    """pho._levels.to_level for one Gaussian, written to out[0:6]."""
+cdef void _reduced(const double *g, int lv, double *q) noexcept nogil:
+    """pho._levels._reduced for one Gaussian: q = (h, sxx, sxy, syy, axx, ayy, det_in, r)."""
     cdef double h = <double>(1 << lv)
     cdef double delta = (h * h - 1.0) / 12.0
     cdef double fxx = g[3], fxy = g[4], fyy = g[5]
@@ -813,7 +813,21 @@ cdef void _to_level(const double *g, int lv, double my, double mx, double *out) 
     cdef double sxx = fyy / det, sxy = -fxy / det, syy = fxx / det
     cdef double axx = sxx - delta, ayy = syy - delta
     cdef double det_in = axx * ayy - sxy * sxy
-    cdef double r = sqrt(1.0 / (det * det_in))
+    q[0] = h
+    q[1] = sxx
+    q[2] = sxy
+    q[3] = syy
+    q[4] = axx
+    q[5] = ayy
+    q[6] = det_in
+    q[7] = sqrt(1.0 / (det * det_in))
+
+
+cdef void _to_level(const double *g, int lv, double my, double mx, double *out) noexcept nogil:
+    """pho._levels.to_level for one Gaussian, written to out[0:6]."""
+    cdef double q[8]
+    _reduced(g, lv, q)
+    cdef double h = q[0], sxy = q[2], axx = q[4], ayy = q[5], det_in = q[6], r = q[7]
     cdef double h2 = h * h
     out[0] = g[0] * r
     out[1] = g[1] / h + mx
@@ -825,14 +839,9 @@ cdef void _to_level(const double *g, int lv, double my, double mx, double *out) 
 
 cdef void _chain_from_level(const double *g, int lv, double *gc) noexcept nogil:
     """pho._levels.chain_from_level for one Gaussian, in place on its level-unit derivatives gc[0:6]."""
-    cdef double h = <double>(1 << lv)
-    cdef double delta = (h * h - 1.0) / 12.0
-    cdef double fxx = g[3], fxy = g[4], fyy = g[5]
-    cdef double det = fxx * fyy - fxy * fxy
-    cdef double sxx = fyy / det, sxy = -fxy / det, syy = fxx / det
-    cdef double axx = sxx - delta, ayy = syy - delta
-    cdef double det_in = axx * ayy - sxy * sxy
-    cdef double r = sqrt(1.0 / (det * det_in))
+    cdef double q[8]
+    _reduced(g, lv, q)
+    cdef double h = q[0], sxx = q[1], sxy = q[2], syy = q[3], axx = q[4], ayy = q[5], det_in = q[6], r = q[7]
     cdef double ixx = ayy / det_in, ixy = -sxy / det_in, iyy = axx / det_in
     cdef double mxx = sxx * ixx + sxy * ixy
     cdef double mxy = sxx * ixy + sxy * iyy
