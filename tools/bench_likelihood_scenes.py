@@ -5,7 +5,8 @@ Run from the repository root, pinned to one core, once per checkout to compare::
     PYTHONPATH=<checkout> taskset -c 0 python tools/bench_likelihood_scenes.py a ten big
     taskset -c 0 python tools/bench_likelihood_scenes.py --levels-off a ten big   # also without levels
 
-Builds each scene of ``tools/bench_peers.py`` (by its key), makes ``Likelihood(..., backend="cpu",
+Builds each scene of ``tools/bench_peers.py`` (by its key; ``patch`` is the 80-parameter blended patch
+of ``tools/bench_samplers.py`` in conformal shear, at its truth), makes ``Likelihood(..., backend="cpu",
 workers=1)`` and prints the process CPU time of one ``lnlike_and_grad``, best of 7 batches of at
 least 0.3 s each (after 50 warm-up calls). No peers are imported, so it runs in seconds.
 ``--levels-off`` also times each scene with every Gaussian on the pixels (``pho._levels.MAX_LEVEL = 0``,
@@ -67,8 +68,14 @@ def main(argv=None) -> int:
 
     default = _levels.MAX_LEVEL
     for key in keys:
-        scene, exposures, theta = bp.SCENES[key][1]()
-        like = pho.Likelihood(scene, exposures, backend="cpu", workers=1)
+        if key == "patch":
+            import bench_samplers
+
+            truth, like, _, _ = bench_samplers.patch_problem(shape_parameters="eta")
+            like, theta = like.with_workers(1), truth.get_vector()
+        else:
+            scene, exposures, theta = bp.SCENES[key][1]()
+            like = pho.Likelihood(scene, exposures, backend="cpu", workers=1)
         if not off:
             print(f"{key}: {best_time(like.lnlike_and_grad, theta) * 1e3:.3f} ms CPU per lnlike_and_grad")
             continue
