@@ -85,8 +85,10 @@ class FieldSettings:
         Half-width of the position prior box (default: 3 pixels of the coarsest exposure).
     nlive, maxcall, draws, tune, chains, seed
         Sampler settings. NUTS's warm-up ``tune`` is 300 iterations by default: its metric starts
-        from the optimizer's Fisher matrix, and on the demo and the 80-parameter patch of
-        docs/fitting.md 300 gave R-hat <= 1.006 with no divergences.
+        from the optimizer's Fisher matrix, and NUTS samples only patches of more than
+        ``DYNESTY_MAX_PARAMS`` parameters under ``sampler="auto"``; on the 20-parameter demo and the
+        80-parameter patch of docs/fitting.md 300 gave max R-hat 1.003-1.006 and no divergences
+        (on one faint 7-parameter galaxy it did not: R-hat 1.012, which dynesty samples here).
     fit_sky : {"none", "constant", "plane"}
         Fit a sky background per patch and exposure cutout, jointly with the patch's sources
         (``pho.Likelihood(sky=...)``): a constant level, or a plane (level and x, y slopes).

@@ -78,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="posterior sampler: dynesty nested sampling (gives ln Z) or NUTS on the analytic gradient "
                      "(no ln Z; fewer likelihood calls in many dimensions) (default %(default)s)")
     run.add_argument("--draws", type=int, default=1000, help="NUTS: draws kept per chain (default %(default)s)")
-    run.add_argument("--tune", type=int, default=300,
-                     help="NUTS: warm-up iterations per chain; the metric starts from the optimizer's Fisher matrix, "
-                     "so a short warm-up suffices (default %(default)s)")
+    run.add_argument("--tune", type=int, default=1000,
+                     help="NUTS: warm-up iterations per chain (default %(default)s; 300 sufficed on the 20-parameter "
+                     "demo, not on one faint galaxy: docs/fitting.md)")
     run.add_argument("--chains", type=int, default=2, help="NUTS: independent chains (default %(default)s)")
     run.add_argument("--nlive", type=int, default=None,
                      help="dynesty live points (default 45 for --demo, else 200)")
@@ -179,7 +179,7 @@ def run_job(
     nlive: int = 200,
     sampler: str = "dynesty",
     draws: int = 1000,
-    tune: int = 300,
+    tune: int = 1000,
     chains: int = 2,
     dynamic: bool = False,
     sample_method: str = "rwalk",
