@@ -51,14 +51,9 @@ extern "C" __global__ void pho_render_rows(const double *g, const long long *box
     for (int k = 0; k < G; k++) {
         const long long *b = boxes + 4 * (long)k;
         if (b[2] > i || b[3] < i || b[0] > b[1]) continue;
-        for (long long js = b[0]; js <= b[1]; js += PHO_SEG) {
-            int n = (int)(b[1] - js + 1);
-            if (n > PHO_SEG) n = PHO_SEG;
-            int s = pho_render_segment(g + 6 * (long)k, orders[k], nodes, wts, tab + (long)k * PHO_TAB,
-                                       (double)js - g[6 * (long)k + 1], (double)i - g[6 * (long)k + 2], n,
-                                       img + (long)i * nx + js);
-            if (s) st = s;
-        }
+        int s = pho_render_span(g + 6 * (long)k, orders[k], nodes, wts, tab + (long)k * PHO_TAB, b[0], b[1],
+                                (double)i - g[6 * (long)k + 2], img + (long)i * nx);
+        if (s) st = s;
     }
     status[i] = st;
 }
@@ -74,14 +69,9 @@ extern "C" __global__ void pho_gradient_gaussians(const double *g, const long lo
     int st = 0;
     if (b[0] <= b[1]) {
         for (long long i = b[2]; i <= b[3]; i++) {
-            for (long long js = b[0]; js <= b[1]; js += PHO_SEG) {
-                int n = (int)(b[1] - js + 1);
-                if (n > PHO_SEG) n = PHO_SEG;
-                int s = pho_gradient_segment(g + 6 * (long)k, orders[k], nodes, wts, tab + (long)k * PHO_TAB,
-                                             (double)js - g[6 * (long)k + 1], (double)i - g[6 * (long)k + 2], n,
-                                             w + i * nx + js, acc);
-                if (s) st = s;
-            }
+            int s = pho_gradient_span(g + 6 * (long)k, orders[k], nodes, wts, tab + (long)k * PHO_TAB, b[0], b[1],
+                                      (double)i - g[6 * (long)k + 2], w + i * nx, acc);
+            if (s) st = s;
         }
     }
     for (int p = 0; p < 6; p++) out[6 * (long)k + p] = acc[p];

@@ -26,17 +26,8 @@ cdef extern from *:
     int PHO_HAVE_OPENMP
 
 
-cdef extern from "pho_kernel.h":
-    int PHO_SEG
-    int PHO_MAX_ORDER
-    int PHO_TAB
-    int pho_gauss_table(const double *gs, int order, const double *nodes, const double *wts,
-                        double *tab) noexcept nogil
-    int pho_render_segment(const double *gs, int order, const double *nodes, const double *wts,
-                           const double *tab, double dx0, double dy, int n, double *out) noexcept nogil
-    int pho_gradient_segment(const double *gs, int order, const double *nodes, const double *wts,
-                             const double *tab, double dx0, double dy, int n, const double *w,
-                             double *acc) noexcept nogil
+from pho._kernel cimport (PHO_MAX_ORDER, PHO_TAB, pho_box_order, pho_gauss_table, pho_gradient_span,
+                          pho_render_span, pho_vjp_add, pho_vjp_finish)
 
 
 def openmp_info():
@@ -80,7 +71,7 @@ def render_image(const double[:, ::1] gaussians not None, const Py_ssize_t[:, ::
     """
     cdef Py_ssize_t G = gaussians.shape[0]
     cdef Py_ssize_t ny = img.shape[0]
-    cdef Py_ssize_t i, k, js, n, jhi
+    cdef Py_ssize_t i, k
     cdef int status = 0, st
     cdef double[:, ::1] kc
     cdef int[::1] st_row, st_g
@@ -98,18 +89,10 @@ def render_image(const double[:, ::1] gaussians not None, const Py_ssize_t[:, ::
             for k in range(G):
                 if boxes[k, 2] > i or boxes[k, 3] < i or boxes[k, 0] > boxes[k, 1]:
                     continue
-                js = boxes[k, 0]
-                jhi = boxes[k, 1]
-                while js <= jhi:
-                    n = jhi - js + 1
-                    if n > PHO_SEG:
-                        n = PHO_SEG
-                    st = pho_render_segment(&gaussians[k, 0], orders[k], &nodes[0, 0], &wts[0, 0],
-                                            &kc[k, 0], <double>js - gaussians[k, 1],
-                                            <double>i - gaussians[k, 2], <int>n, &img[i, js])
-                    if st != 0:
-                        st_row[i] = st
-                    js = js + n
+                st = pho_render_span(&gaussians[k, 0], orders[k], &nodes[0, 0], &wts[0, 0], &kc[k, 0],
+                                     boxes[k, 0], boxes[k, 1], <double>i - gaussians[k, 2], &img[i, 0])
+                if st != 0:
+                    st_row[i] = st
     for k in range(G):
         if st_g[k] != 0:
             return st_g[k]
@@ -133,7 +116,7 @@ def gradient_sums(const double[:, ::1] gaussians not None, const Py_ssize_t[:, :
         0 on success, else the first nonzero status of the per-segment kernel.
     """
     cdef Py_ssize_t G = gaussians.shape[0]
-    cdef Py_ssize_t i, k, js, n, jhi
+    cdef Py_ssize_t i, k
     cdef int st
     cdef double[:, ::1] kc, scr
     cdef int[::1] st_g
@@ -157,19 +140,11 @@ def gradient_sums(const double[:, ::1] gaussians not None, const Py_ssize_t[:, :
             for p in range(6):
                 scr[tid, p] = 0.0
             for i in range(boxes[k, 2], boxes[k, 3] + 1):
-                js = boxes[k, 0]
-                jhi = boxes[k, 1]
-                while js <= jhi:
-                    n = jhi - js + 1
-                    if n > PHO_SEG:
-                        n = PHO_SEG
-                    st = pho_gradient_segment(&gaussians[k, 0], orders[k], &nodes[0, 0], &wts[0, 0],
-                                              &kc[k, 0], <double>js - gaussians[k, 1],
-                                              <double>i - gaussians[k, 2], <int>n, &weights[i, js],
-                                              &scr[tid, 0])
-                    if st != 0:
-                        st_g[k] = st
-                    js = js + n
+                st = pho_gradient_span(&gaussians[k, 0], orders[k], &nodes[0, 0], &wts[0, 0], &kc[k, 0],
+                                       boxes[k, 0], boxes[k, 1], <double>i - gaussians[k, 2], &weights[i, 0],
+                                       &scr[tid, 0])
+                if st != 0:
+                    st_g[k] = st
             for p in range(6):
                 out[k, p] = out[k, p] + scr[tid, p]
     for k in range(G):
@@ -178,9 +153,6 @@ def gradient_sums(const double[:, ::1] gaussians not None, const Py_ssize_t[:, :
     return 0
 
 
-cdef extern from "pho_box.h":
-    int pho_box_order(const double *g, double nx, double ny, double nsigma, const double *edges,
-                      int n_edges, const int *order_table, Py_ssize_t *box, int *order) noexcept nogil
 
 
 def boxes_and_orders(const double[:, ::1] gaussians not None, Py_ssize_t ny, Py_ssize_t nx,
@@ -272,9 +244,8 @@ def sersic_vjp(const double[:, :, ::1] gg not None, const double[::1] flux not N
     d(n, rh); r2 (N,) squared profile radii; m_index (N,) profile component of each Gaussian.
     Writes local (S, 7): flux, ra, dec, shape 1, shape 2, n, rh.
     """
-    cdef Py_ssize_t S = gg.shape[0], N = gg.shape[1], M = damps.shape[1], s, n, m
-    cdef double gA, gx, gy, gxx, gh, gyy, c, fxx, fxy, fyy, ab, bb, bd, wxx, wxy, wyy
-    cdef double l0, l5, l6, w0, w1, w2, gb
+    cdef Py_ssize_t S = gg.shape[0], N = gg.shape[1], M = damps.shape[1], s, n, m, k
+    cdef double acc[8]
     if (gg.shape[2] != 6 or flux.shape[0] != S or T.shape[0] != S or T.shape[1] != 3 or T.shape[2] != 3
             or base.shape[0] != S or base.shape[1] != N or abase.shape[0] != S or abase.shape[1] != N
             or gauss.shape[0] != S or gauss.shape[1] != N or gauss.shape[2] != 6 or J.shape[0] != S
@@ -286,48 +257,13 @@ def sersic_vjp(const double[:, :, ::1] gg not None, const double[::1] flux not N
             raise ValueError("sersic_vjp: m_index out of range")
     with nogil:
         for s in range(S):
-            l0 = 0.0
-            gx = 0.0
-            gy = 0.0
-            l5 = 0.0
-            l6 = 0.0
-            w0 = 0.0
-            w1 = 0.0
-            w2 = 0.0
+            for k in range(8):
+                acc[k] = 0.0
             for n in range(N):
-                gA = gg[s, n, 0]
-                l0 += gA * abase[s, n]
-                gx += gg[s, n, 1]
-                gy += gg[s, n, 2]
-                gb = gA * base[s, n]
                 m = m_index[n]
-                l5 += gb * damps[s, m, 0]
-                l6 += gb * damps[s, m, 1]
-                # shape: W = sum_n r2_n (F Gs F + gA A F / 2), Gs = [[gFxx, gFxy/2], [gFxy/2, gFyy]]
-                gxx = gg[s, n, 3]
-                gh = 0.5 * gg[s, n, 4]
-                gyy = gg[s, n, 5]
-                fxx = gauss[s, n, 3]
-                fxy = gauss[s, n, 4]
-                fyy = gauss[s, n, 5]
-                c = 0.5 * gA * gauss[s, n, 0]
-                ab = fxx * fxy
-                bb = fxy * fxy
-                bd = fxy * fyy
-                wxx = fxx * fxx * gxx + 2.0 * ab * gh + bb * gyy + c * fxx
-                wxy = ab * gxx + (fxx * fyy + bb) * gh + bd * gyy + c * fxy
-                wyy = bb * gxx + 2.0 * bd * gh + fyy * fyy * gyy + c * fyy
-                w0 += r2[n] * wxx
-                w1 += r2[n] * wxy
-                w2 += r2[n] * wyy
-            w1 *= 2.0
-            local[s, 0] = l0
-            local[s, 1] = gx * J[s, 0, 0] + gy * J[s, 1, 0]
-            local[s, 2] = gx * J[s, 0, 1] + gy * J[s, 1, 1]
-            local[s, 3] = -(T[s, 1, 0] * w0 + T[s, 1, 1] * w1 + T[s, 1, 2] * w2)
-            local[s, 4] = -(T[s, 2, 0] * w0 + T[s, 2, 1] * w1 + T[s, 2, 2] * w2)
-            local[s, 5] = flux[s] * l5
-            local[s, 6] = flux[s] * l6
+                pho_vjp_add(&gg[s, n, 0], &gauss[s, n, 0], abase[s, n], base[s, n], damps[s, m, 0], damps[s, m, 1],
+                            r2[n], acc)
+            pho_vjp_finish(acc, &J[s, 0, 0], &T[s, 0, 0], flux[s], &local[s, 0])
     return 0
 
 

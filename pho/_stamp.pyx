@@ -25,21 +25,8 @@ import numpy as np
 from cython.parallel cimport prange, threadid
 from libc.math cimport cos, sin, exp, expm1, hypot, log, sqrt, isfinite
 
-cdef extern from "pho_kernel.h":
-    int PHO_SEG
-    int PHO_MAX_ORDER
-    int PHO_TAB
-    int pho_gauss_table(const double *gs, int order, const double *nodes, const double *wts,
-                        double *tab) noexcept nogil
-    int pho_render_segment(const double *gs, int order, const double *nodes, const double *wts,
-                           const double *tab, double dx0, double dy, int n, double *out) noexcept nogil
-    int pho_gradient_segment(const double *gs, int order, const double *nodes, const double *wts,
-                             const double *tab, double dx0, double dy, int n, const double *w,
-                             double *acc) noexcept nogil
-
-cdef extern from "pho_box.h":
-    int pho_box_order(const double *g, double nx, double ny, double nsigma, const double *edges,
-                      int n_edges, const int *order_table, Py_ssize_t *box, int *order) noexcept nogil
+from pho._kernel cimport (PHO_MAX_ORDER, PHO_TAB, pho_box_order, pho_gauss_table, pho_gradient_span,
+                          pho_render_span, pho_vjp_add, pho_vjp_finish)
 
 # Everything below the pixel kernels (pho_kernel.h, included above with the compiler's defaults) is
 # compiled without contracting a*b + c into fused multiply-adds, so that the model's arithmetic
@@ -498,7 +485,7 @@ cdef class StampPlan:
 
     cdef int _exposure(self, _Exposure ex, const double[::1] theta, double fraction, int workers,
                        Py_ssize_t min_work, bint want_grad, double *value) noexcept nogil:
-        cdef Py_ssize_t s, k, kk, n, c, d, b, i, j, js, jhi, nseg, G = ex.G, nk, work, first, last
+        cdef Py_ssize_t s, k, kk, c, d, i, j, G = ex.G, nk, work
         cdef Py_ssize_t ny = ex.ny, nx = ex.nx
         cdef double q[3][3]
         cdef double inv, xy0, xy1, flux, x, y, t0, t1, t2, aa, bb_, cc, iv, bs, fmax, area, amp
@@ -715,19 +702,11 @@ cdef class StampPlan:
                 wrow = _level_weights(ex, ex.lvl[kk])
                 stride = ex.lnx[ex.lvl[kk]]
                 for i in range(ex.boxes[kk, 2], ex.boxes[kk, 3] + 1):
-                    js = ex.boxes[kk, 0]
-                    jhi = ex.boxes[kk, 1]
-                    while js <= jhi:
-                        nseg = jhi - js + 1
-                        if nseg > PHO_SEG:
-                            nseg = PHO_SEG
-                        st = pho_gradient_segment(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
-                                                  &ex.kc[kk, 0], <double>js - ex.gk[kk, 1],
-                                                  <double>i - ex.gk[kk, 2], <int>nseg, wrow + i * stride + js,
-                                                  &self.scr[tid, 0])
-                        if st != 0:
-                            ex.st_g[kk] = st
-                        js = js + nseg
+                    st = pho_gradient_span(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
+                                           &ex.kc[kk, 0], ex.boxes[kk, 0], ex.boxes[kk, 1], <double>i - ex.gk[kk, 2],
+                                           wrow + i * stride, &self.scr[tid, 0])
+                    if st != 0:
+                        ex.st_g[kk] = st
                 for pp in range(6):
                     ex.ggk[kk, pp] = ex.ggk[kk, pp] + self.scr[tid, pp]
         for kk in range(nk):
@@ -869,7 +848,7 @@ cdef void _chain_from_level(const double *g, int lv, double *gc) noexcept nogil:
 
 cdef void _render_level(_Exposure ex, int lv, const double *nodes, const double *wts, int threads) noexcept nogil:
     """Render level ``lv``'s Gaussians (ex.lidx[lstart:lstart + lcount]) into its image, parallel over rows."""
-    cdef Py_ssize_t i, c, kk, js, jhi, nseg
+    cdef Py_ssize_t i, c, kk
     cdef Py_ssize_t rows = ex.lny[lv], stride = ex.lnx[lv], first = ex.lstart[lv], count = ex.lcount[lv]
     cdef double *img = _level_image(ex, lv)
     cdef int st
@@ -878,18 +857,10 @@ cdef void _render_level(_Exposure ex, int lv, const double *nodes, const double 
             kk = ex.lidx[c]
             if ex.boxes[kk, 2] > i or ex.boxes[kk, 3] < i or ex.boxes[kk, 0] > ex.boxes[kk, 1]:
                 continue
-            js = ex.boxes[kk, 0]
-            jhi = ex.boxes[kk, 1]
-            while js <= jhi:
-                nseg = jhi - js + 1
-                if nseg > PHO_SEG:
-                    nseg = PHO_SEG
-                st = pho_render_segment(&ex.gk[kk, 0], ex.orders[kk], nodes, wts, &ex.kc[kk, 0],
-                                        <double>js - ex.gk[kk, 1], <double>i - ex.gk[kk, 2], <int>nseg,
-                                        img + i * stride + js)
-                if st != 0:
-                    ex.st_row[i] = st
-                js = js + nseg
+            st = pho_render_span(&ex.gk[kk, 0], ex.orders[kk], nodes, wts, &ex.kc[kk, 0], ex.boxes[kk, 0],
+                                 ex.boxes[kk, 1], <double>i - ex.gk[kk, 2], img + i * stride)
+            if st != 0:
+                ex.st_row[i] = st
 
 
 cdef void _prolong_add(const double *C, Py_ssize_t ny_c, Py_ssize_t nx_c, Py_ssize_t my_c, Py_ssize_t mx_c,
@@ -986,9 +957,9 @@ cdef inline double[:, :] _two_d(object a):
 
 cdef void _source_vjp(_Exposure ex, Py_ssize_t s, bint sersic, double flux, double[::1] dadn,
                       double[::1] dadrh) noexcept nogil:
-    cdef Py_ssize_t n
-    cdef double gA, gx = 0.0, gy = 0.0, gxx, gh, gyy, c, fxx, fxy, fyy, ab, bb, bd, wxx, wxy, wyy
-    cdef double l0 = 0.0, l5 = 0.0, l6 = 0.0, w0 = 0.0, w1 = 0.0, w2 = 0.0, gb
+    cdef Py_ssize_t n, k
+    cdef double gx = 0.0, gy = 0.0, l0 = 0.0
+    cdef double acc[8]
     if not sersic:
         for n in range(ex.goff[s], ex.goff[s + 1]):
             l0 += ex.gg[n, 0] * ex.pamp[n]
@@ -1000,38 +971,12 @@ cdef void _source_vjp(_Exposure ex, Py_ssize_t s, bint sersic, double flux, doub
         for n in range(3, 7):
             ex.local[s, n] = 0.0
         return
+    for k in range(8):
+        acc[k] = 0.0
     for n in range(ex.goff[s], ex.goff[s + 1]):
-        gA = ex.gg[n, 0]
-        l0 += gA * ex.abase[n]
-        gx += ex.gg[n, 1]
-        gy += ex.gg[n, 2]
-        gb = gA * ex.base[n]
-        l5 += gb * dadn[ex.aidx[n]]
-        l6 += gb * dadrh[ex.aidx[n]]
-        gxx = ex.gg[n, 3]
-        gh = 0.5 * ex.gg[n, 4]
-        gyy = ex.gg[n, 5]
-        fxx = ex.gauss[n, 3]
-        fxy = ex.gauss[n, 4]
-        fyy = ex.gauss[n, 5]
-        c = 0.5 * gA * ex.gauss[n, 0]
-        ab = fxx * fxy
-        bb = fxy * fxy
-        bd = fxy * fyy
-        wxx = fxx * fxx * gxx + 2.0 * ab * gh + bb * gyy + c * fxx
-        wxy = ab * gxx + (fxx * fyy + bb) * gh + bd * gyy + c * fxy
-        wyy = bb * gxx + 2.0 * bd * gh + fyy * fyy * gyy + c * fyy
-        w0 += ex.r2[n] * wxx
-        w1 += ex.r2[n] * wxy
-        w2 += ex.r2[n] * wyy
-    w1 *= 2.0
-    ex.local[s, 0] = l0
-    ex.local[s, 1] = gx * ex.J[s, 0, 0] + gy * ex.J[s, 1, 0]
-    ex.local[s, 2] = gx * ex.J[s, 0, 1] + gy * ex.J[s, 1, 1]
-    ex.local[s, 3] = -(ex.T[s, 1, 0] * w0 + ex.T[s, 1, 1] * w1 + ex.T[s, 1, 2] * w2)
-    ex.local[s, 4] = -(ex.T[s, 2, 0] * w0 + ex.T[s, 2, 1] * w1 + ex.T[s, 2, 2] * w2)
-    ex.local[s, 5] = flux * l5
-    ex.local[s, 6] = flux * l6
+        pho_vjp_add(&ex.gg[n, 0], &ex.gauss[n, 0], ex.abase[n], ex.base[n], dadn[ex.aidx[n]], dadrh[ex.aidx[n]],
+                    ex.r2[n], acc)
+    pho_vjp_finish(acc, &ex.J[s, 0, 0], &ex.T[s, 0, 0], flux, &ex.local[s, 0])
 
 
 cdef void _shape_matrix(double s1, double s2, int kind, double *out) noexcept nogil:

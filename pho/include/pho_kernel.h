@@ -678,4 +678,36 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
     return PHO_OK;
 }
 
+/* One Gaussian over pixels jlo..jhi of one row, in segments of PHO_SEG: out_row[j] += I(j) (render) or
+   acc[0..5] += sum_j w_row[j] dI(j)/d(A, x0, y0, Fxx, Fxy, Fyy) (gradient). out_row and w_row point at
+   pixel 0 of the row; dy = i - y0. Returns the last nonzero segment status (PHO_OK if none). The loop
+   every backend runs per Gaussian and row. */
+PHO_FN int pho_render_span(const double *gs, int order, const double *nodes, const double *wts, const double *tab,
+                           long long jlo, long long jhi, double dy, double *out_row)
+{
+    int st = PHO_OK;
+    long long js;
+    for (js = jlo; js <= jhi; js += PHO_SEG) {
+        long long n = jhi - js + 1;
+        if (n > PHO_SEG) n = PHO_SEG;
+        int s = pho_render_segment(gs, order, nodes, wts, tab, (double)js - gs[1], dy, (int)n, out_row + js);
+        if (s != PHO_OK) st = s;
+    }
+    return st;
+}
+
+PHO_FN int pho_gradient_span(const double *gs, int order, const double *nodes, const double *wts, const double *tab,
+                             long long jlo, long long jhi, double dy, const double *w_row, double *acc)
+{
+    int st = PHO_OK;
+    long long js;
+    for (js = jlo; js <= jhi; js += PHO_SEG) {
+        long long n = jhi - js + 1;
+        if (n > PHO_SEG) n = PHO_SEG;
+        int s = pho_gradient_segment(gs, order, nodes, wts, tab, (double)js - gs[1], dy, (int)n, w_row + js, acc);
+        if (s != PHO_OK) st = s;
+    }
+    return st;
+}
+
 #endif /* PHO_KERNEL_H */
