@@ -11,6 +11,12 @@ cdef extern from "pho_kernel.h":
                         long long jlo, long long jhi, double dy, double *out_row) noexcept nogil
     int pho_gradient_span(const double *gs, int order, const double *nodes, const double *wts, const double *tab,
                           long long jlo, long long jhi, double dy, const double *w_row, double *acc) noexcept nogil
+    int pho_render_span_keep(const double *gs, int order, const double *nodes, const double *wts,
+                             const double *tab, long long jlo, long long jhi, double dy, double *out_row,
+                             double *keep) noexcept nogil
+    int pho_gradient_span_kept(const double *gs, int order, const double *nodes, const double *wts,
+                               const double *tab, long long jlo, long long jhi, double dy, const double *w_row,
+                               const double *kept, double *acc) noexcept nogil
 
 cdef extern from "pho_box.h":
     int pho_box_order(const double *g, double nx, double ny, double nsigma, const double *edges,

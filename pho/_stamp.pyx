@@ -24,9 +24,10 @@ import numpy as np
 
 from cython.parallel cimport prange, threadid
 from libc.math cimport cos, sin, exp, expm1, hypot, log, sqrt, isfinite
+from libc.stdlib cimport free, realloc
 
-from pho._kernel cimport (PHO_MAX_ORDER, PHO_TAB, pho_box_order, pho_gauss_table, pho_gradient_span,
-                          pho_render_span, pho_vjp_add, pho_vjp_finish)
+from pho._kernel cimport (PHO_MAX_ORDER, PHO_TAB, pho_box_order, pho_gauss_table, pho_gradient_span_kept,
+                          pho_render_span_keep, pho_vjp_add, pho_vjp_finish)
 
 # Everything below the pixel kernels (pho_kernel.h, included above with the compiler's defaults) is
 # compiled without contracting a*b + c into fused multiply-adds, so that the model's arithmetic
@@ -54,6 +55,23 @@ STATUS = {"far_side": ST_FAR_SIDE, "bad_gaussian": ST_BAD_GAUSSIAN, "kernel": ST
 
 cdef enum:
     MAX_LEVELS = 8  # levels 0..7 at most (pho._levels.MAX_LEVEL is 4)
+
+# The most Gaussian-pixels (doubles) an exposure keeps between its render and gradient passes (32 MiB):
+# the render's exponentials are kept for the gradient pass up to this many, else computed again there.
+cdef Py_ssize_t _keep_max = 1 << 22
+
+
+def keep_max(limit=None) -> int:
+    """The most Gaussian-pixels whose exponentials an exposure keeps from its render for its gradient
+    pass (beyond it they are computed again); with ``limit``, set it (0 keeps none; for tests) and
+    return the previous value."""
+    global _keep_max
+    previous = _keep_max
+    if limit is not None:
+        if int(limit) < 0:
+            raise ValueError(f"keep_max: limit must be >= 0, got {limit}")
+        _keep_max = int(limit)
+    return previous
 
 cdef enum:
     SHAPE_Q_PA = 0
@@ -97,6 +115,14 @@ cdef class _Exposure:
     cdef double[::1] lbuf, wbuf, tbuf
     cdef int[::1] lvl
     cdef Py_ssize_t[::1] lidx
+    # the render's exponentials exp(-Q/2) of every kept Gaussian's box (row-major, from eoff[kk]), read
+    # again by the gradient pass; grown (realloc) when a call needs more, never beyond _keep_max
+    cdef double *keep
+    cdef Py_ssize_t keep_cap
+    cdef Py_ssize_t[::1] eoff
+
+    def __dealloc__(self):
+        free(self.keep)
 
 
 cdef class _Scale:
@@ -381,6 +407,7 @@ cdef class StampPlan:
             ex.st_row = np.zeros(rows, dtype=np.intc)
             ex.lvl = np.zeros(ex.G, dtype=np.intc)
             ex.lidx = np.zeros(ex.G, dtype=np.intp)
+            ex.eoff = np.zeros(ex.G, dtype=np.intp)
             self.exps.append(ex)
 
     def model_image(self, Py_ssize_t i):
@@ -494,7 +521,9 @@ cdef class StampPlan:
         cdef int threads, st, tid, pp, lv, top
         cdef Py_ssize_t stride
         cdef double *wrow
-        cdef bint all_kept
+        cdef double *kept
+        cdef double *grown
+        cdef bint all_kept, use_keep
         # ---- projection (pho.exposure._Astrometry.project_units, degree 1) and T = shape @ MT
         for s in range(self.S):
             for d in range(3):
@@ -607,10 +636,20 @@ cdef class StampPlan:
                 fmax = ex.gk[kk, 3]
             if ex.gk[kk, 5] > fmax:
                 fmax = ex.gk[kk, 5]
+            ex.eoff[kk] = work
             if ex.boxes[kk, 1] >= ex.boxes[kk, 0] and ex.boxes[kk, 3] >= ex.boxes[kk, 2]:
                 work += (ex.boxes[kk, 1] - ex.boxes[kk, 0] + 1) * (ex.boxes[kk, 3] - ex.boxes[kk, 2] + 1)
         if fmax > self.fmax_limit:
             return ST_BAD_GAUSSIAN
+        # keep the render's exponentials for the gradient pass where they fit
+        use_keep = want_grad and work <= _keep_max
+        if use_keep and work > ex.keep_cap:
+            grown = <double *>realloc(ex.keep, (work + work // 4 + 1024) * sizeof(double))
+            if grown == NULL:
+                use_keep = False
+            else:
+                ex.keep = grown
+                ex.keep_cap = work + work // 4 + 1024
         if min_work <= 0:
             threads = workers
         else:
@@ -633,7 +672,7 @@ cdef class StampPlan:
                                           &ex.kc[kk, 0])
         for lv in range(top + 1):
             if ex.lcount[lv] > 0:
-                _render_level(ex, lv, &self.nodes[0, 0], &self.wts[0, 0], threads)
+                _render_level(ex, lv, &self.nodes[0, 0], &self.wts[0, 0], threads, use_keep)
         for kk in range(nk):
             if ex.st_g[kk] != 0:
                 return ST_KERNEL
@@ -702,9 +741,12 @@ cdef class StampPlan:
                 wrow = _level_weights(ex, ex.lvl[kk])
                 stride = ex.lnx[ex.lvl[kk]]
                 for i in range(ex.boxes[kk, 2], ex.boxes[kk, 3] + 1):
-                    st = pho_gradient_span(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
-                                           &ex.kc[kk, 0], ex.boxes[kk, 0], ex.boxes[kk, 1], <double>i - ex.gk[kk, 2],
-                                           wrow + i * stride, &self.scr[tid, 0])
+                    kept = NULL
+                    if use_keep:
+                        kept = ex.keep + ex.eoff[kk] + (i - ex.boxes[kk, 2]) * (ex.boxes[kk, 1] - ex.boxes[kk, 0] + 1)
+                    st = pho_gradient_span_kept(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
+                                                &ex.kc[kk, 0], ex.boxes[kk, 0], ex.boxes[kk, 1],
+                                                <double>i - ex.gk[kk, 2], wrow + i * stride, kept, &self.scr[tid, 0])
                     if st != 0:
                         ex.st_g[kk] = st
                 for pp in range(6):
@@ -846,19 +888,40 @@ cdef void _chain_from_level(const double *g, int lv, double *gc) noexcept nogil:
     gc[5] = gyy
 
 
-cdef void _render_level(_Exposure ex, int lv, const double *nodes, const double *wts, int threads) noexcept nogil:
-    """Render level ``lv``'s Gaussians (ex.lidx[lstart:lstart + lcount]) into its image, parallel over rows."""
+cdef void _render_level(_Exposure ex, int lv, const double *nodes, const double *wts, int threads,
+                        bint use_keep) noexcept nogil:
+    """Render level ``lv``'s Gaussians (ex.lidx[lstart:lstart + lcount]) into its image, parallel over rows;
+    with ``use_keep``, each Gaussian's exponentials go to ex.keep from ex.eoff[kk] for the gradient pass."""
     cdef Py_ssize_t i, c, kk
     cdef Py_ssize_t rows = ex.lny[lv], stride = ex.lnx[lv], first = ex.lstart[lv], count = ex.lcount[lv]
     cdef double *img = _level_image(ex, lv)
+    cdef double *keep
     cdef int st
+    if threads == 1:
+        # one thread: Gaussian by Gaussian, so that the kept exponentials are written in order
+        for c in range(first, first + count):
+            kk = ex.lidx[c]
+            if ex.boxes[kk, 0] > ex.boxes[kk, 1]:
+                continue
+            for i in range(ex.boxes[kk, 2], ex.boxes[kk, 3] + 1):
+                keep = NULL
+                if use_keep:
+                    keep = ex.keep + ex.eoff[kk] + (i - ex.boxes[kk, 2]) * (ex.boxes[kk, 1] - ex.boxes[kk, 0] + 1)
+                st = pho_render_span_keep(&ex.gk[kk, 0], ex.orders[kk], nodes, wts, &ex.kc[kk, 0], ex.boxes[kk, 0],
+                                          ex.boxes[kk, 1], <double>i - ex.gk[kk, 2], img + i * stride, keep)
+                if st != 0:
+                    ex.st_row[i] = st
+        return
     for i in prange(rows, num_threads=threads, schedule="dynamic"):
         for c in range(first, first + count):
             kk = ex.lidx[c]
             if ex.boxes[kk, 2] > i or ex.boxes[kk, 3] < i or ex.boxes[kk, 0] > ex.boxes[kk, 1]:
                 continue
-            st = pho_render_span(&ex.gk[kk, 0], ex.orders[kk], nodes, wts, &ex.kc[kk, 0], ex.boxes[kk, 0],
-                                 ex.boxes[kk, 1], <double>i - ex.gk[kk, 2], img + i * stride)
+            keep = NULL
+            if use_keep:
+                keep = ex.keep + ex.eoff[kk] + (i - ex.boxes[kk, 2]) * (ex.boxes[kk, 1] - ex.boxes[kk, 0] + 1)
+            st = pho_render_span_keep(&ex.gk[kk, 0], ex.orders[kk], nodes, wts, &ex.kc[kk, 0], ex.boxes[kk, 0],
+                                      ex.boxes[kk, 1], <double>i - ex.gk[kk, 2], img + i * stride, keep)
             if st != 0:
                 ex.st_row[i] = st
 

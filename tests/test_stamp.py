@@ -96,6 +96,36 @@ def test_compiled_stamp_switch_and_where_it_does_not_apply(cosmos_image_path, rn
     np.testing.assert_allclose(g1, g0, rtol=1e-12, atol=1e-12 * np.abs(g0).max())
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kept_exponentials_equal_the_ones_computed_again(cosmos_image_path, rng, workers):
+    """The gradient pass reading the render's exponentials (pho._stamp.keep_max) gives the numbers of
+    the pass that computes them again, on one thread (Gaussian by Gaussian) and two (row by row); the
+    buffer grows when the boxes do (larger r_h), and a limit below a call's work turns keeping off."""
+    from pho import _stamp
+
+    scene, exposures, theta = blended_problem(cosmos_image_path, rng, profile=None)
+    like = pho.Likelihood(scene, exposures, backend="cpu", workers=workers)
+    like._backend.min_work_per_thread = 0
+    wider = theta.copy()
+    wider[np.array(scene.parameter_names) == "s0.rh"] *= 3.0  # larger boxes: the buffer must grow
+    default = _stamp.keep_max()
+    try:
+        for th in (theta, wider, theta):
+            _stamp.keep_max(default)
+            kept = like._compiled(th, True)
+            _stamp.keep_max(0)
+            again = like._compiled(th, True)
+            assert kept[0] == again[0]
+            np.testing.assert_allclose(kept[1], again[1], rtol=1e-13, atol=1e-13 * np.abs(again[1]).max())
+            _assert_same(*_both(like, th))
+            _stamp.keep_max(default)
+            _assert_same(*_both(like, th))
+    finally:
+        _stamp.keep_max(default)
+    with pytest.raises(ValueError, match=">= 0"):
+        _stamp.keep_max(-1)
+
+
 def test_compiled_stamp_falls_back_for_the_errors(cosmos_image_path, rng):
     """Values the per-step path refuses give its errors through the compiled path too."""
     scene, exposures, theta = blended_problem(cosmos_image_path, rng, kind="poisson")

@@ -260,19 +260,24 @@ PHO_FN int pho_seg_extreme(double fxx, double fxy, double fyy, double dy, double
     return 0.5 * fxx * tm * tm > PHO_EXPARG_MAX || 0.5 * vm > PHO_EXPARG_MAX || 0.5 * qrow > PHO_EXPARG_MAX;
 }
 
-/* Fill e[0..n) with a exp(-Q/2) at the pixel centres of a row segment (dx0 = j0 - x0, dy = i - y0);
-   return t0 (first pixel's offset from the row's peak), c0 (the peak's offset from x0) and beta. */
+/* A row segment's frame (dx0 = j0 - x0, dy = i - y0): t0 (first pixel's offset from the row's peak),
+   c0 (the peak's offset from x0) and beta. */
+PHO_FN void pho_row_frame(const double *gs, const double *tab, double dx0, double dy, double *t0_out,
+                          double *c0_out, double *beta_out)
+{
+    double c0 = -gs[4] * dy * tab[2];
+    *c0_out = c0;
+    *beta_out = tab[3] * dy;
+    *t0_out = dx0 - c0;
+}
+
+/* Fill e[0..n) with a exp(-Q/2) at the pixel centres of a row segment and return its frame
+   (pho_row_frame). */
 PHO_FN void pho_row_centre(const double *gs, const double *tab, double dx0, double dy, int n, double a,
                            double *e, double *t0_out, double *c0_out, double *beta_out)
 {
-    double fxx = gs[3], fxy = gs[4];
-    double c0 = -fxy * dy * tab[2];
-    double beta = tab[3] * dy;
-    double t0 = dx0 - c0;
-    pho_row_gauss(fxx, t0, n, tab[0], tab[1], a, 0.5 * beta * dy, e);
-    *t0_out = t0;
-    *c0_out = c0;
-    *beta_out = beta;
+    pho_row_frame(gs, tab, dx0, dy, t0_out, c0_out, beta_out);
+    pho_row_gauss(gs[3], *t0_out, n, tab[0], tab[1], a, 0.5 * (*beta_out) * dy, e);
 }
 
 /* exp(-u[c] v) for the n Gauss-Legendre nodes (symmetric: u[n-1-c] = -u[c]), with ceil(n/2) exp calls. */
@@ -523,12 +528,15 @@ PHO_FN void pho_fo_row_poly(double fxx, double fxy, double fyy, double beta, dou
 }
 
 /* Render one Gaussian on one row segment: out[k] += I(pixel j0 + k), k < n <= PHO_SEG.
-   dx0 = j0 - x0, dy = i - y0 (pixel centres). tab from pho_gauss_table. */
-PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, const double *wts,
-                              const double *tab, double dx0, double dy, int n, double *out)
+   dx0 = j0 - x0, dy = i - y0 (pixel centres). tab from pho_gauss_table. If keep != 0, the segment's
+   exp(-Q/2) at the pixel centres (without A) is written to keep[0..n) for pho_gradient_segment_kept
+   (except on a segment taken point by point, which that function recomputes the same way). */
+PHO_FN int pho_render_segment_keep(const double *gs, int order, const double *nodes, const double *wts,
+                                   const double *tab, double dx0, double dy, int n, double *out, double *keep)
 {
     double a = gs[0], fxx = gs[3], fxy = gs[4], fyy = gs[5];
-    double e[PHO_SEG];
+    double ebuf[PHO_SEG];
+    double *e = (keep && n >= PHO_LANES) ? keep : ebuf;  /* pho_row_gauss writes at least PHO_LANES */
     double t0, c0, beta;
     int k;
     double vx0 = fxx * dx0 + fxy * dy, vy0 = fxy * dx0 + fyy * dy;
@@ -544,10 +552,14 @@ PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, 
         }
         return PHO_OK;
     }
-    pho_row_centre(gs, tab, dx0, dy, n, a, e, &t0, &c0, &beta);
+    /* exp(-Q/2) without A (so that the gradient pass can reuse it); A goes into the row's coefficients */
+    pho_row_centre(gs, tab, dx0, dy, n, 1.0, e, &t0, &c0, &beta);
+    if (keep && e != keep)
+        for (k = 0; k < n; k++) keep[k] = e[k];
     if (order == PHO_ORDER_FOURTH) {
         double bp[5];
         pho_fo_row_poly(fxx, fxy, fyy, beta, c0, dy, bp, 0);
+        for (k = 0; k < 5; k++) bp[k] *= a;
         for (k = 0; k < n; k++) {
             double t = t0 + (double)k;
             out[k] += e[k] * (bp[0] + t * (bp[1] + t * (bp[2] + t * (bp[3] + t * bp[4]))));
@@ -555,27 +567,39 @@ PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, 
         return PHO_OK;
     }
     if (order == 0) {
-        double h0 = 1.0 + (beta * beta - fxx - fyy) * (1.0 / 24.0);
-        double h1 = fxy * beta * (1.0 / 12.0);
-        double h2 = (fxx * fxx + fxy * fxy) * (1.0 / 24.0);
+        double h0 = a * (1.0 + (beta * beta - fxx - fyy) * (1.0 / 24.0));
+        double h1 = a * (fxy * beta * (1.0 / 12.0));
+        double h2 = a * ((fxx * fxx + fxy * fxy) * (1.0 / 24.0));
         for (k = 0; k < n; k++) {
             double t = t0 + (double)k;
             out[k] += e[k] * (h0 + t * (h1 + t * h2));
         }
         return PHO_OK;
     }
-    pho_gl_dispatch(tab, nodes + order * PHO_MAX_ORDER, order, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, e, out, 0, 0);
+    {
+        double ea[PHO_SEG];
+        for (k = 0; k < n; k++) ea[k] = a * e[k];
+        pho_gl_dispatch(tab, nodes + order * PHO_MAX_ORDER, order, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, ea, out,
+                        0, 0);
+    }
     return PHO_OK;
+}
+
+PHO_FN int pho_render_segment(const double *gs, int order, const double *nodes, const double *wts,
+                              const double *tab, double dx0, double dy, int n, double *out)
+{
+    return pho_render_segment_keep(gs, order, nodes, wts, tab, dx0, dy, n, out, 0);
 }
 
 /* Gradient of one Gaussian on one row segment: acc[0..5] += sum_k w[k] dI(j0 + k)/d(A, x0, y0, Fxx, Fxy, Fyy).
    w must hold at least n entries. */
-PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes, const double *wts,
-                                const double *tab, double dx0, double dy, int n, const double *w,
-                                double *acc)
+PHO_FN int pho_gradient_segment_kept(const double *gs, int order, const double *nodes, const double *wts,
+                                     const double *tab, double dx0, double dy, int n, const double *w,
+                                     const double *kept, double *acc)
 {
     double a = gs[0], fxx = gs[3], fxy = gs[4], fyy = gs[5];
-    double e[PHO_SEG];
+    double ebuf[PHO_SEG];
+    const double *e = ebuf;
     double t0, c0, beta;
     int k;
     double vx0 = fxx * dx0 + fxy * dy, vy0 = fxy * dx0 + fyy * dy;
@@ -591,7 +615,12 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
         }
         return PHO_OK;
     }
-    pho_row_centre(gs, tab, dx0, dy, n, 1.0, e, &t0, &c0, &beta);
+    if (kept) {
+        pho_row_frame(gs, tab, dx0, dy, &t0, &c0, &beta);
+        e = kept;
+    } else {
+        pho_row_centre(gs, tab, dx0, dy, n, 1.0, ebuf, &t0, &c0, &beta);
+    }
     if (order == PHO_ORDER_FOURTH) {
         /* moments T_k = sum w e t^k (k <= 6), then the row's polynomial factors */
         double T0 = 0.0, T1 = 0.0, T2 = 0.0, T3 = 0.0, T4 = 0.0, T5 = 0.0, T6 = 0.0;
@@ -678,36 +707,61 @@ PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes
     return PHO_OK;
 }
 
+PHO_FN int pho_gradient_segment(const double *gs, int order, const double *nodes, const double *wts,
+                                const double *tab, double dx0, double dy, int n, const double *w,
+                                double *acc)
+{
+    return pho_gradient_segment_kept(gs, order, nodes, wts, tab, dx0, dy, n, w, 0, acc);
+}
+
 /* One Gaussian over pixels jlo..jhi of one row, in segments of PHO_SEG: out_row[j] += I(j) (render) or
    acc[0..5] += sum_j w_row[j] dI(j)/d(A, x0, y0, Fxx, Fxy, Fyy) (gradient). out_row and w_row point at
    pixel 0 of the row; dy = i - y0. Returns the last nonzero segment status (PHO_OK if none). The loop
-   every backend runs per Gaussian and row. */
-PHO_FN int pho_render_span(const double *gs, int order, const double *nodes, const double *wts, const double *tab,
-                           long long jlo, long long jhi, double dy, double *out_row)
+   every backend runs per Gaussian and row. keep (render) and kept (gradient), if not 0, point at the
+   row's jhi - jlo + 1 exponentials (pixel jlo first): the render writes them and the gradient reads them
+   instead of computing them again (pho_render_segment_keep). */
+PHO_FN int pho_render_span_keep(const double *gs, int order, const double *nodes, const double *wts,
+                                const double *tab, long long jlo, long long jhi, double dy, double *out_row,
+                                double *keep)
 {
     int st = PHO_OK;
     long long js;
     for (js = jlo; js <= jhi; js += PHO_SEG) {
         long long n = jhi - js + 1;
         if (n > PHO_SEG) n = PHO_SEG;
-        int s = pho_render_segment(gs, order, nodes, wts, tab, (double)js - gs[1], dy, (int)n, out_row + js);
+        int s = pho_render_segment_keep(gs, order, nodes, wts, tab, (double)js - gs[1], dy, (int)n, out_row + js,
+                                        keep ? keep + (js - jlo) : 0);
         if (s != PHO_OK) st = s;
     }
     return st;
 }
 
-PHO_FN int pho_gradient_span(const double *gs, int order, const double *nodes, const double *wts, const double *tab,
-                             long long jlo, long long jhi, double dy, const double *w_row, double *acc)
+PHO_FN int pho_gradient_span_kept(const double *gs, int order, const double *nodes, const double *wts,
+                                  const double *tab, long long jlo, long long jhi, double dy, const double *w_row,
+                                  const double *kept, double *acc)
 {
     int st = PHO_OK;
     long long js;
     for (js = jlo; js <= jhi; js += PHO_SEG) {
         long long n = jhi - js + 1;
         if (n > PHO_SEG) n = PHO_SEG;
-        int s = pho_gradient_segment(gs, order, nodes, wts, tab, (double)js - gs[1], dy, (int)n, w_row + js, acc);
+        int s = pho_gradient_segment_kept(gs, order, nodes, wts, tab, (double)js - gs[1], dy, (int)n, w_row + js,
+                                          kept ? kept + (js - jlo) : 0, acc);
         if (s != PHO_OK) st = s;
     }
     return st;
+}
+
+PHO_FN int pho_render_span(const double *gs, int order, const double *nodes, const double *wts, const double *tab,
+                           long long jlo, long long jhi, double dy, double *out_row)
+{
+    return pho_render_span_keep(gs, order, nodes, wts, tab, jlo, jhi, dy, out_row, 0);
+}
+
+PHO_FN int pho_gradient_span(const double *gs, int order, const double *nodes, const double *wts, const double *tab,
+                             long long jlo, long long jhi, double dy, const double *w_row, double *acc)
+{
+    return pho_gradient_span_kept(gs, order, nodes, wts, tab, jlo, jhi, dy, w_row, 0, acc);
 }
 
 #endif /* PHO_KERNEL_H */
