@@ -27,7 +27,7 @@ from libc.math cimport cos, sin, exp, expm1, hypot, log, sqrt, isfinite
 from libc.stdlib cimport free, realloc
 
 from pho._kernel cimport (PHO_MAX_ORDER, PHO_TAB, pho_box_order, pho_gauss_table, pho_gradient_span_kept,
-                          pho_render_span_keep, pho_vjp_add, pho_vjp_finish)
+                          pho_render_box_keep, pho_render_span_keep, pho_vjp_add, pho_vjp_finish)
 
 # Everything below the pixel kernels (pho_kernel.h, included above with the compiler's defaults) is
 # compiled without contracting a*b + c into fused multiply-adds, so that the model's arithmetic
@@ -897,20 +897,18 @@ cdef void _render_level(_Exposure ex, int lv, const double *nodes, const double 
     cdef double *img = _level_image(ex, lv)
     cdef double *keep
     cdef int st
-    if threads == 1:
-        # one thread: Gaussian by Gaussian, so that the kept exponentials are written in order
+    if threads == 1 and use_keep:
+        # one thread: Gaussian by Gaussian, each box's rows by the recurrence of pho_render_box_keep, its
+        # exponentials written in order
         for c in range(first, first + count):
             kk = ex.lidx[c]
-            if ex.boxes[kk, 0] > ex.boxes[kk, 1]:
+            if ex.boxes[kk, 0] > ex.boxes[kk, 1] or ex.boxes[kk, 2] > ex.boxes[kk, 3]:
                 continue
-            for i in range(ex.boxes[kk, 2], ex.boxes[kk, 3] + 1):
-                keep = NULL
-                if use_keep:
-                    keep = ex.keep + ex.eoff[kk] + (i - ex.boxes[kk, 2]) * (ex.boxes[kk, 1] - ex.boxes[kk, 0] + 1)
-                st = pho_render_span_keep(&ex.gk[kk, 0], ex.orders[kk], nodes, wts, &ex.kc[kk, 0], ex.boxes[kk, 0],
-                                          ex.boxes[kk, 1], <double>i - ex.gk[kk, 2], img + i * stride, keep)
-                if st != 0:
-                    ex.st_row[i] = st
+            st = pho_render_box_keep(&ex.gk[kk, 0], ex.orders[kk], nodes, wts, &ex.kc[kk, 0], ex.boxes[kk, 0],
+                                     ex.boxes[kk, 1], ex.boxes[kk, 2], ex.boxes[kk, 3], img, stride,
+                                     ex.keep + ex.eoff[kk])
+            if st != 0:
+                ex.st_row[ex.boxes[kk, 2]] = st
         return
     for i in prange(rows, num_threads=threads, schedule="dynamic"):
         for c in range(first, first + count):

@@ -115,8 +115,9 @@ def test_kept_exponentials_equal_the_ones_computed_again(cosmos_image_path, rng,
             kept = like._compiled(th, True)
             _stamp.keep_max(0)
             again = like._compiled(th, True)
-            assert kept[0] == again[0]
-            np.testing.assert_allclose(kept[1], again[1], rtol=1e-13, atol=1e-13 * np.abs(again[1]).max())
+            # on one thread the render also takes each box's rows by recurrence (pho_render_box_keep)
+            assert kept[0] == pytest.approx(again[0], rel=1e-13, abs=0)
+            np.testing.assert_allclose(kept[1], again[1], rtol=1e-12, atol=1e-12 * np.abs(again[1]).max())
             _assert_same(*_both(like, th))
             _stamp.keep_max(default)
             _assert_same(*_both(like, th))

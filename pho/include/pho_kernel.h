@@ -527,6 +527,43 @@ PHO_FN void pho_fo_row_poly(double fxx, double fxy, double fyy, double beta, dou
     pho_p_add(1.0, bfyy, 3, grad + 5 * PHO_PLEN);
 }
 
+/* The render's output for one row segment from its exponentials: out[k] += A e[k] times the rule's row
+   factor (order 0: the second-order bracket; PHO_ORDER_FOURTH: B; n: the Gauss-Legendre node sum), with
+   e[k] = exp(-Q/2) at the pixel centres (without A) and the segment's frame t0, c0, beta (pho_row_frame). */
+PHO_FN void pho_render_from_e(const double *gs, int order, const double *nodes, const double *tab, double dx0,
+                              double dy, int n, const double *e, double t0, double c0, double beta, double *out)
+{
+    double a = gs[0], fxx = gs[3], fxy = gs[4], fyy = gs[5];
+    int k;
+    if (order == PHO_ORDER_FOURTH) {
+        double bp[5];
+        pho_fo_row_poly(fxx, fxy, fyy, beta, c0, dy, bp, 0);
+        for (k = 0; k < 5; k++) bp[k] *= a;
+        for (k = 0; k < n; k++) {
+            double t = t0 + (double)k;
+            out[k] += e[k] * (bp[0] + t * (bp[1] + t * (bp[2] + t * (bp[3] + t * bp[4]))));
+        }
+        return;
+    }
+    if (order == 0) {
+        double h0 = a * (1.0 + (beta * beta - fxx - fyy) * (1.0 / 24.0));
+        double h1 = a * (fxy * beta * (1.0 / 12.0));
+        double h2 = a * ((fxx * fxx + fxy * fxy) * (1.0 / 24.0));
+        for (k = 0; k < n; k++) {
+            double t = t0 + (double)k;
+            out[k] += e[k] * (h0 + t * (h1 + t * h2));
+        }
+        return;
+    }
+    {
+        double ea[PHO_SEG];
+        double vx0 = fxx * dx0 + fxy * dy, vy0 = fxy * dx0 + fyy * dy;
+        for (k = 0; k < n; k++) ea[k] = a * e[k];
+        pho_gl_dispatch(tab, nodes + order * PHO_MAX_ORDER, order, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, ea, out,
+                        0, 0);
+    }
+}
+
 /* Render one Gaussian on one row segment: out[k] += I(pixel j0 + k), k < n <= PHO_SEG.
    dx0 = j0 - x0, dy = i - y0 (pixel centres). tab from pho_gauss_table. If keep != 0, the segment's
    exp(-Q/2) at the pixel centres (without A) is written to keep[0..n) for pho_gradient_segment_kept
@@ -556,32 +593,7 @@ PHO_FN int pho_render_segment_keep(const double *gs, int order, const double *no
     pho_row_centre(gs, tab, dx0, dy, n, 1.0, e, &t0, &c0, &beta);
     if (keep && e != keep)
         for (k = 0; k < n; k++) keep[k] = e[k];
-    if (order == PHO_ORDER_FOURTH) {
-        double bp[5];
-        pho_fo_row_poly(fxx, fxy, fyy, beta, c0, dy, bp, 0);
-        for (k = 0; k < 5; k++) bp[k] *= a;
-        for (k = 0; k < n; k++) {
-            double t = t0 + (double)k;
-            out[k] += e[k] * (bp[0] + t * (bp[1] + t * (bp[2] + t * (bp[3] + t * bp[4]))));
-        }
-        return PHO_OK;
-    }
-    if (order == 0) {
-        double h0 = a * (1.0 + (beta * beta - fxx - fyy) * (1.0 / 24.0));
-        double h1 = a * (fxy * beta * (1.0 / 12.0));
-        double h2 = a * ((fxx * fxx + fxy * fxy) * (1.0 / 24.0));
-        for (k = 0; k < n; k++) {
-            double t = t0 + (double)k;
-            out[k] += e[k] * (h0 + t * (h1 + t * h2));
-        }
-        return PHO_OK;
-    }
-    {
-        double ea[PHO_SEG];
-        for (k = 0; k < n; k++) ea[k] = a * e[k];
-        pho_gl_dispatch(tab, nodes + order * PHO_MAX_ORDER, order, vx0, vy0, fxx, fxy, fyy, dx0, dy, a, n, ea, out,
-                        0, 0);
-    }
+    pho_render_from_e(gs, order, nodes, tab, dx0, dy, n, e, t0, c0, beta, out);
     return PHO_OK;
 }
 
@@ -762,6 +774,70 @@ PHO_FN int pho_gradient_span(const double *gs, int order, const double *nodes, c
                              long long jlo, long long jhi, double dy, const double *w_row, double *acc)
 {
     return pho_gradient_span_kept(gs, order, nodes, wts, tab, jlo, jhi, dy, w_row, 0, acc);
+}
+
+/* Render one Gaussian over its whole box (columns jlo..jhi, rows ilo..ihi) into img (pixel (0, 0) first,
+   rows `stride` apart) and write exp(-Q/2) of every box pixel to keep (row-major, jhi - jlo + 1 per row),
+   for pho_gradient_span_kept. Where every box value is a normal number (Q/2, |Vx|/2 and |Vy|/2 at most
+   PHO_EXPARG_MAX at the four corners; Q is convex and V linear), a row's exponentials come from the
+   previous row's: e(i + 1, j) = e(i, j) U_i(j), U_i(j) = exp(-(Fxy dx_j + Fyy (dy_i + 1/2))),
+   U_{i+1} = U_i exp(-Fyy), with no exp call; every PHO_BOX_RESTART rows they are computed afresh as in
+   pho_render_segment_keep (relative error of the recurrence below 1e-13 in between). Otherwise row by
+   row (pho_render_span_keep). Returns the last nonzero status (PHO_OK if none). */
+#define PHO_BOX_RESTART 8
+
+PHO_FN int pho_render_box_keep(const double *gs, int order, const double *nodes, const double *wts,
+                               const double *tab, long long jlo, long long jhi, long long ilo, long long ihi,
+                               double *img, long long stride, double *keep)
+{
+    double x0 = gs[1], y0 = gs[2], fxx = gs[3], fxy = gs[4], fyy = gs[5];
+    long long W = jhi - jlo + 1, i, js;
+    double worst = 0.0, kappa, rho;
+    int st = PHO_OK, c;
+    if (order < 0 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
+    if (W <= 0 || ihi < ilo) return PHO_OK;
+    for (c = 0; c < 4; c++) {
+        double dx = (double)(c & 1 ? jhi : jlo) - x0, dy = (double)(c & 2 ? ihi : ilo) - y0;
+        double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
+        double q = 0.5 * (dx * vx + dy * vy);
+        if (q > worst || q != q) worst = q;
+        if (0.5 * fabs(vx) > worst) worst = 0.5 * fabs(vx);
+        if (0.5 * fabs(vy) > worst) worst = 0.5 * fabs(vy);
+    }
+    if (!(worst <= PHO_EXPARG_MAX)) {
+        for (i = ilo; i <= ihi; i++) {
+            int s = pho_render_span_keep(gs, order, nodes, wts, tab, jlo, jhi, (double)i - y0, img + i * stride,
+                                         keep + (i - ilo) * W);
+            if (s != PHO_OK) st = s;
+        }
+        return st;
+    }
+    kappa = exp(-fyy);
+    rho = exp(-fxy);
+    for (js = jlo; js <= jhi; js += PHO_SEG) {
+        int n = (int)(jhi - js + 1 < PHO_SEG ? jhi - js + 1 : PHO_SEG), k;
+        double dx0 = (double)js - x0;
+        double U[PHO_SEG], ebuf[PHO_SEG];
+        const double *prev = 0;
+        for (i = ilo; i <= ihi; i++) {
+            double dy = (double)i - y0, t0, c0, beta;
+            double *e = keep + (i - ilo) * W + (js - jlo);
+            if ((i - ilo) % PHO_BOX_RESTART == 0) {
+                pho_row_centre(gs, tab, dx0, dy, n, 1.0, ebuf, &t0, &c0, &beta);
+                for (k = 0; k < n; k++) e[k] = ebuf[k];
+                pho_row_geom(exp(-(fxy * dx0 + fyy * (dy + 0.5))), rho, n, U);
+            } else {
+                pho_row_frame(gs, tab, dx0, dy, &t0, &c0, &beta);
+                for (k = 0; k < n; k++) {
+                    e[k] = prev[k] * U[k];
+                    U[k] *= kappa;
+                }
+            }
+            pho_render_from_e(gs, order, nodes, tab, dx0, dy, n, e, t0, c0, beta, img + i * stride + js);
+            prev = e;
+        }
+    }
+    return st;
 }
 
 #endif /* PHO_KERNEL_H */
