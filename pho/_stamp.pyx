@@ -641,8 +641,9 @@ cdef class StampPlan:
                 work += (ex.boxes[kk, 1] - ex.boxes[kk, 0] + 1) * (ex.boxes[kk, 3] - ex.boxes[kk, 2] + 1)
         if fmax > self.fmax_limit:
             return ST_BAD_GAUSSIAN
-        # keep the render's exponentials for the gradient pass where they fit
-        use_keep = want_grad and work <= _keep_max
+        # keep the render's exponentials where they fit: the one-thread render takes each box's rows from
+        # the previous rows' (pho_render_box_keep), and the gradient pass reads them
+        use_keep = work <= _keep_max
         if use_keep and work > ex.keep_cap:
             grown = <double *>realloc(ex.keep, (work + work // 4 + 1024) * sizeof(double))
             if grown == NULL:
