@@ -17,6 +17,9 @@ cdef extern from "pho_kernel.h":
     int pho_render_box_keep(const double *gs, int order, const double *nodes, const double *wts,
                             const double *tab, long long jlo, long long jhi, long long ilo, long long ihi,
                             double *img, long long stride, double *keep) noexcept nogil
+    int pho_gradient_box_kept(const double *gs, int order, const double *nodes, const double *wts,
+                              const double *tab, long long jlo, long long jhi, long long ilo, long long ihi,
+                              const double *w, long long stride, const double *kept, double *acc) noexcept nogil
     int pho_gradient_span_kept(const double *gs, int order, const double *nodes, const double *wts,
                                const double *tab, long long jlo, long long jhi, double dy, const double *w_row,
                                const double *kept, double *acc) noexcept nogil

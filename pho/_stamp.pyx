@@ -26,8 +26,8 @@ from cython.parallel cimport prange, threadid
 from libc.math cimport cos, sin, exp, expm1, hypot, log, sqrt, isfinite
 from libc.stdlib cimport free, realloc
 
-from pho._kernel cimport (PHO_MAX_ORDER, PHO_TAB, pho_box_order, pho_gauss_table, pho_gradient_span_kept,
-                          pho_render_box_keep, pho_render_span_keep, pho_vjp_add, pho_vjp_finish)
+from pho._kernel cimport (PHO_MAX_ORDER, PHO_TAB, pho_box_order, pho_gauss_table, pho_gradient_box_kept,
+                          pho_gradient_span_kept, pho_render_box_keep, pho_render_span_keep, pho_vjp_add, pho_vjp_finish)
 
 # Everything below the pixel kernels (pho_kernel.h, included above with the compiler's defaults) is
 # compiled without contracting a*b + c into fused multiply-adds, so that the model's arithmetic
@@ -523,7 +523,7 @@ cdef class StampPlan:
         cdef double *wrow
         cdef double *kept
         cdef double *grown
-        cdef bint all_kept, use_keep
+        cdef bint all_kept, use_keep, box_keep
         # ---- projection (pho.exposure._Astrometry.project_units, degree 1) and T = shape @ MT
         for s in range(self.S):
             for d in range(3):
@@ -659,6 +659,7 @@ cdef class StampPlan:
                 threads = workers
             if threads < 1:
                 threads = 1
+        box_keep = use_keep and threads == 1  # _render_level's one-thread path: pho_render_box_keep
         # ---- render (pho._render.render_image) on each level, then the levels interpolated, coarsest first
         for i in range(ny):
             for j in range(nx):
@@ -741,6 +742,17 @@ cdef class StampPlan:
                     self.scr[tid, pp] = 0.0
                 wrow = _level_weights(ex, ex.lvl[kk])
                 stride = ex.lnx[ex.lvl[kk]]
+                if box_keep:
+                    # the render took this box by pho_render_box_keep: its moments in one call
+                    st = pho_gradient_box_kept(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
+                                               &ex.kc[kk, 0], ex.boxes[kk, 0], ex.boxes[kk, 1], ex.boxes[kk, 2],
+                                               ex.boxes[kk, 3], wrow, stride, ex.keep + ex.eoff[kk],
+                                               &self.scr[tid, 0])
+                    if st != 0:
+                        ex.st_g[kk] = st
+                    for pp in range(6):
+                        ex.ggk[kk, pp] = ex.ggk[kk, pp] + self.scr[tid, pp]
+                    continue
                 for i in range(ex.boxes[kk, 2], ex.boxes[kk, 3] + 1):
                     kept = NULL
                     if use_keep:

@@ -95,7 +95,8 @@ BOX_SOURCE = r"""
 #include <stdlib.h>
 #include "pho_kernel.h"
 /* pho_render_box_keep against pho_render_span row by row, its kept exponentials against exp(-Q/2),
-   and the gradient reading them against the gradient computing them; prints the three worst errors */
+   and the gradients reading them (row by row, and by moments over the box: pho_gradient_box_kept) against
+   the gradient computing them; prints the three worst errors */
 int main(void)
 {
     /* (A, x0, y0, Fxx, Fxy, Fyy, order, jlo, jhi, ilo, ihi, check the kept values) */
@@ -124,7 +125,7 @@ int main(void)
         int order = (int)g[6];
         long long jlo = (long long)g[7], jhi = (long long)g[8], ilo = (long long)g[9], ihi = (long long)g[10];
         long long W = jhi - jlo + 1;
-        double tab[PHO_TAB], peak = 0.0, acc1[6] = {0.0}, acc2[6] = {0.0}, scale = 0.0;
+        double tab[PHO_TAB], peak = 0.0, acc1[6] = {0.0}, acc2[6] = {0.0}, acc3[6] = {0.0}, scale = 0.0;
         for (i = 0; i < nx * ny; i++) { a[i] = 0.0; b[i] = 0.0; }
         if (pho_gauss_table(g, order, nodes, wts, tab)) return 1;
         if (pho_render_box_keep(g, order, nodes, wts, tab, jlo, jhi, ilo, ihi, a, nx, keep)) return 2;
@@ -143,8 +144,12 @@ int main(void)
                                    keep + (i - ilo) * W, acc1);
             pho_gradient_span(g, order, nodes, wts, tab, jlo, jhi, i - g[2], w + (long)i * nx, acc2);
         }
+        if (pho_gradient_box_kept(g, order, nodes, wts, tab, jlo, jhi, ilo, ihi, w, nx, keep, acc3)) return 4;
         for (i = 0; i < 6; i++) if (fabs(acc2[i]) > scale) scale = fabs(acc2[i]);
-        for (i = 0; i < 6; i++) if (fabs(acc1[i] - acc2[i]) / scale > worst_grad) worst_grad = fabs(acc1[i] - acc2[i]) / scale;
+        for (i = 0; i < 6; i++) {
+            if (fabs(acc1[i] - acc2[i]) / scale > worst_grad) worst_grad = fabs(acc1[i] - acc2[i]) / scale;
+            if (fabs(acc3[i] - acc2[i]) / scale > worst_grad) worst_grad = fabs(acc3[i] - acc2[i]) / scale;
+        }
     }
     printf("%.3e %.3e %.3e\n", worst_img, worst_keep, worst_grad);
     return 0;
@@ -156,8 +161,9 @@ def test_box_recurrence_equals_the_row_rule(tmp_path):
     """pho_render_box_keep (rows from the previous row's exponentials, restarted every PHO_BOX_RESTART rows)
     renders what pho_render_span renders row by row, within 1e-13 of the peak: restarts, chunks of
     PHO_SEG columns (one shorter than PHO_LANES), orders 0, 1 and 3, and a Gaussian whose box corners
-    are too far out for the recurrence. Its kept exponentials are exp(-Q/2) within 1e-13, and the gradient
-    that reads them matches the one that computes them within 1e-13 of the largest component."""
+    are too far out for the recurrence. Its kept exponentials are exp(-Q/2) within 1e-13, and the gradients
+    that read them, row by row and by the box's moments (pho_gradient_box_kept), match the one that computes
+    them within 1e-13 of the largest component."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         pytest.skip("no C compiler on PATH")

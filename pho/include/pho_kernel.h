@@ -776,10 +776,28 @@ PHO_FN int pho_gradient_span(const double *gs, int order, const double *nodes, c
     return pho_gradient_span_kept(gs, order, nodes, wts, tab, jlo, jhi, dy, w_row, 0, acc);
 }
 
+/* May a box's rows be taken by the recurrence of pho_render_box_keep? Yes where every value in the box is
+   a normal number and the node factors cannot overflow: Q/2, |Vx|/2 and |Vy|/2 at most PHO_EXPARG_MAX at
+   the four corners (Q is convex and V linear, so nowhere in the box larger). pho_gradient_box_kept asks
+   the same, so that it reads exponentials only where the render wrote them all. */
+PHO_FN int pho_box_recurrence_ok(const double *gs, long long jlo, long long jhi, long long ilo, long long ihi)
+{
+    double x0 = gs[1], y0 = gs[2], fxx = gs[3], fxy = gs[4], fyy = gs[5], worst = 0.0;
+    int c;
+    for (c = 0; c < 4; c++) {
+        double dx = (double)(c & 1 ? jhi : jlo) - x0, dy = (double)(c & 2 ? ihi : ilo) - y0;
+        double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
+        double q = 0.5 * (dx * vx + dy * vy);
+        if (q > worst || q != q) worst = q;
+        if (0.5 * fabs(vx) > worst) worst = 0.5 * fabs(vx);
+        if (0.5 * fabs(vy) > worst) worst = 0.5 * fabs(vy);
+    }
+    return worst <= PHO_EXPARG_MAX;
+}
+
 /* Render one Gaussian over its whole box (columns jlo..jhi, rows ilo..ihi) into img (pixel (0, 0) first,
    rows `stride` apart) and write exp(-Q/2) of every box pixel to keep (row-major, jhi - jlo + 1 per row),
-   for pho_gradient_span_kept. Where every box value is a normal number (Q/2, |Vx|/2 and |Vy|/2 at most
-   PHO_EXPARG_MAX at the four corners; Q is convex and V linear), a row's exponentials come from the
+   for pho_gradient_box_kept. Where pho_box_recurrence_ok, a row's exponentials come from the
    previous row's: e(i + 1, j) = e(i, j) U_i(j), U_i(j) = exp(-(Fxy dx_j + Fyy (dy_i + 1/2))),
    U_{i+1} = U_i exp(-Fyy), with no exp call; every PHO_BOX_RESTART rows they are computed afresh as in
    pho_render_segment_keep (relative error of the recurrence below 1e-13 in between). Otherwise row by
@@ -790,21 +808,13 @@ PHO_FN int pho_render_box_keep(const double *gs, int order, const double *nodes,
                                const double *tab, long long jlo, long long jhi, long long ilo, long long ihi,
                                double *img, long long stride, double *keep)
 {
-    double x0 = gs[1], y0 = gs[2], fxx = gs[3], fxy = gs[4], fyy = gs[5];
+    double x0 = gs[1], y0 = gs[2], fxy = gs[4], fyy = gs[5];
     long long W = jhi - jlo + 1, i, js;
-    double worst = 0.0, kappa, rho;
-    int st = PHO_OK, c;
+    double kappa, rho;
+    int st = PHO_OK;
     if (order < 0 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
     if (W <= 0 || ihi < ilo) return PHO_OK;
-    for (c = 0; c < 4; c++) {
-        double dx = (double)(c & 1 ? jhi : jlo) - x0, dy = (double)(c & 2 ? ihi : ilo) - y0;
-        double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
-        double q = 0.5 * (dx * vx + dy * vy);
-        if (q > worst || q != q) worst = q;
-        if (0.5 * fabs(vx) > worst) worst = 0.5 * fabs(vx);
-        if (0.5 * fabs(vy) > worst) worst = 0.5 * fabs(vy);
-    }
-    if (!(worst <= PHO_EXPARG_MAX)) {
+    if (!pho_box_recurrence_ok(gs, jlo, jhi, ilo, ihi)) {
         for (i = ilo; i <= ihi; i++) {
             int s = pho_render_span_keep(gs, order, nodes, wts, tab, jlo, jhi, (double)i - y0, img + i * stride,
                                          keep + (i - ilo) * W);
@@ -837,6 +847,221 @@ PHO_FN int pho_render_box_keep(const double *gs, int order, const double *nodes,
             prev = e;
         }
     }
+    return st;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Gradient of a whole box from the kept exponentials, by moments.                                      */
+/* With t = dx - c0 the offset from each row's peak (c0 = -Fxy dy / Fxx, as in the rows above), Vx = Fxx t,
+   Vy = Fxy t + (det F / Fxx) dy and dx = t + c0 are linear in (t, dy), so the factor of every partial in
+   the second- and fourth-order rules is a polynomial in (t, dy) of total degree <= 4 (second order) or
+   <= 6 (fourth). The box's gradient is then sum_km G_c[k][m] M[k][m] with the moments
+   M[k][m] = sum over the box of w e t^k dy^m: per row, the sums T_k = sum w e t^k (vectorized) are
+   added to M[k][m] with dy^m, and the polynomials are built once per Gaussian (pho_bp_* below), not per
+   row. Polynomials in (t, dy) are arrays P[k * PHO_BD + m], coefficient of t^k dy^m, k + m <= degree. */
+#define PHO_BD 7
+
+PHO_FN void pho_bp_zero(double *p)
+{
+    int k;
+    for (k = 0; k < PHO_BD * PHO_BD; k++) p[k] = 0.0;
+}
+
+/* out += s a (a of degree <= da) */
+PHO_FN void pho_bp_add(double s, const double *a, int da, double *out)
+{
+    int k, m;
+    for (k = 0; k <= da; k++)
+        for (m = 0; m + k <= da; m++) out[k * PHO_BD + m] += s * a[k * PHO_BD + m];
+}
+
+/* out += s a b (degrees da, db; da + db < PHO_BD) */
+PHO_FN void pho_bp_muladd(double s, const double *a, int da, const double *b, int db, double *out)
+{
+    int k1, m1, k2, m2;
+    for (k1 = 0; k1 <= da; k1++)
+        for (m1 = 0; m1 + k1 <= da; m1++) {
+            double c = s * a[k1 * PHO_BD + m1];
+            if (c == 0.0) continue;
+            for (k2 = 0; k2 <= db; k2++)
+                for (m2 = 0; m2 + k2 <= db; m2++) out[(k1 + k2) * PHO_BD + m1 + m2] += c * b[k2 * PHO_BD + m2];
+        }
+}
+
+/* sum_km p[k][m] M[k][m] over k + m <= d */
+PHO_FN double pho_bp_dot(const double *p, const double *M, int d)
+{
+    int k, m;
+    double s = 0.0;
+    for (k = 0; k <= d; k++)
+        for (m = 0; m + k <= d; m++) s += p[k * PHO_BD + m] * M[k * PHO_BD + m];
+    return s;
+}
+
+/* The six partial factors G_c (c = 0..5, as pho_so_point / pho_fo_point: dI/d(column c) = A e G_c for
+   c >= 1, e G_0 for c = 0) as polynomials in (t, dy), for order 0 or PHO_ORDER_FOURTH; g holds 6 arrays of
+   PHO_BD * PHO_BD. */
+PHO_FN void pho_box_partials(double fxx, double fxy, double fyy, int order, double *g)
+{
+    double vx[PHO_BD * PHO_BD], vy[PHO_BD * PHO_BD], dxp[PHO_BD * PHO_BD], dyp[PHO_BD * PHO_BD];
+    double h[PHO_BD * PHO_BD], bvx[PHO_BD * PHO_BD], bvy[PHO_BD * PHO_BD], bfxx[PHO_BD * PHO_BD];
+    double bfyy[PHO_BD * PHO_BD], bfxy[PHO_BD * PHO_BD], t1[PHO_BD * PHO_BD], t2[PHO_BD * PHO_BD];
+    double *g0 = g, *g1 = g + PHO_BD * PHO_BD, *g2 = g + 2 * PHO_BD * PHO_BD, *g3 = g + 3 * PHO_BD * PHO_BD;
+    double *g4 = g + 4 * PHO_BD * PHO_BD, *g5 = g + 5 * PHO_BD * PHO_BD;
+    int c, dh;
+    pho_bp_zero(vx); pho_bp_zero(vy); pho_bp_zero(dxp); pho_bp_zero(dyp);
+    vx[1 * PHO_BD + 0] = fxx;                              /* Vx = Fxx t */
+    vy[1 * PHO_BD + 0] = fxy;                              /* Vy = Fxy t + (det F / Fxx) dy */
+    vy[0 * PHO_BD + 1] = (fxx * fyy - fxy * fxy) / fxx;
+    dxp[1 * PHO_BD + 0] = 1.0;                             /* dx = t + c0, c0 = -Fxy dy / Fxx */
+    dxp[0 * PHO_BD + 1] = -fxy / fxx;
+    dyp[0 * PHO_BD + 1] = 1.0;
+    for (c = 0; c < 6; c++) pho_bp_zero(g + c * PHO_BD * PHO_BD);
+    pho_bp_zero(h); pho_bp_zero(bvx); pho_bp_zero(bvy); pho_bp_zero(bfxx); pho_bp_zero(bfyy); pho_bp_zero(bfxy);
+    if (order == 0) {
+        /* h = 1 + (Vx^2 + Vy^2 - Fxx - Fyy) / 24; the bracket's partials: h_vx = Vx / 12, h_vy = Vy / 12,
+           h_fxx = h_fyy = -1/24, h_fxy = 0 */
+        h[0] = 1.0 - (fxx + fyy) / 24.0;
+        pho_bp_muladd(1.0 / 24.0, vx, 1, vx, 1, h);
+        pho_bp_muladd(1.0 / 24.0, vy, 1, vy, 1, h);
+        pho_bp_add(1.0 / 12.0, vx, 1, bvx);
+        pho_bp_add(1.0 / 12.0, vy, 1, bvy);
+        bfxx[0] = -1.0 / 24.0;
+        bfyy[0] = -1.0 / 24.0;
+        dh = 2;
+    } else {
+        double px[PHO_BD * PHO_BD], py[PHO_BD * PHO_BD];
+        pho_bp_zero(px); pho_bp_zero(py);
+        pho_bp_muladd(1.0, vx, 1, vx, 1, px);              /* Px = Vx^2 - Fxx, Py = Vy^2 - Fyy */
+        px[0] -= fxx;
+        pho_bp_muladd(1.0, vy, 1, vy, 1, py);
+        py[0] -= fyy;
+        /* B = 1 + (Px + Py) / 24 + (Rx + Ry) / 1920 + Cxy / 576, Rx = Px^2 - 4 Fxx Vx^2 + 2 Fxx^2 (likewise y),
+           Cxy = Px Py - 4 Fxy Vx Vy + 2 Fxy^2 */
+        h[0] = 1.0 + (2.0 * fxx * fxx + 2.0 * fyy * fyy) / 1920.0 + 2.0 * fxy * fxy / 576.0;
+        pho_bp_add(1.0 / 24.0, px, 2, h);
+        pho_bp_add(1.0 / 24.0, py, 2, h);
+        pho_bp_muladd(1.0 / 1920.0, px, 2, px, 2, h);
+        pho_bp_muladd(-4.0 * fxx / 1920.0, vx, 1, vx, 1, h);
+        pho_bp_muladd(1.0 / 1920.0, py, 2, py, 2, h);
+        pho_bp_muladd(-4.0 * fyy / 1920.0, vy, 1, vy, 1, h);
+        pho_bp_muladd(1.0 / 576.0, px, 2, py, 2, h);
+        pho_bp_muladd(-4.0 * fxy / 576.0, vx, 1, vy, 1, h);
+        /* B_vx = Vx/12 + (4 Vx Px - 8 Fxx Vx)/1920 + (2 Vx Py - 4 Fxy Vy)/576, likewise B_vy */
+        pho_bp_add(1.0 / 12.0 - 8.0 * fxx / 1920.0, vx, 1, bvx);
+        pho_bp_muladd(4.0 / 1920.0, vx, 1, px, 2, bvx);
+        pho_bp_muladd(2.0 / 576.0, vx, 1, py, 2, bvx);
+        pho_bp_add(-4.0 * fxy / 576.0, vy, 1, bvx);
+        pho_bp_add(1.0 / 12.0 - 8.0 * fyy / 1920.0, vy, 1, bvy);
+        pho_bp_muladd(4.0 / 1920.0, vy, 1, py, 2, bvy);
+        pho_bp_muladd(2.0 / 576.0, vy, 1, px, 2, bvy);
+        pho_bp_add(-4.0 * fxy / 576.0, vx, 1, bvy);
+        /* B_fxx = -1/24 + (6 Fxx - 6 Vx^2)/1920 - Py/576, B_fyy likewise, B_fxy = (4 Fxy - 4 Vx Vy)/576 */
+        bfxx[0] = -1.0 / 24.0 + 6.0 * fxx / 1920.0;
+        pho_bp_muladd(-6.0 / 1920.0, vx, 1, vx, 1, bfxx);
+        pho_bp_add(-1.0 / 576.0, py, 2, bfxx);
+        bfyy[0] = -1.0 / 24.0 + 6.0 * fyy / 1920.0;
+        pho_bp_muladd(-6.0 / 1920.0, vy, 1, vy, 1, bfyy);
+        pho_bp_add(-1.0 / 576.0, px, 2, bfyy);
+        bfxy[0] = 4.0 * fxy / 576.0;
+        pho_bp_muladd(-4.0 / 576.0, vx, 1, vy, 1, bfxy);
+        dh = 4;
+    }
+    /* G0 = h; G1 = h Vx - (h_vx Fxx + h_vy Fxy); G2 = h Vy - (h_vx Fxy + h_vy Fyy) */
+    pho_bp_add(1.0, h, dh, g0);
+    pho_bp_muladd(1.0, h, dh, vx, 1, g1);
+    pho_bp_add(-fxx, bvx, dh - 1, g1);
+    pho_bp_add(-fxy, bvy, dh - 1, g1);
+    pho_bp_muladd(1.0, h, dh, vy, 1, g2);
+    pho_bp_add(-fxy, bvx, dh - 1, g2);
+    pho_bp_add(-fyy, bvy, dh - 1, g2);
+    /* G3 = -dx^2 h / 2 + h_vx dx + h_fxx; G4 = -dx dy h + h_vx dy + h_vy dx + h_fxy; G5 = -dy^2 h / 2 + h_vy dy + h_fyy */
+    pho_bp_zero(t1);
+    pho_bp_muladd(1.0, dxp, 1, dxp, 1, t1);
+    pho_bp_muladd(-0.5, h, dh, t1, 2, g3);
+    pho_bp_muladd(1.0, bvx, dh - 1, dxp, 1, g3);
+    pho_bp_add(1.0, bfxx, dh - 2, g3);
+    pho_bp_zero(t2);
+    pho_bp_muladd(1.0, dxp, 1, dyp, 1, t2);
+    pho_bp_muladd(-1.0, h, dh, t2, 2, g4);
+    pho_bp_muladd(1.0, bvx, dh - 1, dyp, 1, g4);
+    pho_bp_muladd(1.0, bvy, dh - 1, dxp, 1, g4);
+    pho_bp_add(1.0, bfxy, dh - 2, g4);
+    pho_bp_zero(t1);
+    pho_bp_muladd(1.0, dyp, 1, dyp, 1, t1);
+    pho_bp_muladd(-0.5, h, dh, t1, 2, g5);
+    pho_bp_muladd(1.0, bvy, dh - 1, dyp, 1, g5);
+    pho_bp_add(1.0, bfyy, dh - 2, g5);
+}
+
+/* Gradient of one Gaussian over its whole box from the exponentials pho_render_box_keep kept: acc[0..5] +=
+   sum over the box of w dI/d(A, x0, y0, Fxx, Fxy, Fyy). w points at pixel (0, 0) of the weights, rows
+   `stride` apart; kept is the box's exponentials as pho_render_box_keep wrote them. Orders 0 and
+   PHO_ORDER_FOURTH by the moments above where pho_render_box_keep took the recurrence (the same corner
+   test); Gauss-Legendre orders and the rest row by row (pho_gradient_span_kept). */
+PHO_FN int pho_gradient_box_kept(const double *gs, int order, const double *nodes, const double *wts,
+                                 const double *tab, long long jlo, long long jhi, long long ilo, long long ihi,
+                                 const double *w, long long stride, const double *kept, double *acc)
+{
+    double x0 = gs[1], y0 = gs[2], fxx = gs[3], fxy = gs[4], fyy = gs[5];
+    long long W = jhi - jlo + 1, i, js;
+    double M[PHO_BD * PHO_BD], g[6 * PHO_BD * PHO_BD];
+    int st = PHO_OK, c, deg, k, m;
+    if (order < 0 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
+    if (W <= 0 || ihi < ilo) return PHO_OK;
+    if (!pho_box_recurrence_ok(gs, jlo, jhi, ilo, ihi) || (order != 0 && order != PHO_ORDER_FOURTH)) {
+        for (i = ilo; i <= ihi; i++) {
+            int s = pho_gradient_span_kept(gs, order, nodes, wts, tab, jlo, jhi, (double)i - y0, w + i * stride,
+                                           kept + (i - ilo) * W, acc);
+            if (s != PHO_OK) st = s;
+        }
+        return st;
+    }
+    deg = order == 0 ? 4 : 6;
+    pho_bp_zero(M);
+    for (i = ilo; i <= ihi; i++) {
+        double dy = (double)i - y0, c0 = -fxy * dy * tab[2], p;
+        double T0 = 0.0, T1 = 0.0, T2 = 0.0, T3 = 0.0, T4 = 0.0, T5 = 0.0, T6 = 0.0, T[PHO_BD];
+        for (js = jlo; js <= jhi; js += PHO_SEG) {
+            int n = (int)(jhi - js + 1 < PHO_SEG ? jhi - js + 1 : PHO_SEG);
+            double t0 = ((double)js - x0) - c0;
+            const double *e = kept + (i - ilo) * W + (js - jlo), *wr = w + i * stride + js;
+            if (deg == 4) {
+                PHO_SIMD_SUM(T0, T1, T2, T3, T4)
+                for (k = 0; k < n; k++) {
+                    double t = t0 + (double)k;
+                    double q = wr[k] * e[k];
+                    T0 += q; q *= t;
+                    T1 += q; q *= t;
+                    T2 += q; q *= t;
+                    T3 += q; q *= t;
+                    T4 += q;
+                }
+            } else {
+                PHO_SIMD_SUM(T0, T1, T2, T3, T4, T5, T6)
+                for (k = 0; k < n; k++) {
+                    double t = t0 + (double)k;
+                    double q = wr[k] * e[k];
+                    T0 += q; q *= t;
+                    T1 += q; q *= t;
+                    T2 += q; q *= t;
+                    T3 += q; q *= t;
+                    T4 += q; q *= t;
+                    T5 += q; q *= t;
+                    T6 += q;
+                }
+            }
+        }
+        T[0] = T0; T[1] = T1; T[2] = T2; T[3] = T3; T[4] = T4; T[5] = T5; T[6] = T6;
+        p = 1.0;
+        for (m = 0; m <= deg; m++) {
+            for (k = 0; k + m <= deg; k++) M[k * PHO_BD + m] += T[k] * p;
+            p *= dy;
+        }
+    }
+    pho_box_partials(fxx, fxy, fyy, order, g);
+    acc[0] += pho_bp_dot(g, M, deg);
+    for (c = 1; c < 6; c++) acc[c] += gs[0] * pho_bp_dot(g + c * PHO_BD * PHO_BD, M, deg);
     return st;
 }
 
