@@ -898,17 +898,17 @@ PHO_FN double pho_bp_dot(const double *p, const double *M, int d)
     return s;
 }
 
-/* The six partial factors G_c (c = 0..5, as pho_so_point / pho_fo_point: dI/d(column c) = A e G_c for
-   c >= 1, e G_0 for c = 0) as polynomials in (t, dy), for order 0 or PHO_ORDER_FOURTH; g holds 6 arrays of
+/* The six partial factors G_c (c = 0..5, as pho_fo_point: dI/d(column c) = A e G_c for c >= 1, e G_0 for
+   c = 0) of the fourth-order rule as polynomials in (t, dy) of degree <= 6; g holds 6 arrays of
    PHO_BD * PHO_BD. */
-PHO_FN void pho_box_partials(double fxx, double fxy, double fyy, int order, double *g)
+PHO_FN void pho_box_partials(double fxx, double fxy, double fyy, double *g)
 {
     double vx[PHO_BD * PHO_BD], vy[PHO_BD * PHO_BD], dxp[PHO_BD * PHO_BD], dyp[PHO_BD * PHO_BD];
     double h[PHO_BD * PHO_BD], bvx[PHO_BD * PHO_BD], bvy[PHO_BD * PHO_BD], bfxx[PHO_BD * PHO_BD];
     double bfyy[PHO_BD * PHO_BD], bfxy[PHO_BD * PHO_BD], t1[PHO_BD * PHO_BD], t2[PHO_BD * PHO_BD];
     double *g0 = g, *g1 = g + PHO_BD * PHO_BD, *g2 = g + 2 * PHO_BD * PHO_BD, *g3 = g + 3 * PHO_BD * PHO_BD;
     double *g4 = g + 4 * PHO_BD * PHO_BD, *g5 = g + 5 * PHO_BD * PHO_BD;
-    int c, dh;
+    int c, dh = 4;
     pho_bp_zero(vx); pho_bp_zero(vy); pho_bp_zero(dxp); pho_bp_zero(dyp);
     vx[1 * PHO_BD + 0] = fxx;                              /* Vx = Fxx t */
     vy[1 * PHO_BD + 0] = fxy;                              /* Vy = Fxy t + (det F / Fxx) dy */
@@ -918,18 +918,7 @@ PHO_FN void pho_box_partials(double fxx, double fxy, double fyy, int order, doub
     dyp[0 * PHO_BD + 1] = 1.0;
     for (c = 0; c < 6; c++) pho_bp_zero(g + c * PHO_BD * PHO_BD);
     pho_bp_zero(h); pho_bp_zero(bvx); pho_bp_zero(bvy); pho_bp_zero(bfxx); pho_bp_zero(bfyy); pho_bp_zero(bfxy);
-    if (order == 0) {
-        /* h = 1 + (Vx^2 + Vy^2 - Fxx - Fyy) / 24; the bracket's partials: h_vx = Vx / 12, h_vy = Vy / 12,
-           h_fxx = h_fyy = -1/24, h_fxy = 0 */
-        h[0] = 1.0 - (fxx + fyy) / 24.0;
-        pho_bp_muladd(1.0 / 24.0, vx, 1, vx, 1, h);
-        pho_bp_muladd(1.0 / 24.0, vy, 1, vy, 1, h);
-        pho_bp_add(1.0 / 12.0, vx, 1, bvx);
-        pho_bp_add(1.0 / 12.0, vy, 1, bvy);
-        bfxx[0] = -1.0 / 24.0;
-        bfyy[0] = -1.0 / 24.0;
-        dh = 2;
-    } else {
+    {
         double px[PHO_BD * PHO_BD], py[PHO_BD * PHO_BD];
         pho_bp_zero(px); pho_bp_zero(py);
         pho_bp_muladd(1.0, vx, 1, vx, 1, px);              /* Px = Vx^2 - Fxx, Py = Vy^2 - Fyy */
@@ -965,9 +954,8 @@ PHO_FN void pho_box_partials(double fxx, double fxy, double fyy, int order, doub
         pho_bp_add(-1.0 / 576.0, px, 2, bfyy);
         bfxy[0] = 4.0 * fxy / 576.0;
         pho_bp_muladd(-4.0 / 576.0, vx, 1, vy, 1, bfxy);
-        dh = 4;
     }
-    /* G0 = h; G1 = h Vx - (h_vx Fxx + h_vy Fxy); G2 = h Vy - (h_vx Fxy + h_vy Fyy) */
+    /* G0 = B; G1 = B Vx - (B_vx Fxx + B_vy Fxy); G2 = B Vy - (B_vx Fxy + B_vy Fyy) (h holds B) */
     pho_bp_add(1.0, h, dh, g0);
     pho_bp_muladd(1.0, h, dh, vx, 1, g1);
     pho_bp_add(-fxx, bvx, dh - 1, g1);
@@ -1059,7 +1047,33 @@ PHO_FN int pho_gradient_box_kept(const double *gs, int order, const double *node
             p *= dy;
         }
     }
-    pho_box_partials(fxx, fxy, fyy, order, g);
+    if (order == 0) {
+        /* the second-order rule's partials (pho_gradient_segment's row coefficients, with beta = b dy and
+           c0 = gam dy) collected by powers of t and dy: written out, as building them costs more than the
+           rows of a small Gaussian */
+        double b = (fxx * fyy - fxy * fxy) / fxx, gam = -fxy / fxx, a = gs[0];
+        double H0 = 1.0 - (fxx + fyy) / 24.0, H0b = b * b / 24.0, H1 = fxy * b / 12.0;
+        double h2 = (fxx * fxx + fxy * fxy) / 24.0, g2 = gam * gam;
+#define PHO_M(k, m) M[(k) * PHO_BD + (m)]
+        acc[0] += H0 * PHO_M(0, 0) + H0b * PHO_M(0, 2) + H1 * PHO_M(1, 1) + h2 * PHO_M(2, 0);
+        acc[1] += a * (-(fxy * b / 12.0) * PHO_M(0, 1) + (fxx * H0 - (fxx * fxx + fxy * fxy) / 12.0) * PHO_M(1, 0)
+                       + fxx * H0b * PHO_M(1, 2) + fxx * H1 * PHO_M(2, 1) + fxx * h2 * PHO_M(3, 0));
+        acc[2] += a * ((H0 * b - fyy * b / 12.0) * PHO_M(0, 1) + H0b * b * PHO_M(0, 3)
+                       + (fxy * H0 - fxy * (fxx + fyy) / 12.0) * PHO_M(1, 0) + (fxy * H0b + H1 * b) * PHO_M(1, 2)
+                       + (H1 * fxy + h2 * b) * PHO_M(2, 1) + h2 * fxy * PHO_M(3, 0));
+        acc[3] += a * (-PHO_M(0, 0) / 24.0 - 0.5 * H0 * g2 * PHO_M(0, 2) - 0.5 * H0b * g2 * PHO_M(0, 4)
+                       + (-H0 * gam + fxx * gam / 12.0) * PHO_M(1, 1) + (-H0b * gam - 0.5 * H1 * g2) * PHO_M(1, 3)
+                       + (-0.5 * H0 + fxx / 12.0) * PHO_M(2, 0) + (-0.5 * H0b - H1 * gam - 0.5 * h2 * g2) * PHO_M(2, 2)
+                       - 0.5 * (H1 + 2.0 * h2 * gam) * PHO_M(3, 1) - 0.5 * h2 * PHO_M(4, 0));
+        acc[4] += a * ((-H0 * gam + b * gam / 12.0) * PHO_M(0, 2) - H0b * gam * PHO_M(0, 4)
+                       + (-H0 + (fxx + fxy * gam + b) / 12.0) * PHO_M(1, 1) + (-H0b - H1 * gam) * PHO_M(1, 3)
+                       + (fxy / 12.0) * PHO_M(2, 0) - (H1 + h2 * gam) * PHO_M(2, 2) - h2 * PHO_M(3, 1));
+        acc[5] += a * (-PHO_M(0, 0) / 24.0 + (-0.5 * H0 + b / 12.0) * PHO_M(0, 2) - 0.5 * H0b * PHO_M(0, 4)
+                       + (fxy / 12.0) * PHO_M(1, 1) - 0.5 * H1 * PHO_M(1, 3) - 0.5 * h2 * PHO_M(2, 2));
+#undef PHO_M
+        return st;
+    }
+    pho_box_partials(fxx, fxy, fyy, g);
     acc[0] += pho_bp_dot(g, M, deg);
     for (c = 1; c < 6; c++) acc[c] += gs[0] * pho_bp_dot(g + c * PHO_BD * PHO_BD, M, deg);
     return st;
