@@ -659,7 +659,9 @@ cdef class StampPlan:
                 threads = workers
             if threads < 1:
                 threads = 1
-        box_keep = use_keep and threads == 1  # _render_level's one-thread path: pho_render_box_keep
+        # the gradient by each box's moments (pho_gradient_box_kept) wherever the exponentials were kept:
+        # by pho_render_box_keep on one thread, by pho_render_span_keep row by row on several
+        box_keep = use_keep
         # ---- render (pho._render.render_image) on each level, then the levels interpolated, coarsest first
         for i in range(ny):
             for j in range(nx):
@@ -743,7 +745,7 @@ cdef class StampPlan:
                 wrow = _level_weights(ex, ex.lvl[kk])
                 stride = ex.lnx[ex.lvl[kk]]
                 if box_keep:
-                    # the render took this box by pho_render_box_keep: its moments in one call
+                    # the render kept this box's exponentials: its moments in one call
                     st = pho_gradient_box_kept(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
                                                &ex.kc[kk, 0], ex.boxes[kk, 0], ex.boxes[kk, 1], ex.boxes[kk, 2],
                                                ex.boxes[kk, 3], wrow, stride, ex.keep + ex.eoff[kk],

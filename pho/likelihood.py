@@ -50,6 +50,16 @@ OVERLAP_NSIGMA = 5.0
 #: degree-1 astrometry); False: always the per-step path (the same numbers to ~1e-13 relative).
 COMPILED_STAMP = True
 
+#: Gaussian-pixels per thread below which the one compiled call (``COMPILED_STAMP``) runs on fewer
+#: threads than the backend's ``workers``; it replaces a smaller ``CpuBackend.min_work_per_thread``
+#: (0 there still means every thread). On one thread the call takes each Gaussian's box whole (rows by
+#: recurrence, the gradient by the box's moments), which its row-parallel render cannot. Measured
+#: 2026-11-29 on the 2-core development machine (wall time of ``lnlike_and_grad``, workers 1 against 2
+#: with ``min_work_per_thread = 0``): 2 threads took 1.3-1.45x as long as 1 on the peers' scenes (a),
+#: (ten) and (big), up to 1.19 million Gaussian-pixels, and 1.36x on the 4 exposures of (b); no
+#: crossover was reached, so every one of those runs on one thread by default.
+COMPILED_MIN_WORK_PER_THREAD = 2_000_000
+
 _NO_GRAD = np.empty(0)
 
 #: Memory of the per-Gaussian derivative images that ``Likelihood.gradient_images`` holds at once.
@@ -566,8 +576,11 @@ class Likelihood:
         amps = [None if a is None else a[0].amplitudes(theta[a[1]], theta[a[2]]) for a in amp_args]
         be = self._backend
         grad = np.empty(self.n_params) if want_grad else _NO_GRAD
-        status, value = stamp.run(theta, amps, _gaussians.NEGLIGIBLE_FRACTION, be.workers, be.min_work_per_thread,
-                                  grad, want_grad)
+        min_work = be.min_work_per_thread
+        if min_work > 0:
+            min_work = max(min_work, COMPILED_MIN_WORK_PER_THREAD)
+        status, value = stamp.run(theta, amps, _gaussians.NEGLIGIBLE_FRACTION, be.workers, min_work, grad,
+                                  want_grad)
         if status:
             return None
         return value, (grad if want_grad else None)

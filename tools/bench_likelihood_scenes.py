@@ -1,4 +1,4 @@
-"""Time pho's ``lnlike_and_grad`` alone on the peers' scenes (a script, never a test).
+"""Time pho's ``lnlike_and_grad`` and ``lnlike`` alone on the peers' scenes (a script, never a test).
 
 Run from the repository root, pinned to one core, once per checkout to compare::
 
@@ -7,8 +7,9 @@ Run from the repository root, pinned to one core, once per checkout to compare::
 
 Builds each scene of ``tools/bench_peers.py`` (by its key; ``patch`` is the 80-parameter blended patch
 of ``tools/bench_samplers.py`` in conformal shear, at its truth), makes ``Likelihood(..., backend="cpu",
-workers=1)`` and prints the process CPU time of one ``lnlike_and_grad``, best of 7 batches of at
-least 0.3 s each (after 50 warm-up calls). No peers are imported, so it runs in seconds.
+workers=1)`` and prints the process CPU time of one ``lnlike_and_grad`` (the call of NUTS and the
+optimizer) and of one ``lnlike`` (dynesty's), best of 7 batches of at least 0.3 s each (after 50
+warm-up calls). No peers are imported, so it runs in seconds.
 ``--levels-off`` also times each scene with every Gaussian on the pixels (``pho._levels.MAX_LEVEL = 0``,
 the model before wide Gaussians went to coarse grids), alternating with the default, and prints the
 image Gaussians per level and the largest difference of the two images relative to the peak.
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
             scene, exposures, theta = bp.SCENES[key][1]()
             like = pho.Likelihood(scene, exposures, backend="cpu", workers=1)
         if not off:
-            print(f"{key}: {best_time(like.lnlike_and_grad, theta) * 1e3:.3f} ms CPU per lnlike_and_grad")
+            print(f"{key}: {best_time(like.lnlike_and_grad, theta) * 1e3:.3f} ms CPU per lnlike_and_grad, "
+                  f"{best_time(like.lnlike, theta) * 1e3:.3f} ms per lnlike")
             continue
         times = {"levels": [], "off": []}
         images = {}

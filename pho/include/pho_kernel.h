@@ -778,8 +778,10 @@ PHO_FN int pho_gradient_span(const double *gs, int order, const double *nodes, c
 
 /* May a box's rows be taken by the recurrence of pho_render_box_keep? Yes where every value in the box is
    a normal number and the node factors cannot overflow: Q/2, |Vx|/2 and |Vy|/2 at most PHO_EXPARG_MAX at
-   the four corners (Q is convex and V linear, so nowhere in the box larger). pho_gradient_box_kept asks
-   the same, so that it reads exponentials only where the render wrote them all. */
+   the four corners (Q is convex, V and t linear, so nowhere in the box larger), and no row segment of
+   the box is one pho_seg_extreme takes point by point (its test on Fxx (|t| + 1/2)^2 / 2, t the offset
+   from the row's peak, at the corners). Then pho_render_span_keep also keeps every exponential of the
+   box, so pho_gradient_box_kept (which asks the same) may read them after either render. */
 PHO_FN int pho_box_recurrence_ok(const double *gs, long long jlo, long long jhi, long long ilo, long long ihi)
 {
     double x0 = gs[1], y0 = gs[2], fxx = gs[3], fxy = gs[4], fyy = gs[5], worst = 0.0;
@@ -787,10 +789,11 @@ PHO_FN int pho_box_recurrence_ok(const double *gs, long long jlo, long long jhi,
     for (c = 0; c < 4; c++) {
         double dx = (double)(c & 1 ? jhi : jlo) - x0, dy = (double)(c & 2 ? ihi : ilo) - y0;
         double vx = fxx * dx + fxy * dy, vy = fxy * dx + fyy * dy;
-        double q = 0.5 * (dx * vx + dy * vy);
+        double q = 0.5 * (dx * vx + dy * vy), t = fabs(dx + fxy * dy / fxx) + 0.5;
         if (q > worst || q != q) worst = q;
         if (0.5 * fabs(vx) > worst) worst = 0.5 * fabs(vx);
         if (0.5 * fabs(vy) > worst) worst = 0.5 * fabs(vy);
+        if (0.5 * fxx * t * t > worst) worst = 0.5 * fxx * t * t;
     }
     return worst <= PHO_EXPARG_MAX;
 }
