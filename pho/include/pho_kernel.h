@@ -527,6 +527,46 @@ PHO_FN void pho_fo_row_poly(double fxx, double fxy, double fyy, double beta, dou
     pho_p_add(1.0, bfyy, 3, grad + 5 * PHO_PLEN);
 }
 
+/* T[k] += sum_j w[j] e[j] (t0 + j)^k for k <= deg (4 or 6), j < n: a row segment's moments, summed
+   with one partial sum per SIMD lane. */
+PHO_FN_INLINE void pho_row_moments(const double *w, const double *e, double t0, int n, int deg, double *T)
+{
+    double T0 = 0.0, T1 = 0.0, T2 = 0.0, T3 = 0.0, T4 = 0.0, T5 = 0.0, T6 = 0.0;
+    int k;
+    if (deg == 4) {
+        PHO_SIMD_SUM(T0, T1, T2, T3, T4)
+        for (k = 0; k < n; k++) {
+            double t = t0 + (double)k;
+            double q = w[k] * e[k];
+            T0 += q; q *= t;
+            T1 += q; q *= t;
+            T2 += q; q *= t;
+            T3 += q; q *= t;
+            T4 += q;
+        }
+    } else {
+        PHO_SIMD_SUM(T0, T1, T2, T3, T4, T5, T6)
+        for (k = 0; k < n; k++) {
+            double t = t0 + (double)k;
+            double q = w[k] * e[k];
+            T0 += q; q *= t;
+            T1 += q; q *= t;
+            T2 += q; q *= t;
+            T3 += q; q *= t;
+            T4 += q; q *= t;
+            T5 += q; q *= t;
+            T6 += q;
+        }
+        T[5] += T5;
+        T[6] += T6;
+    }
+    T[0] += T0;
+    T[1] += T1;
+    T[2] += T2;
+    T[3] += T3;
+    T[4] += T4;
+}
+
 /* The render's output for one row segment from its exponentials: out[k] += A e[k] times the rule's row
    factor (order 0: the second-order bracket; PHO_ORDER_FOURTH: B; n: the Gauss-Legendre node sum), with
    e[k] = exp(-Q/2) at the pixel centres (without A) and the segment's frame t0, c0, beta (pho_row_frame). */
@@ -635,22 +675,9 @@ PHO_FN int pho_gradient_segment_kept(const double *gs, int order, const double *
     }
     if (order == PHO_ORDER_FOURTH) {
         /* moments T_k = sum w e t^k (k <= 6), then the row's polynomial factors */
-        double T0 = 0.0, T1 = 0.0, T2 = 0.0, T3 = 0.0, T4 = 0.0, T5 = 0.0, T6 = 0.0;
-        double bp[5], gp[6 * PHO_PLEN], T[PHO_PLEN];
+        double bp[5], gp[6 * PHO_PLEN], T[PHO_PLEN] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
         int c, j;
-        PHO_SIMD_SUM(T0, T1, T2, T3, T4, T5, T6)
-        for (k = 0; k < n; k++) {
-            double t = t0 + (double)k;
-            double q = w[k] * e[k];
-            T0 += q; q *= t;
-            T1 += q; q *= t;
-            T2 += q; q *= t;
-            T3 += q; q *= t;
-            T4 += q; q *= t;
-            T5 += q; q *= t;
-            T6 += q;
-        }
-        T[0] = T0; T[1] = T1; T[2] = T2; T[3] = T3; T[4] = T4; T[5] = T5; T[6] = T6;
+        pho_row_moments(w, e, t0, n, 6, T);
         pho_fo_row_poly(fxx, fxy, fyy, beta, c0, dy, bp, gp);
         for (c = 0; c < 6; c++) {
             double s = 0.0;
@@ -661,18 +688,10 @@ PHO_FN int pho_gradient_segment_kept(const double *gs, int order, const double *
     }
     if (order == 0) {
         /* moments T_k = sum w e t^k (k <= 4), then the row's polynomial coefficients */
-        double T0 = 0.0, T1 = 0.0, T2 = 0.0, T3 = 0.0, T4 = 0.0;
-        double h0, h1, h2, p0, p1, p2, p3, p4;
-        PHO_SIMD_SUM(T0, T1, T2, T3, T4)
-        for (k = 0; k < n; k++) {
-            double t = t0 + (double)k;
-            double q = w[k] * e[k];
-            T0 += q; q *= t;
-            T1 += q; q *= t;
-            T2 += q; q *= t;
-            T3 += q; q *= t;
-            T4 += q;
-        }
+        double T[5] = {0.0, 0.0, 0.0, 0.0, 0.0};
+        double T0, T1, T2, T3, T4, h0, h1, h2, p0, p1, p2, p3, p4;
+        pho_row_moments(w, e, t0, n, 4, T);
+        T0 = T[0]; T1 = T[1]; T2 = T[2]; T3 = T[3]; T4 = T[4];
         /* h(t) = h0 + h1 t + h2 t^2;  Vx = fxx t;  Vy = fxy t + beta;  dx = t + c0 */
         h0 = 1.0 + (beta * beta - fxx - fyy) * (1.0 / 24.0);
         h1 = fxy * beta * (1.0 / 12.0);
@@ -1012,38 +1031,11 @@ PHO_FN int pho_gradient_box_kept(const double *gs, int order, const double *node
     pho_bp_zero(M);
     for (i = ilo; i <= ihi; i++) {
         double dy = (double)i - y0, c0 = -fxy * dy * tab[2], p;
-        double T0 = 0.0, T1 = 0.0, T2 = 0.0, T3 = 0.0, T4 = 0.0, T5 = 0.0, T6 = 0.0, T[PHO_BD];
+        double T[PHO_BD] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
         for (js = jlo; js <= jhi; js += PHO_SEG) {
             int n = (int)(jhi - js + 1 < PHO_SEG ? jhi - js + 1 : PHO_SEG);
-            double t0 = ((double)js - x0) - c0;
-            const double *e = kept + (i - ilo) * W + (js - jlo), *wr = w + i * stride + js;
-            if (deg == 4) {
-                PHO_SIMD_SUM(T0, T1, T2, T3, T4)
-                for (k = 0; k < n; k++) {
-                    double t = t0 + (double)k;
-                    double q = wr[k] * e[k];
-                    T0 += q; q *= t;
-                    T1 += q; q *= t;
-                    T2 += q; q *= t;
-                    T3 += q; q *= t;
-                    T4 += q;
-                }
-            } else {
-                PHO_SIMD_SUM(T0, T1, T2, T3, T4, T5, T6)
-                for (k = 0; k < n; k++) {
-                    double t = t0 + (double)k;
-                    double q = wr[k] * e[k];
-                    T0 += q; q *= t;
-                    T1 += q; q *= t;
-                    T2 += q; q *= t;
-                    T3 += q; q *= t;
-                    T4 += q; q *= t;
-                    T5 += q; q *= t;
-                    T6 += q;
-                }
-            }
+            pho_row_moments(w + i * stride + js, kept + (i - ilo) * W + (js - jlo), ((double)js - x0) - c0, n, deg, T);
         }
-        T[0] = T0; T[1] = T1; T[2] = T2; T[3] = T3; T[4] = T4; T[5] = T5; T[6] = T6;
         p = 1.0;
         for (m = 0; m <= deg; m++) {
             for (k = 0; k + m <= deg; k++) M[k * PHO_BD + m] += T[k] * p;
