@@ -71,17 +71,23 @@ def test_header_and_gpu_driver_compile_as_cuda(tmp_path):
         assert f".entry {name}" in text
 
 
-def test_header_compiles_as_strict_c99_and_runs(tmp_path):
+def _compile_and_run(tmp_path, source: str, name: str, flags: list[str]) -> subprocess.CompletedProcess:
+    """Compile ``source`` as strict C99 with ``flags`` (warnings are errors) and run it; skips without a
+    C compiler."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         pytest.skip("no C compiler on PATH")
-    src = tmp_path / "k.c"
-    src.write_text(C_SOURCE)
-    exe = tmp_path / "k"
-    flags = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"]
+    src = tmp_path / f"{name}.c"
+    src.write_text(source)
+    exe = tmp_path / name
+    flags = ["-std=c99", *flags, "-Wall", "-Wextra", "-pedantic", "-Werror"]
     r = subprocess.run([cc, *flags, f"-I{INCLUDE}", str(src), "-o", str(exe), "-lm"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True)
+    return subprocess.run([str(exe)], capture_output=True, text=True)
+
+
+def test_header_compiles_as_strict_c99_and_runs(tmp_path):
+    run = _compile_and_run(tmp_path, C_SOURCE, "k", [])
     assert run.returncode == 0
     # the Python side's node tables and the GPU driver's table size agree with the header
     max_order, tab_len = (int(v) for v in run.stdout.split())
@@ -164,16 +170,7 @@ def test_box_recurrence_equals_the_row_rule(tmp_path):
     are too far out for the recurrence. Its kept exponentials are exp(-Q/2) within 1e-13, and the gradients
     that read them, row by row and by the box's moments (pho_gradient_box_kept), match the one that computes
     them within 1e-13 of the largest component."""
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler on PATH")
-    src = tmp_path / "box.c"
-    src.write_text(BOX_SOURCE)
-    exe = tmp_path / "box"
-    flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror"]
-    r = subprocess.run([cc, *flags, f"-I{INCLUDE}", str(src), "-o", str(exe), "-lm"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True)
+    run = _compile_and_run(tmp_path, BOX_SOURCE, "box", ["-O2"])
     assert run.returncode == 0, run.stdout + run.stderr
     worst_img, worst_keep, worst_grad = (float(v) for v in run.stdout.split())
     assert worst_img < 1e-13
