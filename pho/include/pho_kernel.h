@@ -879,8 +879,9 @@ PHO_FN int pho_render_box_keep(const double *gs, int order, const double *nodes,
    the second- and fourth-order rules is a polynomial in (t, dy) of total degree <= 4 (second order) or
    <= 6 (fourth). The box's gradient is then sum_km G_c[k][m] M[k][m] with the moments
    M[k][m] = sum over the box of w e t^k dy^m: per row, the sums T_k = sum w e t^k (vectorized) are
-   added to M[k][m] with dy^m, and the polynomials are built once per Gaussian (pho_bp_* below), not per
-   row. Polynomials in (t, dy) are arrays P[k * PHO_BD + m], coefficient of t^k dy^m, k + m <= degree. */
+   added to M[k][m] with dy^m, and the sums with the partials are formed once per Gaussian, not per row
+   (written out for the second-order rule in pho_gradient_box_kept; pho_box_fourth_sums for the fourth).
+   Polynomials in (t, dy) are arrays P[k * PHO_BD + m], coefficient of t^k dy^m, k + m <= degree. */
 #define PHO_BD 7
 
 PHO_FN void pho_bp_zero(double *p)
@@ -920,25 +921,33 @@ PHO_FN double pho_bp_dot(const double *p, const double *M, int d)
     return s;
 }
 
-/* The six partial factors G_c (c = 0..5, as pho_fo_point: dI/d(column c) = A e G_c for c >= 1, e G_0 for
-   c = 0) of the fourth-order rule as polynomials in (t, dy) of degree <= 6; g holds 6 arrays of
-   PHO_BD * PHO_BD. */
-PHO_FN void pho_box_partials(double fxx, double fxy, double fyy, double *g)
+/* out[k][m] = ct M[k + 1][m] + cdy M[k][m + 1] for k + m <= d - 1: the moments of t or dy times a
+   polynomial, from those of the polynomial (sum_km p[k][m] (ct t + cdy dy)-shifted M = the dot of
+   p (ct t + cdy dy) with M). */
+PHO_FN void pho_bp_shift(const double *M, int d, double ct, double cdy, double *out)
 {
-    double vx[PHO_BD * PHO_BD], vy[PHO_BD * PHO_BD], dxp[PHO_BD * PHO_BD], dyp[PHO_BD * PHO_BD];
+    int k, m;
+    for (k = 0; k < d; k++)
+        for (m = 0; m + k < d; m++) out[k * PHO_BD + m] = ct * M[(k + 1) * PHO_BD + m] + cdy * M[k * PHO_BD + m + 1];
+}
+
+/* out[c] = sum over the box of w e G_c for the fourth-order rule's six partial factors G_c (as
+   pho_fo_point: dI/d(column c) = A e G_c for c >= 1, e G_0 for c = 0), from the box's moments M (degree
+   6). The factors are B and B's partials (polynomials in (t, dy) of degree <= 4) times Vx, Vy, dx, dy
+   and their products; rather than forming those products, their factors shift the moments:
+   sum_km (p Vx)[k][m] M[k][m] = sum_km p[k][m] Fxx M[k + 1][m], and so on (pho_bp_shift). */
+PHO_FN void pho_box_fourth_sums(double fxx, double fxy, double fyy, const double *M, double *out)
+{
+    double vx[PHO_BD * PHO_BD], vy[PHO_BD * PHO_BD];
     double h[PHO_BD * PHO_BD], bvx[PHO_BD * PHO_BD], bvy[PHO_BD * PHO_BD], bfxx[PHO_BD * PHO_BD];
-    double bfyy[PHO_BD * PHO_BD], bfxy[PHO_BD * PHO_BD], t1[PHO_BD * PHO_BD], t2[PHO_BD * PHO_BD];
-    double *g0 = g, *g1 = g + PHO_BD * PHO_BD, *g2 = g + 2 * PHO_BD * PHO_BD, *g3 = g + 3 * PHO_BD * PHO_BD;
-    double *g4 = g + 4 * PHO_BD * PHO_BD, *g5 = g + 5 * PHO_BD * PHO_BD;
-    int c, dh = 4;
-    pho_bp_zero(vx); pho_bp_zero(vy); pho_bp_zero(dxp); pho_bp_zero(dyp);
+    double bfyy[PHO_BD * PHO_BD], bfxy[PHO_BD * PHO_BD];
+    double mvx[PHO_BD * PHO_BD], mvy[PHO_BD * PHO_BD], mdx[PHO_BD * PHO_BD], mdy[PHO_BD * PHO_BD];
+    double mdxdx[PHO_BD * PHO_BD], mdxdy[PHO_BD * PHO_BD], mdydy[PHO_BD * PHO_BD];
+    double b = (fxx * fyy - fxy * fxy) / fxx, gam = -fxy / fxx;
+    pho_bp_zero(vx); pho_bp_zero(vy);
     vx[1 * PHO_BD + 0] = fxx;                              /* Vx = Fxx t */
     vy[1 * PHO_BD + 0] = fxy;                              /* Vy = Fxy t + (det F / Fxx) dy */
-    vy[0 * PHO_BD + 1] = (fxx * fyy - fxy * fxy) / fxx;
-    dxp[1 * PHO_BD + 0] = 1.0;                             /* dx = t + c0, c0 = -Fxy dy / Fxx */
-    dxp[0 * PHO_BD + 1] = -fxy / fxx;
-    dyp[0 * PHO_BD + 1] = 1.0;
-    for (c = 0; c < 6; c++) pho_bp_zero(g + c * PHO_BD * PHO_BD);
+    vy[0 * PHO_BD + 1] = b;
     pho_bp_zero(h); pho_bp_zero(bvx); pho_bp_zero(bvy); pho_bp_zero(bfxx); pho_bp_zero(bfyy); pho_bp_zero(bfxy);
     {
         double px[PHO_BD * PHO_BD], py[PHO_BD * PHO_BD];
@@ -977,31 +986,22 @@ PHO_FN void pho_box_partials(double fxx, double fxy, double fyy, double *g)
         bfxy[0] = 4.0 * fxy / 576.0;
         pho_bp_muladd(-4.0 / 576.0, vx, 1, vy, 1, bfxy);
     }
+    /* dx = t + gam dy (gam = -Fxy / Fxx, the row peak's offset per row) */
+    pho_bp_shift(M, 6, fxx, 0.0, mvx);
+    pho_bp_shift(M, 6, fxy, b, mvy);
+    pho_bp_shift(M, 6, 1.0, gam, mdx);
+    pho_bp_shift(M, 6, 0.0, 1.0, mdy);
+    pho_bp_shift(mdx, 5, 1.0, gam, mdxdx);
+    pho_bp_shift(mdx, 5, 0.0, 1.0, mdxdy);
+    pho_bp_shift(mdy, 5, 0.0, 1.0, mdydy);
     /* G0 = B; G1 = B Vx - (B_vx Fxx + B_vy Fxy); G2 = B Vy - (B_vx Fxy + B_vy Fyy) (h holds B) */
-    pho_bp_add(1.0, h, dh, g0);
-    pho_bp_muladd(1.0, h, dh, vx, 1, g1);
-    pho_bp_add(-fxx, bvx, dh - 1, g1);
-    pho_bp_add(-fxy, bvy, dh - 1, g1);
-    pho_bp_muladd(1.0, h, dh, vy, 1, g2);
-    pho_bp_add(-fxy, bvx, dh - 1, g2);
-    pho_bp_add(-fyy, bvy, dh - 1, g2);
-    /* G3 = -dx^2 h / 2 + h_vx dx + h_fxx; G4 = -dx dy h + h_vx dy + h_vy dx + h_fxy; G5 = -dy^2 h / 2 + h_vy dy + h_fyy */
-    pho_bp_zero(t1);
-    pho_bp_muladd(1.0, dxp, 1, dxp, 1, t1);
-    pho_bp_muladd(-0.5, h, dh, t1, 2, g3);
-    pho_bp_muladd(1.0, bvx, dh - 1, dxp, 1, g3);
-    pho_bp_add(1.0, bfxx, dh - 2, g3);
-    pho_bp_zero(t2);
-    pho_bp_muladd(1.0, dxp, 1, dyp, 1, t2);
-    pho_bp_muladd(-1.0, h, dh, t2, 2, g4);
-    pho_bp_muladd(1.0, bvx, dh - 1, dyp, 1, g4);
-    pho_bp_muladd(1.0, bvy, dh - 1, dxp, 1, g4);
-    pho_bp_add(1.0, bfxy, dh - 2, g4);
-    pho_bp_zero(t1);
-    pho_bp_muladd(1.0, dyp, 1, dyp, 1, t1);
-    pho_bp_muladd(-0.5, h, dh, t1, 2, g5);
-    pho_bp_muladd(1.0, bvy, dh - 1, dyp, 1, g5);
-    pho_bp_add(1.0, bfyy, dh - 2, g5);
+    out[0] = pho_bp_dot(h, M, 4);
+    out[1] = pho_bp_dot(h, mvx, 4) - fxx * pho_bp_dot(bvx, M, 3) - fxy * pho_bp_dot(bvy, M, 3);
+    out[2] = pho_bp_dot(h, mvy, 4) - fxy * pho_bp_dot(bvx, M, 3) - fyy * pho_bp_dot(bvy, M, 3);
+    /* G3 = -dx^2 B / 2 + B_vx dx + B_fxx; G4 = -dx dy B + B_vx dy + B_vy dx + B_fxy; G5 = -dy^2 B / 2 + B_vy dy + B_fyy */
+    out[3] = -0.5 * pho_bp_dot(h, mdxdx, 4) + pho_bp_dot(bvx, mdx, 3) + pho_bp_dot(bfxx, M, 2);
+    out[4] = -pho_bp_dot(h, mdxdy, 4) + pho_bp_dot(bvx, mdy, 3) + pho_bp_dot(bvy, mdx, 3) + pho_bp_dot(bfxy, M, 2);
+    out[5] = -0.5 * pho_bp_dot(h, mdydy, 4) + pho_bp_dot(bvy, mdy, 3) + pho_bp_dot(bfyy, M, 2);
 }
 
 /* Gradient of one Gaussian over its whole box from the exponentials pho_render_box_keep kept: acc[0..5] +=
@@ -1015,7 +1015,7 @@ PHO_FN int pho_gradient_box_kept(const double *gs, int order, const double *node
 {
     double x0 = gs[1], y0 = gs[2], fxx = gs[3], fxy = gs[4], fyy = gs[5];
     long long W = jhi - jlo + 1, i, js;
-    double M[PHO_BD * PHO_BD], g[6 * PHO_BD * PHO_BD];
+    double M[PHO_BD * PHO_BD], g[6];
     int st = PHO_OK, c, deg, k, m;
     if (order < 0 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
     if (W <= 0 || ihi < ilo) return PHO_OK;
@@ -1068,9 +1068,9 @@ PHO_FN int pho_gradient_box_kept(const double *gs, int order, const double *node
 #undef PHO_M
         return st;
     }
-    pho_box_partials(fxx, fxy, fyy, g);
-    acc[0] += pho_bp_dot(g, M, deg);
-    for (c = 1; c < 6; c++) acc[c] += gs[0] * pho_bp_dot(g + c * PHO_BD * PHO_BD, M, deg);
+    pho_box_fourth_sums(fxx, fxy, fyy, M, g);
+    acc[0] += g[0];
+    for (c = 1; c < 6; c++) acc[c] += gs[0] * g[c];
     return st;
 }
 
