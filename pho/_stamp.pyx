@@ -3,12 +3,15 @@
 
 A :class:`StampPlan` is built once per ``pho.Likelihood`` (``Likelihood._build_plan``) from its scene
 model and exposure models; it holds their static arrays and every buffer a call needs. One call of
-:meth:`StampPlan.run` then does, with no Python in between and no allocation:
+:meth:`StampPlan.run` then does, with no Python in between and no allocation (except that the buffer of
+kept exponentials grows, by ``realloc``, when a call needs more than any call before):
 
 unit vectors and shape matrices of the sources; per exposure, the linear (degree-1) projection and its
 Jacobian, the image Gaussians (points and Sersics), the negligible-Gaussian test, boxes and integration
 orders, render, model + background + fitted sky, ln L and d lnL / d m (Gaussian or Poisson), the
-gradient pass, the vector-Jacobian product of every source and the scatter into the gradient.
+gradient pass, the vector-Jacobian product of every source and the scatter into the gradient. The
+render keeps each Gaussian's exponentials for the gradient pass; on one thread it takes each box
+whole (pho_render_box_keep, pho_gradient_box_kept in pho_kernel.h).
 
 Every step repeats, operation for operation, the NumPy / per-step expressions of pho.gaussians,
 pho.exposure, pho.likelihood and pho._backends (tests/test_stamp.py holds them equal to 1e-12).
