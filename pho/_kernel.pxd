@@ -20,9 +20,6 @@ cdef extern from "pho_kernel.h":
     int pho_gradient_box_kept(const double *gs, int order, const double *nodes, const double *wts,
                               const double *tab, long long jlo, long long jhi, long long ilo, long long ihi,
                               const double *w, long long stride, const double *kept, double *acc) noexcept nogil
-    int pho_gradient_span_kept(const double *gs, int order, const double *nodes, const double *wts,
-                               const double *tab, long long jlo, long long jhi, double dy, const double *w_row,
-                               const double *kept, double *acc) noexcept nogil
 
 cdef extern from "pho_box.h":
     int pho_box_order(const double *g, double nx, double ny, double nsigma, const double *edges,

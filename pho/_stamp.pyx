@@ -30,7 +30,7 @@ from libc.math cimport cos, sin, exp, expm1, hypot, log, sqrt, isfinite
 from libc.stdlib cimport free, realloc
 
 from pho._kernel cimport (PHO_MAX_ORDER, PHO_TAB, pho_box_order, pho_gauss_table, pho_gradient_box_kept,
-                          pho_gradient_span_kept, pho_render_box_keep, pho_render_span_keep, pho_vjp_add, pho_vjp_finish)
+                          pho_gradient_span, pho_render_box_keep, pho_render_span_keep, pho_vjp_add, pho_vjp_finish)
 
 # Everything below the pixel kernels (pho_kernel.h, included above with the compiler's defaults) is
 # compiled without contracting a*b + c into fused multiply-adds, so that the model's arithmetic
@@ -524,9 +524,8 @@ cdef class StampPlan:
         cdef int threads, st, tid, pp, lv, top
         cdef Py_ssize_t stride
         cdef double *wrow
-        cdef double *kept
         cdef double *grown
-        cdef bint all_kept, use_keep, box_keep
+        cdef bint all_kept, use_keep
         # ---- projection (pho.exposure._Astrometry.project_units, degree 1) and T = shape @ MT
         for s in range(self.S):
             for d in range(3):
@@ -662,9 +661,6 @@ cdef class StampPlan:
                 threads = workers
             if threads < 1:
                 threads = 1
-        # the gradient by each box's moments (pho_gradient_box_kept) wherever the exponentials were kept:
-        # by pho_render_box_keep on one thread, by pho_render_span_keep row by row on several
-        box_keep = use_keep
         # ---- render (pho._render.render_image) on each level, then the levels interpolated, coarsest first
         for i in range(ny):
             for j in range(nx):
@@ -747,26 +743,22 @@ cdef class StampPlan:
                     self.scr[tid, pp] = 0.0
                 wrow = _level_weights(ex, ex.lvl[kk])
                 stride = ex.lnx[ex.lvl[kk]]
-                if box_keep:
-                    # the render kept this box's exponentials: its moments in one call
+                if use_keep:
+                    # the render kept this box's exponentials (pho_render_box_keep on one thread,
+                    # pho_render_span_keep row by row on several): the gradient by the box's moments
                     st = pho_gradient_box_kept(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
                                                &ex.kc[kk, 0], ex.boxes[kk, 0], ex.boxes[kk, 1], ex.boxes[kk, 2],
                                                ex.boxes[kk, 3], wrow, stride, ex.keep + ex.eoff[kk],
                                                &self.scr[tid, 0])
                     if st != 0:
                         ex.st_g[kk] = st
-                    for pp in range(6):
-                        ex.ggk[kk, pp] = ex.ggk[kk, pp] + self.scr[tid, pp]
-                    continue
-                for i in range(ex.boxes[kk, 2], ex.boxes[kk, 3] + 1):
-                    kept = NULL
-                    if use_keep:
-                        kept = ex.keep + ex.eoff[kk] + (i - ex.boxes[kk, 2]) * (ex.boxes[kk, 1] - ex.boxes[kk, 0] + 1)
-                    st = pho_gradient_span_kept(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
-                                                &ex.kc[kk, 0], ex.boxes[kk, 0], ex.boxes[kk, 1],
-                                                <double>i - ex.gk[kk, 2], wrow + i * stride, kept, &self.scr[tid, 0])
-                    if st != 0:
-                        ex.st_g[kk] = st
+                else:
+                    for i in range(ex.boxes[kk, 2], ex.boxes[kk, 3] + 1):
+                        st = pho_gradient_span(&ex.gk[kk, 0], ex.orders[kk], &self.nodes[0, 0], &self.wts[0, 0],
+                                               &ex.kc[kk, 0], ex.boxes[kk, 0], ex.boxes[kk, 1],
+                                               <double>i - ex.gk[kk, 2], wrow + i * stride, &self.scr[tid, 0])
+                        if st != 0:
+                            ex.st_g[kk] = st
                 for pp in range(6):
                     ex.ggk[kk, pp] = ex.ggk[kk, pp] + self.scr[tid, pp]
         for kk in range(nk):
