@@ -203,6 +203,62 @@ def _source_index(name: str) -> int:
     return int(head[1:])
 
 
+class _VectorForm:
+    """The same numbers as the per-parameter methods of :class:`Uniform`, :class:`LogUniform` and
+    :class:`TruncatedNormal`, for a whole vector at once: the samplers call them once per likelihood
+    call, where a Python loop over the parameters cost ~2-4% of a 20-parameter NUTS step."""
+
+    def __init__(self, distributions):
+        self.lo = np.array([d.lo for d in distributions], dtype=float)
+        self.hi = np.array([d.hi for d in distributions], dtype=float)
+        self.periodic = np.array([type(d) is Uniform and bool(d.periodic) for d in distributions])  # as Uniform.ln_prob
+        kind = np.array([type(d).__name__ for d in distributions])
+        self.uniform = np.flatnonzero(kind == "Uniform")
+        self.log = np.flatnonzero(kind == "LogUniform")
+        self.normal = np.flatnonzero(kind == "TruncatedNormal")
+        self.log_ratio = np.log(self.hi[self.log] / self.lo[self.log])
+        normal = [distributions[i] for i in self.normal]
+        self.mu = np.array([d.mu for d in normal], dtype=float)
+        self.sigma = np.array([d.sigma for d in normal], dtype=float)
+        self.normal_a = np.array([d._a for d in normal], dtype=float)
+        self.normal_mass = np.array([d._mass for d in normal], dtype=float)
+        self.constant = float(-np.sum(np.log(self.hi[self.uniform] - self.lo[self.uniform]))
+                              - np.sum(np.log(self.log_ratio)) - sum(d._log_norm for d in normal))
+
+    @classmethod
+    def of(cls, distributions):
+        """The vector form, or None when a distribution is of another type (then the loops serve)."""
+        if all(type(d) in (Uniform, LogUniform, TruncatedNormal) for d in distributions):
+            return cls(distributions)
+        return None
+
+    def transform(self, u: np.ndarray) -> np.ndarray:
+        theta = np.empty_like(u)
+        i = self.uniform
+        theta[i] = self.lo[i] + u[i] * (self.hi[i] - self.lo[i])
+        theta[self.log] = self.lo[self.log] * np.exp(u[self.log] * self.log_ratio)
+        if len(self.normal):
+            from scipy.special import ndtri
+
+            i = self.normal
+            x = self.mu + self.sigma * ndtri(self.normal_a + u[i] * self.normal_mass)
+            theta[i] = np.clip(x, self.lo[i], self.hi[i])
+        return theta
+
+    def ln_prob(self, theta: np.ndarray) -> float:
+        inside = ((theta >= self.lo) & (theta <= self.hi)) | self.periodic  # False for NaN
+        if not inside.all():
+            return -math.inf
+        z = (theta[self.normal] - self.mu) / self.sigma
+        return self.constant - float(np.sum(np.log(theta[self.log]))) - 0.5 * float(np.dot(z, z))
+
+    def grad_ln_prob(self, theta: np.ndarray) -> np.ndarray:
+        grad = np.zeros_like(theta)
+        grad[self.log] = -1.0 / theta[self.log]
+        grad[self.normal] = -(theta[self.normal] - self.mu) / self.sigma**2
+        return grad
+
+
 class Priors:
     """One prior distribution per parameter, in the likelihood's parameter order.
 
@@ -227,6 +283,7 @@ class Priors:
         if missing:
             raise PhoValueError(f"no prior given for parameters {missing}; give one for every parameter")
         self.distributions = [distributions[n] for n in self.names]
+        self._vector = _VectorForm.of(self.distributions)
 
     @property
     def n_params(self) -> int:
@@ -283,14 +340,20 @@ class Priors:
     def prior_transform(self, u: np.ndarray) -> np.ndarray:
         """Map a point of the unit cube, shape (P,), to parameters, shape (P,)."""
         u = np.asarray(u, dtype=float)
+        if self._vector is not None:
+            return self._vector.transform(u)
         return np.array([d.transform(x) for d, x in zip(self.distributions, u)])
 
     def ln_prob(self, theta: np.ndarray) -> float:
         """Log prior density at ``theta`` (shape (P,)); -inf outside the bounds."""
+        if self._vector is not None:
+            return self._vector.ln_prob(np.asarray(theta, dtype=float))
         return float(sum(d.ln_prob(x) for d, x in zip(self.distributions, theta)))
 
     def grad_ln_prob(self, theta: np.ndarray) -> np.ndarray:
         """Gradient of :meth:`ln_prob` inside the bounds, shape (P,)."""
+        if self._vector is not None:
+            return self._vector.grad_ln_prob(np.asarray(theta, dtype=float))
         return np.array([d.grad_ln_prob(x) for d, x in zip(self.distributions, theta)])
 
     def dtheta_du(self, theta: np.ndarray) -> np.ndarray:

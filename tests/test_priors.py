@@ -71,6 +71,41 @@ def _one_galaxy(rng, sigma=0.05):
     return L, exp, pixels, sigma
 
 
+def test_the_vector_form_gives_the_per_parameter_numbers(rng):
+    """Priors of the three shipped types are evaluated as whole vectors; the numbers are those of
+    the distributions' own methods, inside, outside, periodic, NaN; another type takes the loops."""
+    from pho.priors import TruncatedNormal
+
+    dists = {"a": Uniform(-1.0, 2.0), "b": LogUniform(0.01, 10.0), "c": Uniform(0.0, math.pi, periodic=True),
+             "d": TruncatedNormal(0.3, 0.2, -0.5, 1.5), "e": LogUniform(1.0, 3.0), "f": TruncatedNormal(-2.0, 1.0, -4.0, 0.0)}
+    p = Priors(list(dists), dists)
+    assert p._vector is not None
+
+    def looped(method, theta):
+        return [getattr(d, method)(x) for d, x in zip(p.distributions, theta)]
+
+    for _ in range(50):
+        u = rng.uniform(size=6)
+        assert np.allclose(p.prior_transform(u), looped("transform", u), rtol=1e-14, atol=0)
+        theta = p.prior_transform(u)
+        assert math.isclose(p.ln_prob(theta), math.fsum(looped("ln_prob", theta)), rel_tol=1e-13)
+        assert np.allclose(p.grad_ln_prob(theta), looped("grad_ln_prob", theta), rtol=1e-14, atol=0)
+    inside = p.prior_transform(np.full(6, 0.5))
+    for i, bad in [(0, 2.5), (1, 0.001), (3, -0.6), (4, float("nan"))]:
+        theta = inside.copy()
+        theta[i] = bad
+        assert p.ln_prob(theta) == -math.inf == math.fsum(looped("ln_prob", theta))
+    theta = inside.copy()
+    theta[2] = 4.0  # periodic: never outside
+    assert math.isclose(p.ln_prob(theta), math.fsum(looped("ln_prob", theta)), rel_tol=1e-13)
+
+    class Other(Uniform):
+        pass
+
+    q = Priors(["a"], {"a": Other(0.0, 2.0)})
+    assert q._vector is None and math.isclose(q.ln_prob([1.0]), -math.log(2.0))
+
+
 def test_default_priors_from_data(rng):
     pytest.importorskip("pho.sersic")
     like, exp, pixels, sigma = _one_galaxy(rng)
