@@ -37,9 +37,22 @@ import numpy as np
 from .errors import PhoValueError
 from .priors import Priors, default_priors
 
-__all__ = ["sample", "SampleResult", "weighted_quantiles"]
+__all__ = ["sample", "SampleResult", "weighted_quantiles", "DYNESTY_MAX_PARAMS", "auto_sampler"]
 
 log = logging.getLogger(__name__)
+
+#: Problems with more parameters than this are sampled with NUTS under ``sampler="auto"`` (the main
+#: job, ``python -m pho.tools.fit``, and each patch of a field fit), dynesty otherwise. Measured by
+#: tools/bench_samplers.py (docs/fitting.md, "Which sampler when"): per 1,000 effective samples
+#: dynesty needed 0.6x the calls of NUTS on a 7-parameter galaxy and 2.8x on the demo's 20
+#: parameters, where dynesty with the main job's nlive 45 also gave widths up to 31% too narrow. One
+#: galaxy in two bands (9 parameters) stays with dynesty (which also gives ln Z); two sources go to NUTS.
+DYNESTY_MAX_PARAMS = 10
+
+
+def auto_sampler(n_params: int) -> str:
+    """``"nuts"`` for more than :data:`DYNESTY_MAX_PARAMS` parameters, else ``"dynesty"``."""
+    return "nuts" if n_params > DYNESTY_MAX_PARAMS else "dynesty"
 
 
 def weighted_quantiles(x: np.ndarray, weights: np.ndarray, q) -> np.ndarray:

@@ -29,6 +29,41 @@ def test_help_and_argument_errors(capsys, tmp_path):
     assert build_parser().parse_args(["--demo"]).outdir == "pho_fit_output"
 
 
+def test_sampler_auto_follows_the_parameter_count_and_the_options_given():
+    from pho.sample import DYNESTY_MAX_PARAMS
+    from pho.tools.fit import resolve_sampler
+
+    assert resolve_sampler("auto", DYNESTY_MAX_PARAMS) == "dynesty"
+    assert resolve_sampler("auto", DYNESTY_MAX_PARAMS + 1) == "nuts"
+    assert resolve_sampler("auto", 80, dynesty_options=["--nlive"]) == "dynesty"
+    assert resolve_sampler("auto", 7, nuts_options=["--draws"]) == "nuts"
+    assert resolve_sampler("dynesty", 80) == "dynesty" and resolve_sampler("nuts", 7) == "nuts"
+    with pytest.raises(ValueError, match="both dynesty options .--nlive. and NUTS options .--tune. were given; choose one"):
+        resolve_sampler("auto", 20, ["--nlive"], ["--tune"])
+    with pytest.raises(ValueError, match="--maxcall: dynesty options; with --sampler nuts"):
+        resolve_sampler("nuts", 20, ["--maxcall"])
+    with pytest.raises(ValueError, match="--chains: NUTS options; with --sampler dynesty"):
+        resolve_sampler("dynesty", 20, nuts_options=["--chains"])
+
+
+def test_the_demo_is_sampled_with_nuts_by_default(tmp_path, capsys):
+    """20 parameters: auto means NUTS, in conformal shear, with the demo's 500 draws and 300 warm-up
+    iterations (optimize only here; what the sampler is asked to do is printed)."""
+    out = tmp_path / "d"
+    assert main(["--demo", "--outdir", str(out), "--no-sample", "--no-plots", "--quiet", "--demo-pix", "24"]) == 0
+    text = capsys.readouterr().out
+    assert "20 parameters" in text and "NUTS 2 chains x 500 draws after 300 warm-up" in text
+    with fits.open(out / "catalog.fits") as hdul:
+        assert "eta_plus_best" in hdul["CATALOG"].columns.names
+    # an option of dynesty chooses dynesty (and q, pa), one of each sampler is refused
+    assert main(["--demo", "--outdir", str(out), "--no-sample", "--no-plots", "--quiet", "--demo-pix", "24",
+                 "--nlive", "30", "--overwrite"]) == 0
+    assert "dynesty nlive 30" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--demo", "--outdir", str(out), "--nlive", "30", "--draws", "100"])
+    assert "both dynesty options (--nlive) and NUTS options (--draws)" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"

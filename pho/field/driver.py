@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PhoRangeError, PhoValueError, PhoWarning, warn
+from ..sample import DYNESTY_MAX_PARAMS, auto_sampler
 from .footprints import footprint_radii_arcsec
 from .mosaic import FieldExposure
 from .patches import Patch, group_sources, plan_patches, tangent_offsets_arcsec
@@ -51,11 +52,6 @@ __all__ = ["fit_field", "FieldSettings", "FieldRun", "connect", "DYNESTY_MAX_PAR
 
 log = logging.getLogger("pho.field")
 
-#: Patches with more parameters than this are sampled with NUTS, not dynesty. Measured by
-#: tools/bench_samplers.py (docs/fitting.md): per 1,000 effective samples dynesty needed 0.6x the
-#: calls of NUTS on a 7-parameter galaxy and 2.8x on the demo's 20 parameters; a one-source patch
-#: in two bands (9 parameters) stays with dynesty, two sources (18) go to NUTS.
-DYNESTY_MAX_PARAMS = 10
 
 #: Shape parameterizations a field fit takes (``FieldSettings.shape_parameters``, ``--shape-parameters``).
 FIELD_SHAPE_PARAMETERS = ("q_pa", "eta")
@@ -534,7 +530,7 @@ def _sample_patches(client, run: FieldRun, store, options: dict, progress: bool,
         n_params = sum(n_per_source[bool(run.current.is_point[i])] for i in patch.sources) + n_sky * len(patch.boxes)
         sampler = run.settings.sampler
         if sampler == "auto":
-            sampler = "nuts" if have_nuts and n_params > DYNESTY_MAX_PARAMS else "dynesty"
+            sampler = auto_sampler(n_params) if have_nuts else "dynesty"
         if sampler == "nuts" and not have_nuts:
             raise PhoValueError("sampler='nuts' needs pho.sample_nuts, which this pho does not have; use 'dynesty'")
         tasks.append(_task(patch, 0, run, sampler, options))

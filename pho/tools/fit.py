@@ -13,9 +13,14 @@ mixture (a FITS file written by ``python -m pho.tools.fitpsf``; a PSF grid writt
 list (FITS or CSV) has columns ``ra``, ``dec``, ``type`` (``sersic`` or ``point``),
 ``flux_<band>`` and, for galaxies, ``q``, ``pa`` (rad), ``n``, ``rh`` (arcsec).
 
-Sampling: dynesty nested sampling by default (it gives the evidence); ``--sampler nuts`` runs
-NUTS on the analytic gradient (:func:`pho.sample_nuts`; no evidence, far fewer likelihood calls
-in many dimensions, R-hat and ESS per parameter).
+Sampling (``--sampler auto``, the default): dynesty nested sampling (it also gives the evidence)
+for problems of up to ``pho.sample.DYNESTY_MAX_PARAMS`` = 10 parameters, NUTS on the analytic
+gradient (:func:`pho.sample_nuts`; no evidence, far fewer likelihood calls per effective sample in
+many dimensions, R-hat and ESS per parameter) above, as the field fitter does for each patch.
+Options of one sampler choose it (``--nlive`` dynesty, ``--draws`` NUTS); ``--sampler dynesty`` or
+``--sampler nuts`` forces one. The demo (20 parameters) is sampled with NUTS: 2 chains of 500 draws
+after 300 warm-up iterations, whose worst effective sample size (~850) is above what dynesty with
+nlive 45, the demo's earlier default, gave (~460-520 with widths up to 31% too narrow).
 
 Outputs in ``--outdir``: ``catalog.fits`` (pho.io.write_catalog), ``exposures.png`` (data,
 model, residual, chi), ``corner_s<i>.png`` per source, ``trace.png`` (nested sampling) or
@@ -40,7 +45,60 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["build_parser", "main", "run_job", "choose_backend"]
+from pho.sample import DYNESTY_MAX_PARAMS, auto_sampler
+
+__all__ = ["build_parser", "main", "run_job", "choose_backend", "resolve_sampler"]
+
+#: NUTS defaults of the main job: draws per chain (the demo's own is smaller, to stay quick), chains,
+#: and warm-up iterations above and up to ``DYNESTY_MAX_PARAMS`` parameters (the metric starts from
+#: the optimizer's Fisher matrix; docs/fitting.md measures when 300 suffices).
+NUTS_DRAWS, DEMO_NUTS_DRAWS, NUTS_CHAINS = 1000, 500, 2
+NUTS_TUNE_MANY, NUTS_TUNE_FEW = 300, 1000
+
+#: (flag, attribute, value when not given) of the options that belong to one sampler.
+_DYNESTY_OPTIONS = (("--nlive", "nlive", None), ("--dynamic", "dynamic", False),
+                    ("--sample-method", "sample_method", None), ("--dlogz", "dlogz", None), ("--maxcall", "maxcall", None))
+_NUTS_OPTIONS = (("--draws", "draws", None), ("--tune", "tune", None), ("--chains", "chains", None))
+
+
+def resolve_sampler(sampler: str, n_params: int, dynesty_options=(), nuts_options=()) -> str:
+    """The sampler ``--sampler`` means for a problem of ``n_params`` parameters.
+
+    Parameters
+    ----------
+    sampler : {"auto", "dynesty", "nuts"}
+    n_params : int
+        Parameters of the likelihood (sources and sky).
+    dynesty_options, nuts_options : sequence of str
+        The flags of each sampler the user gave.
+
+    Returns
+    -------
+    str
+        ``"dynesty"`` or ``"nuts"``: the forced one; under ``"auto"`` the sampler whose options were
+        given, else :func:`pho.sample.auto_sampler`.
+
+    Raises
+    ------
+    ValueError
+        Options of the other sampler than the forced one, or of both under ``"auto"`` (the message
+        names them and the fix).
+    """
+    dyn, nuts = ", ".join(dynesty_options), ", ".join(nuts_options)
+    if sampler == "nuts" and dyn:
+        raise ValueError(f"{dyn}: dynesty options; with --sampler nuts use --draws, --tune, --chains")
+    if sampler == "dynesty" and nuts:
+        raise ValueError(f"{nuts}: NUTS options; with --sampler dynesty use --nlive, --dynamic, --sample-method, --dlogz")
+    if sampler != "auto":
+        return sampler
+    if dyn and nuts:
+        raise ValueError(f"both dynesty options ({dyn}) and NUTS options ({nuts}) were given; choose one sampler with "
+                         "--sampler dynesty or --sampler nuts and drop the other's options")
+    if dyn:
+        return "dynesty"
+    if nuts:
+        return "nuts"
+    return auto_sampler(n_params)
 
 
 def choose_backend() -> str:
@@ -74,19 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     out.add_argument("--no-plots", action="store_true", help="skip the figures")
     run = p.add_argument_group("fitting")
-    run.add_argument("--sampler", choices=("dynesty", "nuts"), default="dynesty",
+    run.add_argument("--sampler", choices=("auto", "dynesty", "nuts"), default="auto",
                      help="posterior sampler: dynesty nested sampling (gives ln Z) or NUTS on the analytic gradient "
-                     "(no ln Z; fewer likelihood calls in many dimensions) (default %(default)s)")
-    run.add_argument("--draws", type=int, default=1000, help="NUTS: draws kept per chain (default %(default)s)")
-    run.add_argument("--tune", type=int, default=1000,
-                     help="NUTS: warm-up iterations per chain (default %(default)s; 300 sufficed on the 20-parameter "
-                     "demo, not on one faint galaxy: docs/fitting.md)")
-    run.add_argument("--chains", type=int, default=2, help="NUTS: independent chains (default %(default)s)")
+                     "(no ln Z; fewer likelihood calls in many dimensions); auto: an option of one sampler chooses "
+                     f"it, else dynesty up to {DYNESTY_MAX_PARAMS} parameters and NUTS above (default %(default)s)")
+    run.add_argument("--draws", type=int, default=None,
+                     help=f"NUTS: draws kept per chain (default {NUTS_DRAWS}; {DEMO_NUTS_DRAWS} for --demo)")
+    run.add_argument("--tune", type=int, default=None,
+                     help=f"NUTS: warm-up iterations per chain (default {NUTS_TUNE_MANY} above {DYNESTY_MAX_PARAMS} "
+                     f"parameters, where it sufficed on the 20-parameter demo and an 80-parameter patch, else "
+                     f"{NUTS_TUNE_FEW}: 300 did not suffice on one faint galaxy; docs/fitting.md)")
+    run.add_argument("--chains", type=int, default=None, help=f"NUTS: independent chains (default {NUTS_CHAINS})")
     run.add_argument("--nlive", type=int, default=None,
                      help="dynesty live points (default 45 for --demo, else 200)")
     run.add_argument("--dynamic", action="store_true", help="dynamic nested sampling instead of static")
-    run.add_argument("--sample-method", default="rwalk",
-                     help="dynesty sampling method: rwalk, rslice, slice, unif, auto (default %(default)s)")
+    run.add_argument("--sample-method", default=None,
+                     help="dynesty sampling method: rwalk, rslice, slice, unif, auto (default rwalk)")
     run.add_argument("--dlogz", type=float, default=None, help="stopping tolerance on ln Z (default: dynesty's)")
     run.add_argument("--maxcall", type=int, default=None,
                      help="stop sampling after this many likelihood calls (a quick look; the posterior is then "
@@ -97,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "a plane (level and x, y slopes); written to catalog.fits, HDU SKY (default %(default)s)")
     run.add_argument("--shape-parameters", choices=("auto", "q_pa", "g1_g2", "eta"), default="auto",
                      help="how galaxy shapes are fitted: axis ratio and position angle, reduced shear, or conformal "
-                     "shear (eta; q and pa are reported as well) (default %(default)s: eta with --sampler nuts, "
+                     "shear (eta; q and pa are reported as well) (default %(default)s: eta when NUTS samples, "
                      "which mixes better in it, else q_pa)")
     run.add_argument("--position-box-arcsec", type=float, default=None,
                      help="half-width of the position prior box, arcsec (default 3 pixels)")
@@ -308,6 +369,24 @@ def _n_processes(args) -> int:
     return min(n, args.chains) if args.sampler == "nuts" else n
 
 
+def _resolve_sampling(args, n_params: int) -> None:
+    """Fill in what ``auto`` and the unset sampler options mean for a problem of ``n_params``
+    parameters (in place): the sampler, the shape parameters (eta for NUTS, which mixes better in
+    it), the NUTS draws, warm-up and chains, the dynesty method."""
+    if args.sampler == "auto":
+        args.sampler = auto_sampler(n_params)
+    if args.shape_parameters == "auto":
+        args.shape_parameters = "eta" if args.sampler == "nuts" else "q_pa"
+    if args.draws is None:
+        args.draws = DEMO_NUTS_DRAWS if args.demo else NUTS_DRAWS
+    if args.tune is None:
+        args.tune = NUTS_TUNE_MANY if n_params > DYNESTY_MAX_PARAMS else NUTS_TUNE_FEW
+    if args.chains is None:
+        args.chains = NUTS_CHAINS
+    if args.sample_method is None:
+        args.sample_method = "rwalk"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -320,14 +399,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.processes is not None and args.processes < 1:
         parser.error(f"--processes {args.processes} must be at least 1")
     for flag, value, low in (("--draws", args.draws, 4), ("--tune", args.tune, 0), ("--chains", args.chains, 1)):
-        if value < low:
+        if value is not None and value < low:
             parser.error(f"{flag} {value} must be at least {low}")
-    if args.sampler == "nuts" and (args.nlive is not None or args.dynamic or args.maxcall is not None):
-        parser.error("--nlive, --dynamic and --maxcall are dynesty options; with --sampler nuts use --draws, --tune, --chains")
+    dynesty_given = [flag for flag, attr, unset in _DYNESTY_OPTIONS if getattr(args, attr) != unset]
+    nuts_given = [flag for flag, attr, unset in _NUTS_OPTIONS if getattr(args, attr) != unset]
+    if args.sampler != "auto" or dynesty_given or nuts_given:  # else it waits for the parameter count (_run)
+        try:
+            args.sampler = resolve_sampler(args.sampler, 0, dynesty_given, nuts_given)
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.nlive is not None and args.nlive < 5:
         parser.error(f"--nlive {args.nlive} is too small; use at least 5 (ideally 25 per parameter)")
-    if args.shape_parameters == "auto":
-        args.shape_parameters = "eta" if args.sampler == "nuts" else "q_pa"
     from pho.errors import PhoError, PhoLockError
     from pho.runlock import clean_temporary_files, output_lock
 
@@ -367,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(parser, args, argv, outdir: Path) -> int:
     """The fit itself, under the output folder's lock (see :func:`main`)."""
     import pho
-    from pho.likelihood import Likelihood
+    from pho.likelihood import SKY_PARAMETERS, Likelihood
 
     backend = choose_backend() if args.backend == "auto" else args.backend
     timings: dict = {}
@@ -378,12 +460,7 @@ def _run(parser, args, argv, outdir: Path) -> int:
         from pho.demo import build_demo
 
         problem = build_demo(shape=(args.demo_pix, args.demo_pix))
-        exposures, scene = problem.exposures, problem.initial
-        truth_scene = problem.truth
-        if args.shape_parameters != "q_pa":
-            scene = pho.Scene(scene.sources, shape_parameters=args.shape_parameters, bands=scene.bands)
-            truth_scene = pho.Scene(truth_scene.sources, shape_parameters=args.shape_parameters, bands=scene.bands)
-        truth = dict(zip(truth_scene.parameter_names, truth_scene.get_vector()))
+        exposures, sources, bands = problem.exposures, problem.initial.sources, problem.initial.bands
         nlive = args.nlive or 45
         settings["INPUT"] = "built-in demo (pho.demo)"
     else:
@@ -399,17 +476,23 @@ def _run(parser, args, argv, outdir: Path) -> int:
             kw = {"ivar_path" if args.noise_kind == "ivar" else "err_path": noise}
             exposures.append(pho.Exposure.from_fits(sci, psf=psf, band=band, cutout=args.cutout, **kw))
         bands = list(dict.fromkeys(e.band for e in exposures))
-        scene = pho.Scene(read_source_list(args.sources, bands=bands), bands=bands, shape_parameters=args.shape_parameters)
+        sources = read_source_list(args.sources, bands=bands)
         nlive = args.nlive or 200
         settings["SOURCES"] = str(args.sources)
         for k, e in enumerate(args.exposure):
             settings[f"EXP{k}"] = " ".join(e)
+    _resolve_sampling(args, pho.Scene(sources, bands=bands).n_params + len(exposures) * len(SKY_PARAMETERS[args.fit_sky]))
+    scene = pho.Scene(sources, bands=bands, shape_parameters=args.shape_parameters)
+    if args.demo:
+        truth_scene = pho.Scene(problem.truth.sources, shape_parameters=args.shape_parameters, bands=bands)
+        truth = dict(zip(truth_scene.parameter_names, truth_scene.get_vector()))
     likelihood = (Likelihood(scene, exposures, backend=backend) if args.fit_sky == "none"
                   else Likelihood(scene, exposures, backend=backend, sky=args.fit_sky))
     timings["build"] = time.perf_counter() - t0
     print(f"pho {pho.__version__}: {len(scene.sources)} sources, {scene.n_params} parameters, "
           f"{len(exposures)} exposures, backend {backend}, "
-          + (f"nlive {nlive}" if args.sampler == "dynesty" else f"NUTS {args.chains} chains")
+          + (f"dynesty nlive {nlive}" if args.sampler == "dynesty"
+             else f"NUTS {args.chains} chains x {args.draws} draws after {args.tune} warm-up")
           + ("" if args.no_sample else f", {_n_processes(args)} sampling process(es)"))
     result = run_job(
         likelihood, outdir, truth=truth, nlive=nlive, sampler=args.sampler, draws=args.draws, tune=args.tune,
