@@ -68,3 +68,15 @@ def test_agrees_with_arviz_where_installed(rng):
         assert split_rhat(x) == pytest.approx(float(az.rhat(x, method="rank")), rel=1e-10)
         assert ess_bulk(x) == pytest.approx(float(az.ess(x, method="bulk")), rel=0.03)
         assert ess_tail(x) == pytest.approx(float(az.ess(x, method="tail")), rel=0.03)
+
+
+def test_average_ranks_equal_scipys_with_ties(rng):
+    """The ranks of the rank plots and rank-normalized R-hat, without importing scipy.stats (seconds)."""
+    from scipy.stats import rankdata
+
+    from pho.diagnostics import _average_ranks
+
+    x = np.round(rng.normal(size=500), 1)  # many ties, as repeated MCMC draws give
+    assert np.array_equal(_average_ranks(x), rankdata(x))
+    y = rng.normal(size=300)
+    assert np.array_equal(_average_ranks(y), rankdata(y))
