@@ -64,6 +64,34 @@ def test_the_demo_is_sampled_with_nuts_by_default(tmp_path, capsys):
     assert "both dynesty options (--nlive) and NUTS options (--draws)" in capsys.readouterr().err
 
 
+def test_files_of_one_galaxy_in_one_band_go_to_dynesty(tmp_path, capsys):
+    """A user's files: 7 parameters, so auto means dynesty (q, pa), with the non-demo nlive; forcing
+    NUTS gives its non-demo defaults below 11 parameters (1000 draws, 1000 warm-up) and eta."""
+    from pho.demo import build_demo
+
+    problem = build_demo(shape=(24, 24))
+    args = []
+    for k, e in enumerate([e for e in problem.exposures if e.band == "F277W"]):
+        sci, err, psf = (tmp_path / f"{name}{k}.fits" for name in ("sci", "err", "psf"))
+        fits.PrimaryHDU(np.asarray(e.pixels), header=e.wcs.to_header()).writeto(sci)
+        fits.PrimaryHDU(1 / np.sqrt(np.asarray(e.ivar))).writeto(err)
+        e.psf.write(psf)
+        args += ["--exposure", str(sci), str(err), str(psf), "F277W"]
+    s0 = problem.initial.sources[0]
+    (tmp_path / "sources.csv").write_text(
+        f"ra,dec,type,flux_F277W,q,pa,n,rh\n{s0.ra!r},{s0.dec!r},sersic,{s0.flux['F277W']!r},{s0.q!r},{s0.pa!r},{s0.n!r},{s0.rh!r}\n")
+    args += ["--sources", str(tmp_path / "sources.csv"), "--no-sample", "--no-plots", "--quiet"]
+    assert main(args + ["--outdir", str(tmp_path / "a")]) == 0
+    text = capsys.readouterr().out
+    assert "7 parameters" in text and "dynesty nlive 200" in text
+    with fits.open(tmp_path / "a" / "catalog.fits") as hdul:
+        assert "q_best" in hdul["CATALOG"].columns.names and "eta_plus_best" not in hdul["CATALOG"].columns.names
+    assert main(args + ["--outdir", str(tmp_path / "b"), "--sampler", "nuts"]) == 0
+    assert "NUTS 2 chains x 1000 draws after 1000 warm-up" in capsys.readouterr().out
+    with fits.open(tmp_path / "b" / "catalog.fits") as hdul:
+        assert "eta_plus_best" in hdul["CATALOG"].columns.names
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
