@@ -257,7 +257,7 @@ def plot_chains(posterior, path: str | os.PathLike | None = None, names: list[st
     # A fixed layout: the constrained one took ~2.5 s of a 20-parameter figure's ~4 s.
     fig = _figure(8.0, height, layout=None)
     axes = fig.subplots(len(names), 2, squeeze=False, gridspec_kw={"width_ratios": [3, 1]})
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.45 / height, top=1 - 0.25 / height, hspace=0.45, wspace=0.05)
+    fig.subplots_adjust(left=0.14, right=0.98, bottom=0.45 / height, top=1 - 0.25 / height, hspace=0.45, wspace=0.05)
     colors = [f"C{c % 10}" for c in range(n_chains)]
     for row, name in enumerate(names):
         j = posterior.names.index(name)
@@ -269,7 +269,9 @@ def plot_chains(posterior, path: str | os.PathLike | None = None, names: list[st
             if bad.size:
                 ax.plot(bad, x[c, bad], "|", color="red", ms=6)
         ax.set_ylabel(_short(name), fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=6, labelbottom=row == len(names) - 1)  # x labels on the bottom row only
+        ax.locator_params(axis="y", nbins=3)
+        ax.ticklabel_format(axis="y", useOffset=False)  # ra, dec in full: an offset label would overlap the row above
         ranks = _average_ranks(x.ravel()).reshape(x.shape)
         edges = np.linspace(0.5, x.size + 0.5, bins + 1)
         axr = axes[row, 1]
@@ -277,7 +279,7 @@ def plot_chains(posterior, path: str | os.PathLike | None = None, names: list[st
             axr.stairs(np.histogram(ranks[c], bins=edges)[0], edges, color=colors[c])
         axr.axhline(n_draws / bins, color="k", lw=0.5, ls=":")
         axr.set_yticks([])
-        axr.tick_params(labelsize=6)
+        axr.tick_params(labelsize=6, labelbottom=row == len(names) - 1)
         d = posterior.diagnostics.get(name) if posterior.diagnostics else None
         if d:
             axr.set_title(f"R-hat {d['rhat']:.3f}, ESS {d['ess_bulk']:.0f}", fontsize=6)
