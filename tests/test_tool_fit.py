@@ -38,6 +38,7 @@ def test_sampler_auto_follows_the_parameter_count_and_the_options_given():
     assert resolve_sampler("auto", 80, dynesty_options=["--nlive"]) == "dynesty"
     assert resolve_sampler("auto", 7, nuts_options=["--draws"]) == "nuts"
     assert resolve_sampler("dynesty", 80) == "dynesty" and resolve_sampler("nuts", 7) == "nuts"
+    assert resolve_sampler("auto", None) == "auto"  # not counted yet, no option decides
     with pytest.raises(ValueError, match="both dynesty options .--nlive. and NUTS options .--tune. were given; choose one"):
         resolve_sampler("auto", 20, ["--nlive"], ["--tune"])
     with pytest.raises(ValueError, match="--maxcall: dynesty options; with --sampler nuts"):

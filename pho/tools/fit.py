@@ -62,14 +62,14 @@ _DYNESTY_OPTIONS = (("--nlive", "nlive", None), ("--dynamic", "dynamic", False),
 _NUTS_OPTIONS = (("--draws", "draws", None), ("--tune", "tune", None), ("--chains", "chains", None))
 
 
-def resolve_sampler(sampler: str, n_params: int, dynesty_options=(), nuts_options=()) -> str:
+def resolve_sampler(sampler: str, n_params: int | None, dynesty_options=(), nuts_options=()) -> str:
     """The sampler ``--sampler`` means for a problem of ``n_params`` parameters.
 
     Parameters
     ----------
     sampler : {"auto", "dynesty", "nuts"}
-    n_params : int
-        Parameters of the likelihood (sources and sky).
+    n_params : int or None
+        Parameters of the likelihood (sources and sky); None while they are not counted yet.
     dynesty_options, nuts_options : sequence of str
         The flags of each sampler the user gave.
 
@@ -77,7 +77,7 @@ def resolve_sampler(sampler: str, n_params: int, dynesty_options=(), nuts_option
     -------
     str
         ``"dynesty"`` or ``"nuts"``: the forced one; under ``"auto"`` the sampler whose options were
-        given, else :func:`pho.sample.auto_sampler`.
+        given, else :func:`pho.sample.auto_sampler` (``"auto"`` itself while ``n_params`` is None).
 
     Raises
     ------
@@ -99,7 +99,7 @@ def resolve_sampler(sampler: str, n_params: int, dynesty_options=(), nuts_option
         return "dynesty"
     if nuts:
         return "nuts"
-    return auto_sampler(n_params)
+    return "auto" if n_params is None else auto_sampler(n_params)
 
 
 def choose_backend() -> str:
@@ -374,14 +374,13 @@ def _resolve_sampling(args, n_params: int) -> None:
     """Fill in what ``auto`` and the unset sampler options mean for a problem of ``n_params``
     parameters (in place): the sampler, the shape parameters (eta for NUTS, which mixes better in
     it), the NUTS draws, warm-up and chains, the dynesty method."""
-    if args.sampler == "auto":
-        args.sampler = auto_sampler(n_params)
+    args.sampler = resolve_sampler(args.sampler, n_params)  # options were checked in main()
     if args.shape_parameters == "auto":
         args.shape_parameters = "eta" if args.sampler == "nuts" else "q_pa"
     if args.draws is None:
         args.draws = DEMO_NUTS_DRAWS if args.demo else NUTS_DRAWS
     if args.tune is None:
-        args.tune = NUTS_TUNE_MANY if n_params > DYNESTY_MAX_PARAMS else NUTS_TUNE_FEW
+        args.tune = NUTS_TUNE_MANY if auto_sampler(n_params) == "nuts" else NUTS_TUNE_FEW
     if args.chains is None:
         args.chains = NUTS_CHAINS
     if args.sample_method is None:
@@ -404,11 +403,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag} {value} must be at least {low}")
     dynesty_given = [flag for flag, attr, unset in _DYNESTY_OPTIONS if getattr(args, attr) != unset]
     nuts_given = [flag for flag, attr, unset in _NUTS_OPTIONS if getattr(args, attr) != unset]
-    if args.sampler != "auto" or dynesty_given or nuts_given:  # else it waits for the parameter count (_run)
-        try:
-            args.sampler = resolve_sampler(args.sampler, 0, dynesty_given, nuts_given)
-        except ValueError as exc:
-            parser.error(str(exc))
+    try:  # "auto" stays until the parameters are counted (_run) unless an option decides
+        args.sampler = resolve_sampler(args.sampler, None, dynesty_given, nuts_given)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.nlive is not None and args.nlive < 5:
         parser.error(f"--nlive {args.nlive} is too small; use at least 5 (ideally 25 per parameter)")
     from pho.errors import PhoError, PhoLockError
