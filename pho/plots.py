@@ -152,35 +152,31 @@ def plot_corner(
         s = summary[name]
         width = max(s["p84"] - s["p16"], 1e-300)
         ranges.append((s["median"] - 3 * width, s["median"] + 3 * width))
-    for r in range(k):
-        for c in range(k):
-            if c > r:
-                continue
-            ax = axes[r, c]
-            if r == c:
-                ax.hist(x[:, c], bins=bins, range=ranges[c], weights=w, histtype="step", color="k")
-                s = summary[names[c]]
-                for v in (s["p16"], s["median"], s["p84"]):
-                    ax.axvline(v, ls="--", color="0.4", lw=0.8)
-                ax.set_yticks([])
-                ax.set_title(labels[c], fontsize=7)
-            else:
-                h, xe, ye = np.histogram2d(x[:, c], x[:, r], bins=bins, range=[ranges[c], ranges[r]], weights=w)
-                ax.pcolormesh(xe, ye, h.T, cmap="Greys", shading="flat")
-                if truths and names[r] in truths:
-                    ax.axhline(truths[names[r]], color="tab:blue", lw=0.8)
-            if truths and names[c] in truths:
-                ax.axvline(truths[names[c]], color="tab:blue", lw=0.8)
-            ax.tick_params(labelsize=5)
-            ax.locator_params(nbins=4)  # small panels: a few ticks read better, and each costs ~1 ms to draw
-            if r < k - 1:
-                ax.tick_params(labelbottom=False)
-            else:
-                ax.set_xlabel(labels[c], fontsize=6)
-            if c > 0 and r != c:
-                ax.tick_params(labelleft=False)
-            elif r != c:
-                ax.set_ylabel(labels[r], fontsize=6)
+    for (r, c), ax in axes.items():  # row by row, the diagonal last in each
+        if r == c:
+            ax.hist(x[:, c], bins=bins, range=ranges[c], weights=w, histtype="step", color="k")
+            s = summary[names[c]]
+            for v in (s["p16"], s["median"], s["p84"]):
+                ax.axvline(v, ls="--", color="0.4", lw=0.8)
+            ax.set_yticks([])
+            ax.set_title(labels[c], fontsize=7)
+        else:
+            h, xe, ye = np.histogram2d(x[:, c], x[:, r], bins=bins, range=[ranges[c], ranges[r]], weights=w)
+            ax.pcolormesh(xe, ye, h.T, cmap="Greys", shading="flat")
+            if truths and names[r] in truths:
+                ax.axhline(truths[names[r]], color="tab:blue", lw=0.8)
+        if truths and names[c] in truths:
+            ax.axvline(truths[names[c]], color="tab:blue", lw=0.8)
+        ax.tick_params(labelsize=5)
+        ax.locator_params(nbins=4)  # small panels: a few ticks read better, and each costs ~1 ms to draw
+        if r < k - 1:
+            ax.tick_params(labelbottom=False)
+        else:
+            ax.set_xlabel(labels[c], fontsize=6)
+        if c > 0 and r != c:
+            ax.tick_params(labelleft=False)
+        elif r != c:
+            ax.set_ylabel(labels[r], fontsize=6)
     return _finish(fig, path)
 
 
