@@ -87,7 +87,8 @@ cdef class _Exposure:
     cdef Py_ssize_t ny, nx, G
     cdef const double[:, ::1] folded, MT
     cdef double off0, off1
-    cdef const Py_ssize_t[::1] flux_idx, goff, gsrc, source_index, aidx, vjp_index
+    cdef const Py_ssize_t[::1] flux_idx, goff, gsrc, source_index, aptr, acol, vjp_index
+    cdef const double[::1] aw
     cdef const double[::1] r2, pcxx, pcxy, pcyy, pamp, px, py
     cdef const double[:, ::1] pF
     cdef const double[:, ::1] data, weight, bg
@@ -338,7 +339,11 @@ cdef class StampPlan:
             ex.gsrc = np.ascontiguousarray(d["gsrc"], dtype=np.intp)
             ex.G = ex.gsrc.shape[0]
             ex.source_index = np.ascontiguousarray(d["source_index"], dtype=np.intp)
-            ex.aidx = np.ascontiguousarray(d["aidx"], dtype=np.intp)
+            # Gaussian k's profile amplitude is sum_j aw[j] amp[acol[j]], j in aptr[k]:aptr[k + 1]
+            # (one term of weight 1, or the fold of narrow components: pho.gaussians.narrow_fold)
+            ex.aptr = np.ascontiguousarray(d["aptr"], dtype=np.intp)
+            ex.acol = np.ascontiguousarray(d["acol"], dtype=np.intp)
+            ex.aw = np.ascontiguousarray(d["aw"], dtype=np.float64)
             ex.vjp_index = np.ascontiguousarray(d["vjp_index"], dtype=np.intp)
             ex.r2 = np.ascontiguousarray(d["r2"], dtype=np.float64)
             ex.pcxx = np.ascontiguousarray(d["pcxx"], dtype=np.float64)
@@ -361,7 +366,11 @@ cdef class StampPlan:
             ex.sky_n, ex.sky_start = int(d["sky_n"]), int(d["sky_start"])
             if (ex.goff.shape[0] != self.S + 1 or ex.goff[self.S] != ex.G or ex.flux_idx.shape[0] != self.S
                     or ex.vjp_index.shape[0] != 7 * self.S or ex.source_index.shape[0] != ex.G
-                    or ex.aidx.shape[0] != ex.G or ex.pF.shape[0] != ex.G or ex.r2.shape[0] != ex.G
+                    or ex.aptr.shape[0] != ex.G + 1 or ex.aptr[0] != 0 or ex.aptr[ex.G] != ex.acol.shape[0]
+                    or ex.aw.shape[0] != ex.acol.shape[0]
+                    or (ex.acol.shape[0] > 0 and (np.min(ex.acol) < 0 or np.max(ex.acol) >= max(n_amp, 1)))
+                    or np.any(np.diff(ex.aptr) < 0)
+                    or ex.pF.shape[0] != ex.G or ex.r2.shape[0] != ex.G
                     or ex.data.shape[0] != ex.ny or ex.data.shape[1] != ex.nx
                     or ex.weight.shape[0] != ex.ny or ex.weight.shape[1] != ex.nx
                     or ex.counted.shape[0] != ex.ny or ex.counted.shape[1] != ex.nx
@@ -564,7 +573,10 @@ cdef class StampPlan:
                     iv = 1.0 / (aa * cc - bb_ * bb_)
                     bs = ex.pamp[k] * sqrt(iv)
                     ex.base[k] = bs
-                    ex.abase[k] = self.amp[ex.aidx[k]] * bs
+                    amp = 0.0
+                    for j in range(ex.aptr[k], ex.aptr[k + 1]):
+                        amp = amp + ex.aw[j] * self.amp[ex.acol[j]]
+                    ex.abase[k] = amp * bs
                     ex.gauss[k, 0] = flux * ex.abase[k]
                     ex.gauss[k, 1] = x + ex.px[k]
                     ex.gauss[k, 2] = y + ex.py[k]
@@ -1028,8 +1040,8 @@ cdef inline double[:, :] _two_d(object a):
 
 cdef void _source_vjp(_Exposure ex, Py_ssize_t s, bint sersic, double flux, double[::1] dadn,
                       double[::1] dadrh) noexcept nogil:
-    cdef Py_ssize_t n, k
-    cdef double gx = 0.0, gy = 0.0, l0 = 0.0
+    cdef Py_ssize_t n, k, j
+    cdef double gx = 0.0, gy = 0.0, l0 = 0.0, dn, drh
     cdef double acc[8]
     if not sersic:
         for n in range(ex.goff[s], ex.goff[s + 1]):
@@ -1045,8 +1057,12 @@ cdef void _source_vjp(_Exposure ex, Py_ssize_t s, bint sersic, double flux, doub
     for k in range(8):
         acc[k] = 0.0
     for n in range(ex.goff[s], ex.goff[s + 1]):
-        pho_vjp_add(&ex.gg[n, 0], &ex.gauss[n, 0], ex.abase[n], ex.base[n], dadn[ex.aidx[n]], dadrh[ex.aidx[n]],
-                    ex.r2[n], acc)
+        dn = 0.0
+        drh = 0.0
+        for j in range(ex.aptr[n], ex.aptr[n + 1]):
+            dn = dn + ex.aw[j] * dadn[ex.acol[j]]
+            drh = drh + ex.aw[j] * dadrh[ex.acol[j]]
+        pho_vjp_add(&ex.gg[n, 0], &ex.gauss[n, 0], ex.abase[n], ex.base[n], dn, drh, ex.r2[n], acc)
     pho_vjp_finish(acc, &ex.J[s, 0, 0], &ex.T[s, 0, 0], flux, &ex.local[s, 0])
 
 

@@ -48,6 +48,71 @@ _TWO_PI = 2.0 * math.pi
 #: 1e-5 of the bounding-box cutoff. Set to 0 to keep every Gaussian.
 NEGLIGIBLE_FRACTION = 1e-7
 
+#: Profile components much narrower than a PSF Gaussian are folded onto a few of them (docs/model.md,
+#: "Narrow components folded"): for PSF Gaussian l, every component whose sky variance, at the largest
+#: a shape can give it in the exposure's pixels (``r_m^2 lambda_max(D D^T)``), is at most
+#: ``NARROW_RATIO`` times the smallest variance of ``P_l`` hands its amplitude to ``NARROW_NODES``
+#: of them by Lagrange interpolation in r^2. The set is fixed per exposure (radii, D and PSF are), so
+#: the model stays one smooth function of the parameters. Set ``NARROW_NODES = 0`` to fold nothing.
+NARROW_RATIO = 1.0
+NARROW_NODES = 5
+
+
+def narrow_fold(r2, psf_cov, D, ratio: float | None = None, nodes: int | None = None) -> np.ndarray | None:
+    """Amplitude map of one Sersic group in one exposure, folding its narrow components.
+
+    Parameters
+    ----------
+    r2 : ndarray of shape (M,)
+        Squared profile radii (arcsec^2), ascending or not.
+    psf_cov : ndarray of shape (S or 1, L, 3)
+        PSF covariances (pixels^2; xx, xy, yy), per source for a PSF grid.
+    D : ndarray of shape (2, 2)
+        The exposure's sky-to-pixel matrix (pixels per arcsec).
+    ratio, nodes : optional
+        Default ``NARROW_RATIO`` and ``NARROW_NODES``.
+
+    Returns
+    -------
+    W : ndarray of shape (M * L, M), or None
+        Image Gaussian ``n = m L + l`` takes the profile amplitude ``(W @ a)[n]`` (and so its
+        derivatives); rows of folded components are zero. None when nothing is folded (then
+        ``W[n, m] = [m == n // L]``).
+    """
+    ratio = NARROW_RATIO if ratio is None else float(ratio)
+    nodes = NARROW_NODES if nodes is None else int(nodes)
+    r2 = np.asarray(r2, dtype=float).ravel()
+    cov = np.asarray(psf_cov, dtype=float).reshape(-1, np.shape(psf_cov)[-2], 3)
+    M, L = len(r2), cov.shape[1]
+    if nodes < 2 or ratio <= 0:
+        return None
+    d2max = float(np.linalg.eigvalsh(D @ D.T)[-1])
+    # smallest variance of each PSF Gaussian (over sources, for a grid): lambda_min of [[xx, xy], [xy, yy]]
+    half_tr = 0.5 * (cov[..., 0] + cov[..., 2])
+    lam = (half_tr - np.sqrt(np.maximum(half_tr**2 - (cov[..., 0] * cov[..., 2] - cov[..., 1] ** 2), 0.0))).min(axis=0)
+    W = np.zeros((M * L, M))
+    W[np.arange(M * L), np.repeat(np.arange(M), L)] = 1.0
+    folded = False
+    for l in range(L):
+        narrow = np.flatnonzero(r2 * d2max <= ratio * lam[l])
+        if len(narrow) <= nodes:
+            continue
+        rn = r2[narrow]
+        chosen: list[int] = []
+        for target in np.linspace(rn.min(), rn.max(), nodes):  # nodes spread evenly in r^2
+            free = [i for i in range(len(narrow)) if i not in chosen]
+            chosen.append(free[int(np.argmin(np.abs(rn[free] - target)))])
+        xs = rn[chosen]
+        if len(np.unique(xs)) < nodes:  # equal radii (a union of tables): nothing to gain
+            continue
+        rows = narrow * L + l
+        W[rows, narrow] = 0.0
+        for j, c in enumerate(chosen):
+            others = np.delete(xs, j)
+            W[narrow[c] * L + l, narrow] = np.prod((rn[:, None] - others) / (xs[j] - others), axis=1)
+        folded = True
+    return W if folded else None
+
 
 class ImageGaussians(NamedTuple):
     """Image Gaussians of one scene in one exposure.
@@ -391,6 +456,7 @@ class ExposureModel:
             def tile(a):  # (1 or S, L) -> (N,) or (S, N), n = m * L + l
                 return np.ascontiguousarray(np.tile(a, (1, M))[0] if len(a) == 1 else np.tile(a, (1, M)))
 
+            fold = narrow_fold(g.r2.ravel(), gp["cov"], D)
             self._flat.append(
                 dict(
                     r2=r2,
@@ -398,6 +464,8 @@ class ExposureModel:
                     amp=tile(gp["amp_cpf"] / _TWO_PI),
                     px=tile(gp["x"]), py=tile(gp["y"]),
                     m_index=np.repeat(np.arange(M, dtype=np.intp), L), M=M, N=M * L,
+                    # narrow components folded (narrow_fold): the (N, M) amplitude map, or None
+                    fold=fold, n_index=np.arange(M * L, dtype=np.intp),
                 )
             )
 
@@ -435,14 +503,14 @@ class ExposureModel:
         """Image Gaussians (G, 6) and, if asked, their Jacobian (G, 6, 7) for a prepared state."""
         x_all, y_all, J_all = self.exposure._astrometry.project_units(state.units, names=self.scene_model.source_labels)
         outs, jacs = [], []
-        for g, st, gp in zip(self.scene_model.groups, state.groups, self._gpsf):
+        for g, st, gp, flat in zip(self.scene_model.groups, state.groups, self._gpsf, self._flat):
             rows = g.rows
             x, y, J = x_all[rows], y_all[rows], J_all[rows]
             flux = st.flux[:, self.band_index]
             if g.kind == "point":
                 out, jac = self._point(gp, flux, x, y, J, jacobian)
             else:
-                out, jac = self._sersic(g, gp, st, flux, x, y, J, jacobian)
+                out, jac = self._sersic(g, gp, st, flux, x, y, J, jacobian, flat["fold"])
             outs.append(out)
             jacs.append(jac)
         if len(outs) == 1:
@@ -479,15 +547,17 @@ class ExposureModel:
             if self.compiled:
                 base = np.empty((S, N))
                 abase = np.empty((S, N))
+                fold = flat["fold"]
+                amps, m_index = (st.amps[0], flat["m_index"]) if fold is None else (st.amps[0] @ fold.T, flat["n_index"])
                 args = (np.ascontiguousarray(flux), np.ascontiguousarray(x), np.ascontiguousarray(y),
-                        np.ascontiguousarray(T[:, 0, :]), np.ascontiguousarray(st.amps[0]))
+                        np.ascontiguousarray(T[:, 0, :]), np.ascontiguousarray(amps))
                 psf_cols = [flat[k] for k in ("cxx", "cxy", "cyy", "amp", "px", "py")]
                 if psf_cols[0].ndim == 1:
-                    _render_module().sersic_gaussians(*args, flat["r2"], *psf_cols, flat["m_index"], out, base, abase)
+                    _render_module().sersic_gaussians(*args, flat["r2"], *psf_cols, m_index, out, base, abase)
                 else:  # one PSF mixture per source (a PSF grid): one call per source
                     for s in range(S):
                         _render_module().sersic_gaussians(
-                            *(a[s : s + 1] for a in args), flat["r2"], *(c[s] for c in psf_cols), flat["m_index"],
+                            *(a[s : s + 1] for a in args), flat["r2"], *(c[s] for c in psf_cols), m_index,
                             out[s : s + 1], base[s : s + 1], abase[s : s + 1],
                         )
             else:
@@ -497,7 +567,8 @@ class ExposureModel:
                 cyy = r2 * T[:, 0, 2:3] + flat["cyy"]
                 inv = 1.0 / (cxx * cyy - cxy * cxy)
                 base = flat["amp"] * np.sqrt(inv)  # (S, N) counts per flux per amplitude
-                abase = st.amps[0][:, flat["m_index"]] * base
+                fold = flat["fold"]
+                abase = (st.amps[0][:, flat["m_index"]] if fold is None else st.amps[0] @ fold.T) * base
                 np.multiply(flux[:, None], abase, out=out[:, :, 0])
                 np.add(x[:, None], flat["px"], out=out[:, :, 1])
                 np.add(y[:, None], flat["py"], out=out[:, :, 2])
@@ -545,9 +616,12 @@ class ExposureModel:
             start += S * N
             if self.compiled:
                 # the sums below in one compiled loop (equal to rounding; tests/test_likelihood.py)
+                fold = flat["fold"]
+                damps, m_index = ((st.damps, flat["m_index"]) if fold is None
+                                  else (np.einsum("nm,smk->snk", fold, st.damps), flat["n_index"]))
                 _render_module().sersic_vjp(
                     np.ascontiguousarray(gg), np.ascontiguousarray(flux), np.ascontiguousarray(T), base, abase, gauss,
-                    np.ascontiguousarray(J), np.ascontiguousarray(st.damps), flat["r2"], flat["m_index"], local,
+                    np.ascontiguousarray(J), np.ascontiguousarray(damps), flat["r2"], m_index, local,
                 )
                 outs.append(local)
                 continue
@@ -557,7 +631,7 @@ class ExposureModel:
             gxy = gg[:, :, 1:3].sum(axis=1)
             local[:, 1:3] = (gxy[:, None, :] @ J)[:, 0, :]
             # n, rh: sum over PSF components first, then over the M profile amplitudes
-            gm = (gA * base).reshape(S, M, L).sum(axis=2)  # (S, M)
+            gm = (gA * base).reshape(S, M, L).sum(axis=2) if flat["fold"] is None else (gA * base) @ flat["fold"]
             local[:, 5:7] = flux[:, None] * (gm[:, None, :] @ st.damps)[:, 0, :]
             # shape: sum_c g_c dcol_c/dshape_k = -sum_n r2_n (H + gA A F / 2) : dT_k, with
             # H = F Gs F, Gs = [[gFxx, gFxy/2], [gFxy/2, gFyy]] (docs/model.md)
@@ -593,7 +667,7 @@ class ExposureModel:
         jac[:, :, 1:3, 1:3] = J[:, None, :, :]
         return out, jac.reshape(S * L, 6, N_LOCAL)
 
-    def _sersic(self, g, gp, st, flux, x, y, J, jacobian):
+    def _sersic(self, g, gp, st, flux, x, y, J, jacobian, fold):
         S, M, L = len(flux), g.n_comp, self.n_psf
         T = st.shape @ self.MT  # (S, 3, 3): D R D^T and its two shape derivatives
         cov = g.r2 * T[:, None, 0:1, :] + gp["cov"][:, None]  # (S, M, L, 3)
@@ -602,8 +676,11 @@ class ExposureModel:
         inv_det = 1.0 / det
         fxx, fxy, fyy = cyy * inv_det, -cxy * inv_det, cxx * inv_det
         base = gp["amp_cpf"][:, None] * np.sqrt(inv_det) / _TWO_PI  # (S, M, L) counts per flux per amplitude
-        a, da_dn, da_drh = st.amps
-        abase = a[:, :, None] * base
+        if fold is None:
+            a, da_dn, da_drh = (v[:, :, None] for v in st.amps)
+        else:  # each (m, l) its own amplitude, (S, M, L)
+            a, da_dn, da_drh = ((v @ fold.T).reshape(S, M, L) for v in st.amps)
+        abase = a * base
         A = flux[:, None, None] * abase
         out = np.empty((S, M, L, 6))
         out[..., 0] = A
@@ -625,8 +702,8 @@ class ExposureModel:
         jac[..., 0, 0] = abase
         jac[..., 0, 3:5] = -0.5 * A[..., None] * (a_ * e + 2.0 * b_ * f + d_ * h)
         fb = flux[:, None, None] * base
-        jac[..., 0, 5] = fb * da_dn[:, :, None]
-        jac[..., 0, 6] = fb * da_drh[:, :, None]
+        jac[..., 0, 5] = fb * da_dn
+        jac[..., 0, 6] = fb * da_drh
         jac[..., 1:3, 1:3] = J[:, None, None]
         jac[..., 3, 3:5] = -(a_ * a_ * e + 2.0 * ab * f + bb * h)
         jac[..., 4, 3:5] = -(ab * e + (a_ * d_ + bb) * f + b_ * d_ * h)

@@ -223,36 +223,56 @@ def _plan_sources(sm) -> tuple[dict, list]:
 
 def _plan_exposure(sm, em, e, aoff, poisson, lgamma, sky_slice) -> dict:
     """Per-exposure arrays of :class:`pho._stamp.StampPlan`: per image Gaussian (in
-    ``ExposureModel.forward``'s order) its source and the PSF / profile constants it is built from."""
+    ``ExposureModel.forward``'s order, less the narrow components folded onto others, whose
+    amplitude is always zero) its source, the PSF / profile constants it is built from and its
+    profile amplitude as a sparse row (``aptr``, ``acol``, ``aw``) over the plan's amplitudes."""
     L = em.n_psf
-    per_src, gsrc = [], []
-    cols = {k: [] for k in ("r2", "pcxx", "pcxy", "pcyy", "pamp", "px", "py", "aidx")}
+    per_src, gsrc, src_index = [], [], []
+    cols = {k: [] for k in ("r2", "pcxx", "pcxy", "pcyy", "pamp", "px", "py")}
+    acol, aw, a_len = [], [], []
     pF = []
     s = 0
     for g, flat, gp in zip(sm.groups, em._flat, em._gpsf):
-        for _ in range(len(g.rows)):
+        for row in g.rows:
             if flat is None:
                 N = L
                 zeros = np.zeros(L)
                 for k, v in (("r2", zeros), ("pcxx", zeros), ("pcxy", zeros), ("pcyy", zeros), ("pamp", gp["norm"][0]),
-                             ("px", gp["x"][0]), ("py", gp["y"][0]), ("aidx", np.zeros(L, dtype=np.intp))):
+                             ("px", gp["x"][0]), ("py", gp["y"][0])):
                     cols[k].append(v)
                 pF.append(gp["F"][0])
+                acol.append(np.zeros(L, dtype=np.intp))
+                aw.append(np.ones(L))
+                a_len.append(np.ones(L, dtype=np.intp))
             else:
-                N = flat["N"]
+                fold = flat["fold"]
+                if fold is None:
+                    used = np.arange(flat["N"])
+                    acol.append(aoff[s] + flat["m_index"])
+                    aw.append(np.ones(flat["N"]))
+                    a_len.append(np.ones(flat["N"], dtype=np.intp))
+                else:
+                    used = np.flatnonzero(np.any(fold != 0, axis=1))
+                    rows_n, cols_m = np.nonzero(fold[used])
+                    acol.append(aoff[s] + cols_m)
+                    aw.append(fold[used][rows_n, cols_m])
+                    a_len.append(np.bincount(rows_n, minlength=len(used)))
+                N = len(used)
                 for k, v in (("r2", flat["r2"]), ("pcxx", flat["cxx"]), ("pcxy", flat["cxy"]), ("pcyy", flat["cyy"]),
-                             ("pamp", flat["amp"]), ("px", flat["px"]), ("py", flat["py"]),
-                             ("aidx", aoff[s] + flat["m_index"])):
-                    cols[k].append(v)
+                             ("pamp", flat["amp"]), ("px", flat["px"]), ("py", flat["py"])):
+                    cols[k].append(v[..., used])
                 pF.append(np.zeros((N, 3)))
             per_src.append(N)
             gsrc.append(np.full(N, s, dtype=np.intp))
+            src_index.append(np.full(N, row, dtype=np.intp))
             s += 1
-    astro = e._astrometry
     d = {k: np.concatenate(v) for k, v in cols.items()}
+    d.update(aptr=np.concatenate([[0], np.cumsum(np.concatenate(a_len))]).astype(np.intp),
+             acol=np.concatenate(acol).astype(np.intp), aw=np.concatenate(aw))
+    astro = e._astrometry
     d.update(shape=e.shape, folded=astro._folded, offset=astro._offset, MT=em.MT,
              flux_idx=em.vjp_index.reshape(-1, 7)[:, 0], goff=np.concatenate([[0], np.cumsum(per_src)]),
-             gsrc=np.concatenate(gsrc), source_index=em.source_index, vjp_index=em.vjp_index, pF=np.concatenate(pF),
+             gsrc=np.concatenate(gsrc), source_index=np.concatenate(src_index), vjp_index=em.vjp_index, pF=np.concatenate(pF),
              data=e._data, weight=e._weight, background=e.background, counted=e.counted, poisson=poisson,
              lgamma=lgamma, sky_n=sky_slice.stop - sky_slice.start,
              sky_start=sky_slice.start if sky_slice.stop > sky_slice.start else 0)
