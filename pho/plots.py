@@ -86,7 +86,7 @@ def plot_exposures(likelihood, theta: np.ndarray, path: str | os.PathLike | None
             label = f"{name} ({exposure.band}): {title}" if col == 0 else title
             if col == 3:
                 label += f"  chi2/N = {chi2 / max(int(good.sum()), 1):.2f}"
-            ax.set_title(label, fontsize=8)
+            ax.set_title(label, fontsize=8, y=1.0)
             fig.colorbar(im, ax=ax, shrink=0.8)
     return _finish(fig, path)
 
@@ -159,7 +159,7 @@ def plot_corner(
             for v in (s["p16"], s["median"], s["p84"]):
                 ax.axvline(v, ls="--", color="0.4", lw=0.8)
             ax.set_yticks([])
-            ax.set_title(labels[c], fontsize=7)
+            ax.set_title(labels[c], fontsize=7, y=1.0)
         else:
             h, xe, ye = np.histogram2d(x[:, c], x[:, r], bins=bins, range=[ranges[c], ranges[r]], weights=w)
             ax.pcolormesh(xe, ye, h.T, cmap="Greys", shading="flat")
@@ -278,7 +278,7 @@ def plot_chains(posterior, path: str | os.PathLike | None = None, names: list[st
         axr.tick_params(labelsize=6, labelbottom=row == len(names) - 1)
         d = posterior.diagnostics.get(name) if posterior.diagnostics else None
         if d:
-            axr.set_title(f"R-hat {d['rhat']:.3f}, ESS {d['ess_bulk']:.0f}", fontsize=6)
+            axr.set_title(f"R-hat {d['rhat']:.3f}, ESS {d['ess_bulk']:.0f}", fontsize=6, y=1.0)
     axes[-1, 0].set_xlabel("draw (after warm-up)")
     axes[-1, 1].set_xlabel("rank")
     return _finish(fig, path)
@@ -317,13 +317,13 @@ def plot_gradients(
     axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
     fig.subplots_adjust(left=0.02, right=0.96, bottom=0.1 / nrow, top=1 - 0.3 / nrow, wspace=0.15, hspace=0.25)
     im = axes[0].imshow(model, origin="lower", cmap="magma", interpolation="nearest")
-    axes[0].set_title(f"model, exposure {exposure_index}", fontsize=8)
+    axes[0].set_title(f"model, exposure {exposure_index}", fontsize=8, y=1.0)
     fig.colorbar(im, ax=axes[0], shrink=0.8)
     for ax, j in zip(axes[1:], idx):
         g = grads[j]
         vmax = np.max(np.abs(g)) or 1.0
         im = ax.imshow(g, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"d model / d {names[j]}", fontsize=8)
+        ax.set_title(f"d model / d {names[j]}", fontsize=8, y=1.0)
         fig.colorbar(im, ax=ax, shrink=0.8)
     for ax in axes:
         ax.set_xticks([])
