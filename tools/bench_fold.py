@@ -18,9 +18,9 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 from astropy.wcs import WCS  # noqa: E402
@@ -29,6 +29,8 @@ import pho  # noqa: E402
 from pho import _reference as ref  # noqa: E402
 from pho import gaussians  # noqa: E402
 from pho.demo import build_demo, demo_psf  # noqa: E402
+
+from bench_demo_likelihood import cpu_ms_per_call  # noqa: E402
 
 
 def _set(setting) -> None:
@@ -68,18 +70,7 @@ def demo_times(setting, demo) -> tuple[int, float, float]:
         g, _ = model.forward(state)
         keep = model.significant(g)
         count += len(g) if keep is None else int(keep.sum())
-    out = []
-    for f in (like.lnlike, like.lnlike_and_grad):
-        for _ in range(30):
-            f(theta)
-        best = float("inf")
-        for _ in range(5):
-            t0 = time.process_time()
-            for _ in range(200):
-                f(theta)
-            best = min(best, (time.process_time() - t0) / 200)
-        out.append(best * 1e3)
-    return count, out[0], out[1]
+    return count, cpu_ms_per_call(like.lnlike, theta), cpu_ms_per_call(like.lnlike_and_grad, theta)
 
 
 def main(argv: list[str]) -> int:
