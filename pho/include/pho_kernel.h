@@ -1009,6 +1009,18 @@ PHO_FN void pho_box_fourth_sums(double fxx, double fxy, double fyy, const double
    `stride` apart; kept is the box's exponentials as pho_render_box_keep wrote them. Orders 0 and
    PHO_ORDER_FOURTH by the moments above where pho_render_box_keep took the recurrence (the same corner
    test); Gauss-Legendre orders and the rest row by row (pho_gradient_span_kept). */
+/* M[k][m] += T[k] dy^m for k + m <= deg: one row's moments into the box's (deg a literal at each call,
+   so that the loops unroll; the powers of dy are formed as the loop over m formed them before). */
+PHO_FN_INLINE void pho_box_moments_add(double *M, const double *T, double dy, const int deg)
+{
+    double dyp[PHO_BD];
+    int k, m;
+    dyp[0] = 1.0;
+    for (m = 1; m <= deg; m++) dyp[m] = dyp[m - 1] * dy;
+    for (k = 0; k <= deg; k++)
+        for (m = 0; m + k <= deg; m++) M[k * PHO_BD + m] += T[k] * dyp[m];
+}
+
 PHO_FN int pho_gradient_box_kept(const double *gs, int order, const double *nodes, const double *wts,
                                  const double *tab, long long jlo, long long jhi, long long ilo, long long ihi,
                                  const double *w, long long stride, const double *kept, double *acc)
@@ -1016,7 +1028,7 @@ PHO_FN int pho_gradient_box_kept(const double *gs, int order, const double *node
     double x0 = gs[1], y0 = gs[2], fxx = gs[3], fxy = gs[4], fyy = gs[5];
     long long W = jhi - jlo + 1, i, js;
     double M[PHO_BD * PHO_BD], g[6];
-    int st = PHO_OK, c, deg, k, m;
+    int st = PHO_OK, c, deg;
     if (order < 0 || order > PHO_MAX_ORDER) return PHO_ERR_ORDER;
     if (W <= 0 || ihi < ilo) return PHO_OK;
     if (!pho_box_recurrence_ok(gs, jlo, jhi, ilo, ihi) || (order != 0 && order != PHO_ORDER_FOURTH)) {
@@ -1030,17 +1042,14 @@ PHO_FN int pho_gradient_box_kept(const double *gs, int order, const double *node
     deg = order == 0 ? 4 : 6;
     pho_bp_zero(M);
     for (i = ilo; i <= ihi; i++) {
-        double dy = (double)i - y0, c0 = -fxy * dy * tab[2], p;
+        double dy = (double)i - y0, c0 = -fxy * dy * tab[2];
         double T[PHO_BD] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
         for (js = jlo; js <= jhi; js += PHO_SEG) {
             int n = (int)(jhi - js + 1 < PHO_SEG ? jhi - js + 1 : PHO_SEG);
             pho_row_moments(w + i * stride + js, kept + (i - ilo) * W + (js - jlo), ((double)js - x0) - c0, n, deg, T);
         }
-        p = 1.0;
-        for (m = 0; m <= deg; m++) {
-            for (k = 0; k + m <= deg; k++) M[k * PHO_BD + m] += T[k] * p;
-            p *= dy;
-        }
+        if (deg == 4) pho_box_moments_add(M, T, dy, 4);
+        else pho_box_moments_add(M, T, dy, 6);
     }
     if (order == 0) {
         /* the second-order rule's partials (pho_gradient_segment's row coefficients, with beta = b dy and
