@@ -493,7 +493,7 @@ def _run(parser, args, argv, outdir: Path) -> int:
           + (f"dynesty nlive {nlive}" if args.sampler == "dynesty"
              else f"NUTS {args.chains} chains x {args.draws} draws after {args.tune} warm-up")
           + ("" if args.no_sample else f", {_n_processes(args)} sampling process(es)"))
-    result = run_job(
+    run_job(
         likelihood, outdir, truth=truth, nlive=nlive, sampler=args.sampler, draws=args.draws, tune=args.tune,
         chains=args.chains, dynamic=args.dynamic, sample_method=args.sample_method,
         dlogz=args.dlogz, maxcall=args.maxcall, do_sample=not args.no_sample, plots=not args.no_plots,
