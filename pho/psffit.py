@@ -499,7 +499,6 @@ def _em(u, v, weights, amp, mu_u, mu_v, cov, max_iter, tol, min_var):
     X = np.stack([u, v], axis=1)
     wsum = weights.sum()
     wn = weights / wsum
-    K = amp.size
     amp = amp / amp.sum()
     mu = np.stack([mu_u, mu_v], axis=1).astype(float)
     cov = cov.astype(float).copy()

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("pho fitfield: %s", cmdline)
             truth_path = None
             if args.demo:
-                from pho.field.simulate import SIM_BANDS, simulate_goodss_field
+                from pho.field.simulate import simulate_goodss_field
 
                 sim = simulate_goodss_field(outdir / "demo_data", tiles=args.demo_tiles, overwrite=True, progress=log.info)
                 exposure_args, sources_path, truth_path = sim.exposures, sim.initial_path, sim.truth_path
