@@ -8,8 +8,9 @@ Run from the repository root, one pinned core::
 For each setting it prints (1) the worst difference between the folded and the unfolded image of one
 Sersic, relative to the unfolded peak, over n in {0.5, 1, 2, 4, 6}, r_h in {0.002, 0.01, 0.03, 0.1,
 0.3, 1}", q in {1, 0.15} and 3-Gaussian PSFs with cores of 0.6-4 px (``pho.demo.demo_psf``) on a
-64 x 64 stamp at 0.03"/px, reference renderer; and (2) the demo's image Gaussians per call and the CPU
-time of ``lnlike`` and ``lnlike_and_grad`` on the cpu backend, one thread, best of 5 batches of 200,
+64 x 64 stamp at 0.03"/px, reference renderer; and (2) for the demo and for the galaxy of
+``examples/nested_sampling.py``, the image Gaussians per call and the CPU time of ``lnlike`` and
+``lnlike_and_grad`` on the cpu backend at the truth, one thread, best of 5 batches of 200,
 alternating with no folding (``NARROW_NODES = 0``) twice.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from types import SimpleNamespace
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +62,8 @@ def worst_image_error(setting) -> tuple[float, tuple]:
 
 
 def demo_times(setting, demo) -> tuple[int, float, float]:
-    """Image Gaussians per call (after the negligible test) and ms per lnlike, lnlike_and_grad."""
+    """Image Gaussians per call (after the negligible test) and ms per lnlike, lnlike_and_grad, at the
+    truth of ``demo`` (anything with ``truth`` and ``exposures``)."""
     _set(setting)
     like = pho.Likelihood(demo.truth, demo.exposures, backend="cpu", workers=1)
     theta = demo.truth.get_vector()
@@ -82,13 +85,19 @@ def main(argv: list[str]) -> int:
         err, where = worst_image_error(setting)
         print(f"ratio {setting[0]:g}, nodes {setting[1]}: worst image difference {err:.2e} of the peak "
               f"(PSF core FWHM, n, r_h, q = {where})")
-    demo = build_demo(np.random.default_rng(1))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+    from nested_sampling import simulate
+
+    truth, exposures = simulate(np.random.default_rng(42))
+    problems = {"demo": build_demo(np.random.default_rng(1)),
+                "example": SimpleNamespace(truth=truth, exposures=exposures)}  # examples/nested_sampling.py
     for _ in range(2):
-        for setting in [(1.0, 0)] + settings:
-            count, t_lnl, t_grad = demo_times(setting, demo)
-            label = "no folding" if setting[1] == 0 else f"ratio {setting[0]:g}, nodes {setting[1]}"
-            print(f"demo, {label}: {count} image Gaussians per call, lnlike {t_lnl:.3f} ms, "
-                  f"lnlike_and_grad {t_grad:.3f} ms")
+        for name, problem in problems.items():
+            for setting in [(1.0, 0)] + settings:
+                count, t_lnl, t_grad = demo_times(setting, problem)
+                label = "no folding" if setting[1] == 0 else f"ratio {setting[0]:g}, nodes {setting[1]}"
+                print(f"{name}, {label}: {count} image Gaussians per call, lnlike {t_lnl:.3f} ms, "
+                      f"lnlike_and_grad {t_grad:.3f} ms")
     return 0
 
 
