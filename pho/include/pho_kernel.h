@@ -1004,13 +1004,8 @@ PHO_FN void pho_box_fourth_sums(double fxx, double fxy, double fyy, const double
     out[5] = -0.5 * pho_bp_dot(h, mdydy, 4) + pho_bp_dot(bvy, mdy, 3) + pho_bp_dot(bfyy, M, 2);
 }
 
-/* Gradient of one Gaussian over its whole box from the exponentials pho_render_box_keep kept: acc[0..5] +=
-   sum over the box of w dI/d(A, x0, y0, Fxx, Fxy, Fyy). w points at pixel (0, 0) of the weights, rows
-   `stride` apart; kept is the box's exponentials as pho_render_box_keep wrote them. Orders 0 and
-   PHO_ORDER_FOURTH by the moments above where pho_render_box_keep took the recurrence (the same corner
-   test); Gauss-Legendre orders and the rest row by row (pho_gradient_span_kept). */
 /* M[k][m] += T[k] dy^m for k + m <= deg: one row's moments into the box's (deg a literal at each call,
-   so that the loops unroll; the powers of dy are formed as the loop over m formed them before). */
+   so that the loops unroll; dy^m by repeated multiplication). */
 PHO_FN_INLINE void pho_box_moments_add(double *M, const double *T, double dy, const int deg)
 {
     double dyp[PHO_BD];
@@ -1021,6 +1016,11 @@ PHO_FN_INLINE void pho_box_moments_add(double *M, const double *T, double dy, co
         for (m = 0; m + k <= deg; m++) M[k * PHO_BD + m] += T[k] * dyp[m];
 }
 
+/* Gradient of one Gaussian over its whole box from the exponentials pho_render_box_keep kept: acc[0..5] +=
+   sum over the box of w dI/d(A, x0, y0, Fxx, Fxy, Fyy). w points at pixel (0, 0) of the weights, rows
+   `stride` apart; kept is the box's exponentials as pho_render_box_keep wrote them. Orders 0 and
+   PHO_ORDER_FOURTH by the moments above where pho_render_box_keep took the recurrence (the same corner
+   test); Gauss-Legendre orders and the rest row by row (pho_gradient_span_kept). */
 PHO_FN int pho_gradient_box_kept(const double *gs, int order, const double *nodes, const double *wts,
                                  const double *tab, long long jlo, long long jhi, long long ilo, long long ihi,
                                  const double *w, long long stride, const double *kept, double *acc)
