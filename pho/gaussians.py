@@ -544,11 +544,12 @@ class ExposureModel:
             S, N = len(flux), flat["N"]
             T = st.shape @ self.MT  # (S, 3, 3)
             out = np.empty((S, N, 6))
+            # each Gaussian's profile amplitude is amps[:, m_index[n]] (narrow components folded: narrow_fold)
+            fold = flat["fold"]
+            amps, m_index = (st.amps[0], flat["m_index"]) if fold is None else (st.amps[0] @ fold.T, flat["n_index"])
             if self.compiled:
                 base = np.empty((S, N))
                 abase = np.empty((S, N))
-                fold = flat["fold"]
-                amps, m_index = (st.amps[0], flat["m_index"]) if fold is None else (st.amps[0] @ fold.T, flat["n_index"])
                 args = (np.ascontiguousarray(flux), np.ascontiguousarray(x), np.ascontiguousarray(y),
                         np.ascontiguousarray(T[:, 0, :]), np.ascontiguousarray(amps))
                 psf_cols = [flat[k] for k in ("cxx", "cxy", "cyy", "amp", "px", "py")]
@@ -567,8 +568,7 @@ class ExposureModel:
                 cyy = r2 * T[:, 0, 2:3] + flat["cyy"]
                 inv = 1.0 / (cxx * cyy - cxy * cxy)
                 base = flat["amp"] * np.sqrt(inv)  # (S, N) counts per flux per amplitude
-                fold = flat["fold"]
-                abase = (st.amps[0][:, flat["m_index"]] if fold is None else st.amps[0] @ fold.T) * base
+                abase = amps[:, m_index] * base
                 np.multiply(flux[:, None], abase, out=out[:, :, 0])
                 np.add(x[:, None], flat["px"], out=out[:, :, 1])
                 np.add(y[:, None], flat["py"], out=out[:, :, 2])
