@@ -19,9 +19,9 @@ gradient (:func:`pho.sample_nuts`; no evidence, far fewer likelihood calls per e
 many dimensions, R-hat and ESS per parameter) above, as the field fitter does for each patch.
 Options of one sampler choose it (``--nlive`` dynesty, ``--draws`` NUTS); ``--sampler dynesty`` or
 ``--sampler nuts`` forces one. The demo (20 parameters) is sampled with NUTS: 2 chains of 500 draws
-after 300 warm-up iterations, whose worst effective sample size (639-850 over three seeds) is above
-what dynesty with nlive 45, the demo's earlier default, gave (432-598 in five runs, with widths down
-to 0.72 of a converged reference; docs/fitting.md).
+after 300 warm-up iterations, whose worst effective sample size (557-950 over seeds 1-5) is in or
+above the range of dynesty with nlive 45, the demo's earlier default (432-598 in five runs, with
+widths down to 0.72 of a converged reference; docs/fitting.md).
 
 Outputs in ``--outdir``: ``catalog.fits`` (pho.io.write_catalog), ``exposures.png`` (data,
 model, residual, chi), ``corner_s<i>.png`` per source, ``trace.png`` (nested sampling) or
