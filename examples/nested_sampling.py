@@ -27,10 +27,10 @@ from pho.io import write_catalog
 from pho.priors import default_priors
 
 
-def simulate(rng):
-    """Two 32x32 exposures of one galaxy, drawn by the model with Gaussian noise."""
+def simulate(rng, size: int = 32):
+    """Two size x size exposures of one galaxy, drawn by the model with Gaussian noise."""
     truth = pho.Scene([pho.Sersic(RA0_DEG, DEC0_DEG, {"F200W": 5.0}, q=0.6, pa=0.7, n=1.5, rh=0.25)])
-    shape, sigma = (32, 32), 0.04
+    shape, sigma = (size, size), 0.04
     exposures = []
     for dx, dy, rot in [(0.0, 0.0, 0.0), (1.5, -0.5, 12.0)]:
         blank = pho.Exposure(np.zeros(shape), np.full(shape, 1 / sigma**2), demo_wcs(shape, dx, dy, rot), demo_psf(1.7), "F200W")
@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tune", type=int, default=1000, help="NUTS: warm-up iterations per chain (default %(default)s)")
     parser.add_argument("--chains", type=int, default=2, help="NUTS: independent chains (default %(default)s)")
     parser.add_argument("--processes", type=int, default=None,
-                        help="worker processes for sampling (default: one per core, for NUTS at most one per "
-                             "chain; 1: none)")
+                        help="worker processes for sampling (default: for dynesty one per core where a "
+                             "likelihood call takes >= 0.12 ms, else none; for NUTS one per chain up to the cores; "
+                             "1: none)")
     return parser
 
 
@@ -78,9 +79,11 @@ def main(argv=None) -> int:
     best = pho.optimize(like, priors)
     print(best)
 
-    # 3. Posterior: re-centre the priors on the best fit, then sample, with one worker process per
-    #    core (they are spawned: keep the `if __name__ == "__main__":` guard below). Rerun to resume:
-    #    each sampler has its own checkpoint file, and a checkpoint of other data is refused.
+    # 3. Posterior: re-centre the priors on the best fit, then sample. By default dynesty uses one
+    #    worker process per core only where a likelihood call is slow enough for them to pay (not
+    #    here: two 32x32 stamps), NUTS one per chain; workers are spawned, so keep the
+    #    `if __name__ == "__main__":` guard below. Rerun to resume: each sampler has its own
+    #    checkpoint file, and a checkpoint of other data is refused.
     priors = default_priors(like, theta=best.theta, overrides={"rh": (0.02, 1.0)})
     if args.sampler == "nuts":
         checkpoint = outdir / "nuts.pkl"

@@ -37,7 +37,8 @@ import numpy as np
 from .errors import PhoValueError
 from .priors import Priors, default_priors
 
-__all__ = ["sample", "SampleResult", "weighted_quantiles", "DYNESTY_MAX_PARAMS", "auto_sampler"]
+__all__ = ["sample", "SampleResult", "weighted_quantiles", "DYNESTY_MAX_PARAMS", "PROCESSES_MIN_CALL_MS",
+           "auto_sampler", "auto_processes"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,14 @@ log = logging.getLogger(__name__)
 #: parameters, where dynesty with the main job's nlive 45 also gave widths down to 0.72 of a converged reference. One
 #: galaxy in two bands (9 parameters) stays with dynesty (which also gives ln Z); two sources go to NUTS.
 DYNESTY_MAX_PARAMS = 10
+
+#: With ``processes=None``, :func:`sample` starts worker processes only when one likelihood call (one
+#: thread) takes at least this many milliseconds; cheaper calls run faster in this process, since
+#: dynesty's own work and the hand-over to workers are then as large as the calls. Measured with
+#: tools/bench_processes.py on 2 cores (docs/performance.md, "Worker processes for dynesty"): 2
+#: processes took 1.07-1.08x as long as 1 at 0.08 ms per call, 0.86-0.96x at 0.14-0.15 ms, 0.92x
+#: at 0.22 ms, 0.74x at 0.29 ms; on the demo's 1.3 ms calls 2 processes are 1.66x faster.
+PROCESSES_MIN_CALL_MS = 0.12
 
 
 def auto_sampler(n_params: int) -> str:
@@ -132,9 +141,11 @@ class SampleResult:
                 f"min ESS (bulk) {ess:.0f}, max R-hat {rhat:.3f}, {self.settings.get('divergences', 0)} divergences"
             ]
         else:
+            processes = self.settings.get("processes", 1)
             lines = [
                 f"ln Z = {self.logz:.3f} +/- {self.logz_err:.3f}  ({self.n_iter} iterations, {self.n_calls} calls, "
-                f"{self.time_s:.1f} s, n_eff = {self.n_effective:.0f})"
+                f"{self.time_s:.1f} s, {processes} process{'es' if processes > 1 else ''}, "
+                f"n_eff = {self.n_effective:.0f})"
             ]
         for n in self.names:
             s = self.summary[n]
@@ -260,6 +271,43 @@ def resolve_processes(processes: int | None) -> int:
     return int(processes)
 
 
+def _call_ms(loglike, theta, calls: int = 5, repeats: int = 3) -> float:
+    """Milliseconds per ``loglike(theta)`` call: the best of ``repeats`` rounds of ``calls`` calls,
+    after one call that builds whatever the likelihood builds on first use."""
+    loglike(theta)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            loglike(theta)
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return 1e3 * best
+
+
+def auto_processes(likelihood, priors: Priors) -> tuple[int, float]:
+    """The worker processes :func:`sample` uses for ``processes=None``, and why.
+
+    One likelihood call on one thread is timed at the centre of the prior (``u = 0.5``); worker
+    processes, one per available core, are used if it takes at least
+    :data:`PROCESSES_MIN_CALL_MS`, else none.
+
+    Returns
+    -------
+    processes : int
+        The available cores, or 1.
+    call_ms : float
+        The timed call, milliseconds (NaN where there is a single core and nothing was timed).
+    """
+    from ._backends import available_cores
+
+    cores = available_cores()
+    if cores == 1:
+        return 1, math.nan
+    theta = priors.prior_transform(np.full(len(priors.names), 0.5))
+    call_ms = _call_ms(_LogLike(_single_threaded(likelihood)), theta)
+    return (cores if call_ms >= PROCESSES_MIN_CALL_MS else 1), call_ms
+
+
 def _summarize(samples, weights, names, priors):
     periodic = set(priors.periodic)
     summary = {}
@@ -358,9 +406,12 @@ def sample(
         terminal, one line every 10 s when stderr is redirected to a file (``pho._progress``).
     processes : int or None
         Worker processes evaluating the likelihood in parallel, each with one kernel thread
-        (default 1: none, the likelihood's own threads only; None: one per available core). On
+        (default 1: none, the likelihood's own threads only). None: one per available core if a
+        likelihood call takes at least :data:`PROCESSES_MIN_CALL_MS` on one thread, else none
+        (:func:`auto_processes`; the choice is logged and kept in ``settings["processes"]``). On
         the demo, 2 processes on 2 cores sample 1.66x faster than 1 process
-        (``python tools/bench_sampling.py --maxcall 30000``). The
+        (``python tools/bench_sampling.py --maxcall 30000``); on one galaxy in two 32 x 32
+        exposures they are slower (``python tools/bench_processes.py``). The
         likelihood must be picklable, and a script calling this needs an
         ``if __name__ == "__main__":`` guard (workers are spawned).
 
@@ -392,6 +443,10 @@ def sample(
         raise PhoValueError("priors.names differ from likelihood.parameter_names; build the priors from this likelihood")
     if nlive < ndim + 2:
         raise PhoValueError(f"nlive={nlive} is too small for {ndim} parameters; use at least {ndim + 2} (ideally 25 * ndim)")
+    if processes is None:
+        processes, call_ms = auto_processes(likelihood, priors)
+        log.info("processes=None: %d sampling process(es); one likelihood call takes %.3f ms on one thread "
+                 "(worker processes pay from %.2f ms)", processes, call_ms, PROCESSES_MIN_CALL_MS)
     processes = resolve_processes(processes)
     rng = np.random.default_rng() if rng is None else rng
     checkpoint_file = None if checkpoint_file is None else str(Path(checkpoint_file))

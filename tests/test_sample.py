@@ -152,6 +152,43 @@ def test_checkpoint_holds_no_data_and_resumes_with_other_process_count(tmp_path,
     assert abs(res.logz - CorrelatedGaussian.exact_logz()) < 3 * res.logz_err + 0.1
 
 
+class SlowGaussian(CorrelatedGaussian):
+    """The Gaussian, each call taking at least ``ms`` milliseconds."""
+
+    def __init__(self, ms):
+        super().__init__()
+        self.ms = ms
+
+    def lnlike(self, theta):
+        import time
+
+        time.sleep(1e-3 * self.ms)
+        return super().lnlike(theta)
+
+
+def test_auto_processes_start_workers_only_for_slow_calls(monkeypatch):
+    import pho._backends
+    from pho.sample import PROCESSES_MIN_CALL_MS, auto_processes
+
+    monkeypatch.setattr(pho._backends, "available_cores", lambda: 4)
+    n, ms = auto_processes(CorrelatedGaussian(), _priors())
+    assert (n, ms < PROCESSES_MIN_CALL_MS) == (1, True)
+    n, ms = auto_processes(SlowGaussian(2 * PROCESSES_MIN_CALL_MS), _priors())
+    assert (n, ms >= 2 * PROCESSES_MIN_CALL_MS) == (4, True)
+    monkeypatch.setattr(pho._backends, "available_cores", lambda: 1)
+    assert auto_processes(SlowGaussian(2 * PROCESSES_MIN_CALL_MS), _priors())[0] == 1
+
+
+def test_processes_none_samples_a_cheap_likelihood_in_this_process(monkeypatch, rng):
+    import pho._backends
+
+    monkeypatch.setattr(pho._backends, "available_cores", lambda: 2)
+    _INTERRUPT.update(calls=0, limit=None)
+    res = sample(CorrelatedGaussian(), _priors(), nlive=30, processes=None, rng=rng, progress=False)
+    assert res.settings["processes"] == 1
+    assert _INTERRUPT["calls"] >= res.n_calls  # every call made here, none by workers
+
+
 def test_bad_process_counts_are_refused():
     for bad in (0, -2, 1.5, True, "2"):
         with pytest.raises(PhoValueError, match="processes="):

@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("auto", "cpu", "reference"), default="auto",
                      help="likelihood backend (default %(default)s: cpu if compiled, else reference)")
     run.add_argument("--processes", type=int, default=None,
-                     help="worker processes for sampling, each with one kernel thread (default: one per "
-                     "available core, for NUTS at most one per chain; 1: sample in this process)")
+                     help="worker processes for sampling, each with one kernel thread (default: for NUTS one "
+                     "per chain up to the available cores; for dynesty one per core if a likelihood call takes "
+                     ">= 0.12 ms, else none; 1: sample in this process)")
     run.add_argument("--seed", type=int, default=1, help="random seed of the sampler (default %(default)s)")
     run.add_argument("--checkpoint-every", type=float, default=60.0,
                      help="seconds between sampler checkpoints (default %(default)s)")
@@ -363,11 +364,14 @@ def run_job(
     return {"paths": paths, "best": best, "posterior": posterior, "timings": timings}
 
 
-def _n_processes(args) -> int:
-    from pho.sample import resolve_processes
+def _processes_text(args) -> str:
+    """The sampling processes, for the run's header line."""
+    from pho.sample import PROCESSES_MIN_CALL_MS, resolve_processes
 
+    if args.sampler == "dynesty" and args.processes is None:
+        return f"sampling processes: one per core if a likelihood call takes >= {PROCESSES_MIN_CALL_MS} ms, else 1"
     n = resolve_processes(args.processes)
-    return min(n, args.chains) if args.sampler == "nuts" else n
+    return f"{min(n, args.chains) if args.sampler == 'nuts' else n} sampling process(es)"
 
 
 def _resolve_sampling(args, n_params: int) -> None:
@@ -492,7 +496,7 @@ def _run(parser, args, argv, outdir: Path) -> int:
           f"{len(exposures)} exposures, backend {backend}, "
           + (f"dynesty nlive {nlive}" if args.sampler == "dynesty"
              else f"NUTS {args.chains} chains x {args.draws} draws after {args.tune} warm-up")
-          + ("" if args.no_sample else f", {_n_processes(args)} sampling process(es)"))
+          + ("" if args.no_sample else f", {_processes_text(args)}"))
     run_job(
         likelihood, outdir, truth=truth, nlive=nlive, sampler=args.sampler, draws=args.draws, tune=args.tune,
         chains=args.chains, dynamic=args.dynamic, sample_method=args.sample_method,
