@@ -55,7 +55,7 @@ DYNESTY_MAX_PARAMS = 10
 #: dynesty's own work and the hand-over to workers are then as large as the calls. Measured with
 #: tools/bench_processes.py on 2 cores (docs/performance.md, "Worker processes for dynesty"): 2
 #: processes took 1.07-1.08x as long as 1 at 0.08 ms per call, 0.86-0.96x at 0.14-0.15 ms, 0.92x
-#: at 0.22 ms, 0.74x at 0.29 ms; on the demo's 1.3 ms calls 2 processes are 1.66x faster.
+#: at 0.22 ms, 0.74x at 0.29 ms; 0.70x on the demo's 0.31 ms calls (tools/bench_sampling.py).
 PROCESSES_MIN_CALL_MS = 0.12
 
 
@@ -409,9 +409,9 @@ def sample(
         (default 1: none, the likelihood's own threads only). None: one per available core if a
         likelihood call takes at least :data:`PROCESSES_MIN_CALL_MS` on one thread, else none
         (:func:`auto_processes`; the choice is logged and kept in ``settings["processes"]``). On
-        the demo, 2 processes on 2 cores sample 1.66x faster than 1 process
+        the demo (0.31 ms per call), 2 processes on 2 cores sample 1.43x faster than 1 process
         (``python tools/bench_sampling.py --maxcall 30000``); on one galaxy in two 32 x 32
-        exposures they are slower (``python tools/bench_processes.py``). The
+        exposures (0.08 ms) they are slower (``python tools/bench_processes.py``). The
         likelihood must be picklable, and a script calling this needs an
         ``if __name__ == "__main__":`` guard (workers are spawned).
 
