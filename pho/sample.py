@@ -271,16 +271,19 @@ def resolve_processes(processes: int | None) -> int:
     return int(processes)
 
 
-def _call_ms(loglike, theta, calls: int = 5, repeats: int = 3) -> float:
-    """Milliseconds per ``loglike(theta)`` call: the best of ``repeats`` rounds of ``calls`` calls,
-    after one call that builds whatever the likelihood builds on first use."""
+def _call_ms(loglike, theta, max_calls: int = 10, budget_s: float = 2e-3) -> float:
+    """Milliseconds per ``loglike(theta)`` call: the fastest of up to ``max_calls`` timed calls, which
+    stop once they have taken ``budget_s`` seconds (so a slow likelihood is timed once), after one
+    untimed call that builds whatever the likelihood builds on first use."""
     loglike(theta)
-    best = math.inf
-    for _ in range(repeats):
+    best, spent = math.inf, 0.0
+    for _ in range(max_calls):
         t0 = time.perf_counter()
-        for _ in range(calls):
-            loglike(theta)
-        best = min(best, (time.perf_counter() - t0) / calls)
+        loglike(theta)
+        elapsed = time.perf_counter() - t0
+        best, spent = min(best, elapsed), spent + elapsed
+        if spent >= budget_s:
+            break
     return 1e3 * best
 
 

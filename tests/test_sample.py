@@ -179,6 +179,24 @@ def test_auto_processes_start_workers_only_for_slow_calls(monkeypatch):
     assert auto_processes(SlowGaussian(2 * PROCESSES_MIN_CALL_MS), _priors())[0] == 1
 
 
+def test_a_slow_likelihood_is_timed_once():
+    import time
+
+    from pho.sample import _call_ms
+
+    calls = []
+
+    def slow(theta):
+        calls.append(theta)
+        time.sleep(0.01)
+
+    assert _call_ms(slow, None) >= 10.0
+    assert len(calls) == 2  # the untimed first call and one timed call
+    calls.clear()
+    _call_ms(calls.append, None)
+    assert len(calls) == 11  # a fast one: the first call and the 10 timed calls
+
+
 def test_processes_none_samples_a_cheap_likelihood_in_this_process(monkeypatch, rng):
     import pho._backends
 

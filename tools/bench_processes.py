@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         truth, exposures = example.simulate(np.random.default_rng(42), size)
         like = pho.Likelihood(truth, exposures, backend=backend)
         theta = truth.get_vector()
-        call_ms = _call_ms(_LogLike(like.with_workers(1)), theta, calls=100)
+        call_ms = _call_ms(_LogLike(like.with_workers(1)), theta, max_calls=300, budget_s=1.0)
         priors = default_priors(like, theta=theta, overrides={"rh": (0.02, 1.0)})
         first = None
         for n in args.processes:
