@@ -22,7 +22,8 @@ import numpy as np
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "nested_sampling.py"
 
 
-def _load_example():
+def load_example():
+    """examples/nested_sampling.py as a module (its simulate and best_fit_and_priors)."""
     spec = importlib.util.spec_from_file_location("nested_sampling_example", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     from pho.priors import default_priors
     from pho.sample import PROCESSES_MIN_CALL_MS, _call_ms, _LogLike, sample
 
-    example = _load_example()
+    example = load_example()
     backend = "cpu" if "cpu" in available_backends() else "reference"
     print(f"bench_processes: pho {pho.__version__}, backend {backend}, {available_cores()} available core(s), "
           f"the example's galaxy in two exposures, dynesty nlive 150 rwalk; pho.sample(processes=None) starts "

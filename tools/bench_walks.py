@@ -17,20 +17,11 @@ an independent sampler, and prints every walk length's mean median shift and wid
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
-from pathlib import Path
 
 import numpy as np
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "nested_sampling.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("nested_sampling_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_processes import load_example  # tools/ is on the path when this runs as a script
 
 
 def main(argv=None) -> int:
@@ -42,12 +33,14 @@ def main(argv=None) -> int:
     parser.add_argument("--nuts-draws", type=int, default=4000,
                         help="draws per chain of the NUTS reference (default %(default)s; 0: no NUTS)")
     args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error(f"--seeds {args.seeds}: at least 2 are needed for the seed-to-seed scatter")
 
     import pho
     from pho.nuts import sample_nuts
     from pho.sample import sample
 
-    example = _load_example()
+    example = load_example()
     truth, exposures = example.simulate(np.random.default_rng(42))
     like, best, priors = example.best_fit_and_priors(exposures)
     names = like.parameter_names

@@ -18,13 +18,6 @@
 #define LANES 4
 #define SFX _d
 #include "kern.inc"
-#undef R
-#undef S
-#undef EXPS
-#undef IMG
-#undef ACC
-#undef LANES
-#undef SFX
 /* f64 with 8 lanes */
 #define R double
 #define S double
@@ -34,13 +27,6 @@
 #define LANES 8
 #define SFX _d8
 #include "kern.inc"
-#undef R
-#undef S
-#undef EXPS
-#undef IMG
-#undef ACC
-#undef LANES
-#undef SFX
 /* f32 hybrid: float vectors / image / row accumulators, per-segment scalars and exp in double */
 #define R float
 #define S double
@@ -50,13 +36,6 @@
 #define LANES 8
 #define SFX _f
 #include "kern.inc"
-#undef R
-#undef S
-#undef EXPS
-#undef IMG
-#undef ACC
-#undef LANES
-#undef SFX
 /* f32 pure: everything float, expf */
 #define R float
 #define S float
@@ -66,13 +45,6 @@
 #define LANES 8
 #define SFX _fp
 #include "kern.inc"
-#undef R
-#undef S
-#undef EXPS
-#undef IMG
-#undef ACC
-#undef LANES
-#undef SFX
 /* f32 storage, f64 accumulation: float vectors, double image, double row accumulators */
 #define R float
 #define S double
@@ -82,13 +54,6 @@
 #define LANES 8
 #define SFX _fd
 #include "kern.inc"
-#undef R
-#undef S
-#undef EXPS
-#undef IMG
-#undef ACC
-#undef LANES
-#undef SFX
 /* f32 hybrid with 4 lanes (dependence distance 4 caps the vector length at 4) */
 #define R float
 #define S double
@@ -98,13 +63,6 @@
 #define LANES 4
 #define SFX _f4
 #include "kern.inc"
-#undef R
-#undef S
-#undef EXPS
-#undef IMG
-#undef ACC
-#undef LANES
-#undef SFX
 
 #define MAXG 128
 #define BOX_NSIGMA 4.564787
