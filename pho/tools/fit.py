@@ -318,7 +318,8 @@ def run_job(
             )
             timings["sample"] = time.perf_counter() - t
             print(f"sample: ln Z = {posterior.logz:.2f} +/- {posterior.logz_err:.2f}, {posterior.n_iter} iterations, "
-                  f"{posterior.n_calls} likelihood calls, n_eff = {posterior.n_effective:.0f} ({timings['sample']:.1f} s)",
+                  f"{posterior.n_calls} likelihood calls, n_eff = {posterior.n_effective:.0f} ({timings['sample']:.1f} s, "
+                  f"{posterior.settings.get('processes', 1)} sampling process(es))",
                   file=out)
 
     scene = best.scene
