@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -160,8 +161,6 @@ class SlowGaussian(CorrelatedGaussian):
         self.ms = ms
 
     def lnlike(self, theta):
-        import time
-
         time.sleep(1e-3 * self.ms)
         return super().lnlike(theta)
 
@@ -180,8 +179,6 @@ def test_auto_processes_start_workers_only_for_slow_calls(monkeypatch):
 
 
 def test_a_slow_likelihood_is_timed_once():
-    import time
-
     from pho.sample import _call_ms
 
     calls = []

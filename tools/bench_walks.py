@@ -24,6 +24,17 @@ import numpy as np
 from bench_processes import load_example  # tools/ is on the path when this runs as a script
 
 
+def _sigma(summary: dict) -> float:
+    """Half the 16-84% width of one parameter's summary."""
+    return (summary["p84"] - summary["p16"]) / 2
+
+
+def _against(runs, name: str, median: float, sigma: float):
+    """Per run, (median - ``median``) / ``sigma`` of parameter ``name``; and the runs' mean width / ``sigma``."""
+    shift = np.array([(r.summary[name]["median"] - median) / sigma for r in runs])
+    return shift, float(np.mean([_sigma(r.summary[name]) / sigma for r in runs]))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--walks", type=int, nargs="+", default=[12, 16, 25, 50],
@@ -56,7 +67,7 @@ def main(argv=None) -> int:
                   flush=True)
     ref = runs[walks[-1]]
     ref_median = {n: np.mean([r.summary[n]["median"] for r in ref]) for n in names}
-    ref_sigma = {n: np.mean([(r.summary[n]["p84"] - r.summary[n]["p16"]) / 2 for r in ref]) for n in names}
+    ref_sigma = {n: np.mean([_sigma(r.summary[n]) for r in ref]) for n in names}
     print(f"\nbench_walks: pho {pho.__version__}, the example's galaxy, nlive {args.nlive}, {args.seeds} seeds per "
           f"walk length, reference walks {walks[-1]} (means over its seeds)")
     for w in walks:
@@ -68,8 +79,7 @@ def main(argv=None) -> int:
               f"{logz.std(ddof=1) / np.sqrt(len(rs)):.3f} (scatter {logz.std(ddof=1):.3f}, dynesty's own error "
               f"{np.mean([r.logz_err for r in rs]):.3f})")
         for n in names:
-            shift = np.array([(r.summary[n]["median"] - ref_median[n]) / ref_sigma[n] for r in rs])
-            width = np.mean([(r.summary[n]["p84"] - r.summary[n]["p16"]) / 2 / ref_sigma[n] for r in rs])
+            shift, width = _against(rs, n, ref_median[n], ref_sigma[n])
             print(f"    {n:16s} median shift {shift.mean():+.3f} +/- {shift.std(ddof=1) / np.sqrt(len(rs)):.3f} "
                   f"sigma (seed scatter {shift.std(ddof=1):.3f}), width {width:.3f}")
     if args.nuts_draws:
@@ -82,11 +92,8 @@ def main(argv=None) -> int:
         for w in walks:
             cells = []
             for n in names:
-                s_n = nuts.summary[n]
-                sig = (s_n["p84"] - s_n["p16"]) / 2
-                shift = np.mean([(r.summary[n]["median"] - s_n["median"]) / sig for r in runs[w]])
-                width = np.mean([(r.summary[n]["p84"] - r.summary[n]["p16"]) / 2 / sig for r in runs[w]])
-                cells.append(f"{n.split('.', 1)[1]} {shift:+.3f}/{width:.3f}")
+                shift, width = _against(runs[w], n, nuts.summary[n]["median"], _sigma(nuts.summary[n]))
+                cells.append(f"{n.split('.', 1)[1]} {shift.mean():+.3f}/{width:.3f}")
             print(f"  walks {w:3d}: " + ", ".join(cells))
     return 0
 
